@@ -1,0 +1,102 @@
+"""Loading DiT weights: the official release's plain state dicts and this project's checkpoints.
+
+This project's checkpoint is a dict with keys `model`, `ema` (state dicts), `opt`, `config`
+(the training config, with the model's under `config["model"]`), `step`, `rng` and `data`.
+The official release ships a plain (EMA) state dict, e.g. `DiT-XL-2-256x256.pt`.
+"""
+import dataclasses
+from pathlib import Path
+
+import torch
+
+from dit.models import MODEL_SIZES, DiT, DiTConfig, dit_config
+
+PROJECT_KEYS = ("model", "ema", "config")
+PLAIN_KEY = "x_embedder.proj.weight"
+
+
+def read_checkpoint(path_or_state) -> dict:
+    """torch.load with weights_only=True; ValueError with one clear line for a missing or unreadable file."""
+    if isinstance(path_or_state, dict):
+        return path_or_state
+    path = Path(path_or_state)
+    if not path.is_file():
+        raise ValueError(f"checkpoint {path} does not exist; give the path of a .pt file")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # pickle errors, truncated files, ...
+        raise ValueError(f"cannot read checkpoint {path}: {type(exc).__name__}: {exc}") from None
+
+
+def is_project_checkpoint(ckpt: dict) -> bool:
+    return all(k in ckpt for k in PROJECT_KEYS)
+
+
+def infer_config(state: dict, **overrides) -> DiTConfig:
+    """The DiTConfig of a plain state dict, read from its tensor shapes.
+
+    The head count is not in the shapes: it comes from the size whose (depth, width) match, or
+    from `num_heads=` in overrides.
+    """
+    hidden, patch = state[PLAIN_KEY].shape[0], state[PLAIN_KEY].shape[-1]
+    in_channels = state[PLAIN_KEY].shape[1]
+    depth = 1 + max(int(k.split(".")[1]) for k in state if k.startswith("blocks."))
+    num_tokens = state["pos_embed"].shape[1]
+    out_dim = state["final_layer.linear.weight"].shape[0] // (patch * patch)
+    table_rows = state["y_embedder.embedding_table.weight"].shape[0]
+    if any(".cross_attn." in k for k in state):
+        block = "cross-attn"
+    elif "blocks.0.adaLN_modulation.1.weight" in state:
+        block = "adaln-zero" if state["blocks.0.adaLN_modulation.1.weight"].shape[0] == 6 * hidden else "adaln"
+    else:
+        block = "in-context"
+    size = next((name for name, (d, w, _) in MODEL_SIZES.items() if (d, w) == (depth, hidden)), "custom")
+    arch = dict(depth=depth, hidden_size=hidden)
+    if size == "custom":
+        arch["num_heads"] = overrides.pop("num_heads", None)
+    learn_sigma = out_dim == 2 * in_channels
+    class_dropout = overrides.pop("class_dropout_prob", 0.1)
+    return dit_config(
+        f"DiT-{size}/{patch}",
+        input_size=int(num_tokens**0.5) * patch,
+        in_channels=in_channels,
+        num_classes=table_rows - int(class_dropout > 0),
+        block=block,
+        learn_sigma=learn_sigma,
+        class_dropout_prob=class_dropout,
+        **arch,
+        **overrides,
+    )
+
+
+def load_model(path_or_state, *, use_ema: bool = True, **overrides) -> DiT:
+    """A DiT with the weights of an official plain state dict or of this project's checkpoint.
+
+    use_ema picks the EMA weights of a project checkpoint (the official files are EMA already).
+    overrides (e.g. attention="math") replace fields of the stored or inferred config.
+    """
+    ckpt = read_checkpoint(path_or_state)
+    if is_project_checkpoint(ckpt):
+        fields = dict(ckpt["config"]["model"])
+        fields.update(overrides)
+        config = DiTConfig(**fields)
+        state = ckpt["ema" if use_ema else "model"]
+    elif PLAIN_KEY in ckpt and "pos_embed" in ckpt:
+        config, state = infer_config(ckpt, **overrides), ckpt
+    else:
+        found = ", ".join(list(ckpt)[:6]) + (", ..." if len(ckpt) > 6 else "")
+        raise ValueError(
+            f"not a DiT checkpoint: expected a plain state dict (keys like {PLAIN_KEY!r}) or this project's "
+            f"checkpoint (keys {', '.join(PROJECT_KEYS)}); found keys: {found}"
+        )
+    model = DiT(config)
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        first = str(exc).splitlines()[1].strip() if len(str(exc).splitlines()) > 1 else str(exc)
+        raise ValueError(f"checkpoint does not fit {config.name} ({config.block}): {first}") from None
+    return model.eval()
+
+
+def model_config_dict(config: DiTConfig) -> dict:
+    return dataclasses.asdict(config)

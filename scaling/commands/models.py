@@ -1,0 +1,26 @@
+"""`scaling models`: the model table (sizes x patch sizes) with depth, width, heads and parameters."""
+
+
+def add_parser(subparsers):
+    p = subparsers.add_parser("models", help="list DiT sizes with depth, width, heads and parameter counts",
+                              description="List the DiT sizes (the paper's S/B/L/XL and tiny T/M for CPU work) with their parameter counts.")
+    p.add_argument("--input-size", type=int, default=32, help="latent/pixel grid side (32 = 256 px through the SD VAE)")
+    p.add_argument("--in-channels", type=int, default=4, help="input channels (4 for SD-VAE latents, 1 for MNIST)")
+    p.add_argument("--num-classes", type=int, default=1000, help="number of classes (1000 for ImageNet)")
+    p.add_argument("--patch-sizes", type=int, nargs="+", default=[2, 4, 8], help="patch sizes to list")
+    p.set_defaults(func=run)
+
+
+def run(args):
+    import torch
+
+    from dit.models import MODEL_SIZES, count_params, create_dit
+
+    print(f"{'model':<10} {'depth':>5} {'width':>5} {'heads':>5} {'tokens':>6} {'params':>12}")
+    for size, (depth, width, heads) in MODEL_SIZES.items():
+        for patch in args.patch_sizes:
+            name = f"DiT-{size}/{patch}"
+            with torch.device("meta"):
+                model = create_dit(name, input_size=args.input_size, in_channels=args.in_channels, num_classes=args.num_classes)
+            params = count_params(model)
+            print(f"{name:<10} {depth:>5} {width:>5} {heads:>5} {model.config.num_tokens:>6} {params / 1e6:>11.2f}M")
