@@ -8,14 +8,16 @@ features: it stores the posterior mean and std of every image AND of its horizon
 read draws a fresh flip and a fresh posterior sample.
 
 Cache layout (a folder; it only exists once complete, see `encode_dataset`):
-    moments.npy  float16 (N, 2, 2, C, h, w): [image, flip (0 = as is, 1 = mirrored), (mean, std), C, h, w],
-                 the VAE's *unscaled* posterior; memory-mapped when read
+    moments.npy  float16 (N, F, 2, C, h, w): [image, flip (0 = as is, 1 = mirrored), (mean, std), C, h, w],
+                 the VAE's *unscaled* posterior; F = 2, or 1 for data that must not be mirrored (digits);
+                 memory-mapped when read
     labels.npy   int64 (N,)
     meta.json    codec, vae, scale, resolution (pixel side), latent shape, class names, count
 """
 import json
 import os
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -119,11 +121,13 @@ def load_vae(vae: str, *, download: bool = False):
             raise ValueError(f"VAE folder {path} has no config.json; give a folder written by AutoencoderKL.save_pretrained")
         return AutoencoderKL.from_pretrained(folder, local_files_only=True, low_cpu_mem_usage=False)
     try:
-        return AutoencoderKL.from_pretrained(vae, local_files_only=not download, low_cpu_mem_usage=False)
-    except (OSError, ValueError) as exc:
-        how = "it could not be downloaded" if download else "it is not in the local Hugging Face cache (add --download where there is network)"
-        raise ValueError(f"cannot load VAE {vae!r}: not a local folder and {how}; fetch it where there is network "
-                         f"(`huggingface-cli download {vae} --local-dir DIR`) and pass --vae DIR ({type(exc).__name__})") from None
+        with warnings.catch_warnings():  # huggingface_hub warns about arguments diffusers passes it
+            warnings.simplefilter("ignore", UserWarning)
+            return AutoencoderKL.from_pretrained(vae, local_files_only=not download, low_cpu_mem_usage=False)
+    except (OSError, ValueError):
+        where = "could not be downloaded" if download else "is not in the Hugging Face cache (nothing is downloaded without --download)"
+        raise ValueError(f"VAE {vae!r} is not a local folder and {where}; run `huggingface-cli download {vae} --local-dir DIR` "
+                         f"where there is network and pass --vae DIR") from None
 
 
 CODECS = {"identity": IdentityCodec, "sd-vae": SDVAECodec}
@@ -162,7 +166,7 @@ def read_cache_meta(path) -> dict:
 
 class LatentCacheDataset(Dataset):
     """A latent cache read through a memory map. Each item draws a fresh horizontal flip (one of the two
-    stored) and a fresh posterior sample, scale * (mean + std * eps), so training sees the randomness of
+    stored, unless the cache was written without flips) and a fresh posterior sample, scale * (mean + std * eps), so training sees the randomness of
     on-the-fly encoding (the official train.py) at the speed of pre-extracted features. Draws use torch's
     RNG, which DataLoader seeds per worker (numpy's would repeat across workers)."""
 
@@ -171,13 +175,13 @@ class LatentCacheDataset(Dataset):
         self.labels = np.load(self.path / "labels.npy")  # (N,)
         self.class_names, self.num_classes = self.meta["class_names"], len(self.meta["class_names"])
         self.in_channels, self.image_size = self.meta["latent_channels"], self.meta["latent_size"]
-        self.codec, self.vae, self.scale = self.meta["codec"], self.meta["vae"], self.meta["scale"]
+        self.codec, self.vae, self.scale, self.flips = (self.meta[k] for k in ("codec", "vae", "scale", "flips"))
         self._moments = None  # opened lazily, so each DataLoader worker maps the file itself
 
     @property
     def moments(self) -> np.ndarray:
         if self._moments is None:
-            self._moments = np.load(self.path / "moments.npy", mmap_mode="r")  # (N, 2, 2, C, h, w)
+            self._moments = np.load(self.path / "moments.npy", mmap_mode="r")  # (N, F, 2, C, h, w)
         return self._moments
 
     def __getstate__(self):
@@ -187,16 +191,17 @@ class LatentCacheDataset(Dataset):
         return len(self.labels)
 
     def __getitem__(self, i):
-        flip = int(torch.randint(2, ()))
+        flip = int(torch.randint(self.flips, ()))
         mean, std = torch.from_numpy(self.moments[i, flip].astype(np.float32))  # (C, h, w) each
         return sample_posterior(mean, std, self.scale), int(self.labels[i])
 
 
 def encode_dataset(dataset, codec, out_dir, *, batch_size: int = 64, num_workers: int = 0, progress: bool = True,
-                   source: str | None = None) -> Path:
-    """Encode every image of `dataset` and its horizontal flip into a latent cache at `out_dir`.
+                   flip: bool = True, source: str | None = None) -> Path:
+    """Encode every image of `dataset` and (when `flip`) its horizontal flip into a latent cache at `out_dir`.
 
-    `dataset` yields unflipped (x (C, H, W) in [-1, 1], label). The cache is built in `out_dir.partial`
+    `dataset` yields unflipped (x (C, H, W) in [-1, 1], label); `source` (the data's name or folder) is
+    recorded in meta.json. `flip=False` is for data whose mirror image is not a valid sample. The cache is built in `out_dir.partial`
     and renamed to `out_dir` when complete, so a kill never leaves a cache that loads; re-running the
     same call resumes from the last durable batch. An existing `out_dir` is never overwritten.
     """
@@ -205,7 +210,7 @@ def encode_dataset(dataset, codec, out_dir, *, batch_size: int = 64, num_workers
         raise ValueError(f"{out} already exists; choose another --out or delete it (nothing was overwritten)")
     if getattr(dataset, "flip", False):
         raise ValueError("encode_dataset stores both flips itself; give a dataset without random flips")
-    header = _cache_header(dataset, codec, source)
+    header = _cache_header(dataset, codec, flip, source)
     partial = out.with_name(out.name + PARTIAL_SUFFIX)
     done = _open_partial(partial, header)
     _encode_into(dataset, codec, partial, done, header, batch_size=batch_size, num_workers=num_workers, progress=progress)
@@ -216,7 +221,7 @@ def encode_dataset(dataset, codec, out_dir, *, batch_size: int = 64, num_workers
     return out
 
 
-def _cache_header(dataset, codec, source) -> dict:
+def _cache_header(dataset, codec, flip, source) -> dict:
     """meta.json's content, known before encoding (also the fingerprint a resumed encode must match)."""
     if len(dataset) == 0:
         raise ValueError("the dataset is empty; nothing to encode")
@@ -229,9 +234,9 @@ def _cache_header(dataset, codec, source) -> dict:
     if class_names is None:
         raise ValueError("the dataset has no class_names; give one built by dit.data.build_dataset")
     return dict(format=CACHE_FORMAT, codec=codec.name, vae=codec.vae, scale=codec.scale, source=source,
-                count=len(dataset), resolution=size, image_channels=channels, latent_channels=latent_channels,
+                count=len(dataset), flips=2 if flip else 1, resolution=size, image_channels=channels, latent_channels=latent_channels,
                 latent_size=latent_size, class_names=list(class_names), dtype=np.dtype(CACHE_DTYPE).name,
-                layout="moments.npy (count, flip, [mean, std], latent_channels, latent_size, latent_size), unscaled")
+                layout="moments.npy (count, flips, [mean, std], latent_channels, latent_size, latent_size), unscaled")
 
 
 def _open_partial(partial: Path, header: dict) -> int:
@@ -245,7 +250,7 @@ def _open_partial(partial: Path, header: dict) -> int:
     tmp = partial.with_name(partial.name + ".new")  # the folder appears whole, with its progress file
     tmp.mkdir(parents=True, exist_ok=True)
     c, s = header["latent_channels"], header["latent_size"]
-    moments = np.lib.format.open_memmap(tmp / "moments.npy", mode="w+", dtype=CACHE_DTYPE, shape=(header["count"], 2, 2, c, s, s))
+    moments = np.lib.format.open_memmap(tmp / "moments.npy", mode="w+", dtype=CACHE_DTYPE, shape=(header["count"], header["flips"], 2, c, s, s))
     del moments  # a sparse file of the final size; filled by _encode_into
     np.save(tmp / "labels.npy", np.zeros(header["count"], dtype=np.int64))
     atomic_write_text(tmp / "progress.json", json.dumps({"header": header, "done": 0}))
@@ -259,7 +264,7 @@ def _encode_into(dataset, codec, partial: Path, done: int, header: dict, *, batc
     from tqdm.auto import tqdm
 
     count = header["count"]
-    moments = np.load(partial / "moments.npy", mmap_mode="r+")  # (N, 2, 2, C, h, w)
+    moments = np.load(partial / "moments.npy", mmap_mode="r+")  # (N, F, 2, C, h, w)
     labels = np.load(partial / "labels.npy", mmap_mode="r+")  # (N,)
     loader = DataLoader(Subset(dataset, range(done, count)), batch_size=batch_size, num_workers=num_workers,
                         pin_memory=getattr(codec, "device", torch.device("cpu")).type == "cuda")
@@ -267,7 +272,7 @@ def _encode_into(dataset, codec, partial: Path, done: int, header: dict, *, batc
     last_flush = time.monotonic()
     for x, y in loader:
         lo, hi = done, done + len(y)
-        moments[lo:hi] = _moments_of_both_flips(codec, x, lo)
+        moments[lo:hi] = _encode_moments(codec, x, header["flips"], lo)
         labels[lo:hi] = y.numpy()
         done = hi
         bar.update(len(y))
@@ -277,10 +282,11 @@ def _encode_into(dataset, codec, partial: Path, done: int, header: dict, *, batc
     bar.close()
 
 
-def _moments_of_both_flips(codec, x: torch.Tensor, first: int) -> np.ndarray:
-    """(B, C, H, W) images -> (B, 2, 2, C, h, w) posterior [mean, std] of each image and its mirror."""
-    mean, std = codec.encode_moments(torch.cat([x, x.flip(-1)]))  # (2B, C, h, w) each
-    both = torch.stack([mean, std], dim=1).unflatten(0, (2, len(x))).transpose(0, 1)  # (B, 2, 2, C, h, w)
+def _encode_moments(codec, x: torch.Tensor, flips: int, first: int) -> np.ndarray:
+    """(B, C, H, W) images -> (B, F, 2, C, h, w) posterior [mean, std] of each image (and its mirror when F = 2)."""
+    views = torch.cat([x, x.flip(-1)]) if flips == 2 else x  # (F * B, C, H, W), all images then all mirrors
+    mean, std = codec.encode_moments(views)  # (F * B, C, h, w) each
+    both = torch.stack([mean, std], dim=1).unflatten(0, (flips, len(x))).transpose(0, 1)  # (B, F, 2, C, h, w)
     both = both.to("cpu", torch.float16)
     if not torch.isfinite(both).all():
         raise ValueError(f"the VAE gave non-finite moments for images {first}..{first + len(x) - 1}; encode in fp32 (--precision fp32)")
