@@ -100,3 +100,42 @@ def load_model(path_or_state, *, use_ema: bool = True, **overrides) -> DiT:
 
 def model_config_dict(config: DiTConfig) -> dict:
     return dataclasses.asdict(config)
+
+
+# ---- checkpoints of a run directory -----------------------------------------------------------
+CHECKPOINT_DIR = "checkpoints"
+
+
+def checkpoint_path(run_dir, step: int) -> Path:
+    return Path(run_dir) / CHECKPOINT_DIR / f"step_{step:07d}.pt"
+
+
+def list_checkpoints(run_dir) -> list[tuple[int, Path]]:
+    """(step, path) of every checkpoint in run_dir, oldest first."""
+    folder = Path(run_dir) / CHECKPOINT_DIR
+    found = []
+    for path in folder.glob("step_*.pt") if folder.is_dir() else []:
+        stem = path.stem.removeprefix("step_")
+        if stem.isdigit():
+            found.append((int(stem), path))
+    return sorted(found)
+
+
+def latest_checkpoint(run_dir) -> dict | None:
+    """The newest checkpoint of run_dir that reads back whole (older ones are tried if the newest fails)."""
+    for _, path in reversed(list_checkpoints(run_dir)):
+        try:
+            ckpt = read_checkpoint(path)
+        except ValueError:
+            continue
+        if is_project_checkpoint(ckpt):
+            return ckpt
+    return None
+
+
+def prune_checkpoints(run_dir, keep_last: int, keep_every: int | None):
+    """Delete old checkpoints, keeping the newest `keep_last` and every one at a multiple of `keep_every`."""
+    checkpoints = list_checkpoints(run_dir)
+    for step, path in checkpoints[: max(0, len(checkpoints) - keep_last)]:
+        if not (keep_every and step % keep_every == 0):
+            path.unlink(missing_ok=True)

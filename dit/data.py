@@ -55,6 +55,7 @@ class MNIST32(Dataset):
     """MNIST digits as 1 x 32 x 32 images in [-1, 1], 10 classes, optionally resized for CPU budgets."""
 
     num_classes, in_channels = 10, 1
+    in_memory = True
     class_names = [str(d) for d in range(10)]
 
     def __init__(self, split: str = "train", resolution: int | None = None):

@@ -177,10 +177,11 @@ class DiT(nn.Module):
         x = torch.einsum("nhwpqc->nchpwq", x)  # (N, C, h, p, w, p)
         return x.reshape(x.shape[0], c, h * p, w * p)  # (N, C, H, W)
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor, force_drop_ids: torch.Tensor | None = None) -> torch.Tensor:
+        """force_drop_ids (N,): 1 where the label is replaced by the null class, instead of random dropout."""
         x = self.x_embedder(x) + self.pos_embed  # (N, T, D)
         t_emb = self.t_embedder(t)  # (N, D)
-        y_emb = self.y_embedder(y, self.training)  # (N, D)
+        y_emb = self.y_embedder(y, self.training, force_drop_ids)  # (N, D)
         c = t_emb + y_emb  # (N, D)
         cond = c
         if self.conditioning == "tokens":

@@ -12,7 +12,9 @@ import sys
 # Commands in the order `scaling --help` lists them.
 COMMANDS = (
     "models",
-    "demo",
+    "encode",
+    "train",
+    "sample",
 )
 
 DESCRIPTION = """\

@@ -1,0 +1,190 @@
+"""Sampling a trained DiT into the ADM evaluator's `.npz` layout, resumably and over all local GPUs.
+
+Samples are made in shards of `batch_size`; shard i draws its labels and noise from a generator
+seeded by (seed, i), so the result does not depend on how many processes made it or how often
+the job was interrupted. Finished shards are kept in a folder beside the output until the last
+one is done, then merged into one file (`arr_0`: uint8 (N, H, W, C), `arr_1`: int64 labels (N,)).
+"""
+import dataclasses
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from dit import distributed
+from dit.checkpoint import is_project_checkpoint, load_model, read_checkpoint
+from dit.config import DEFAULT_VAE
+from dit.diffusion import create_diffusion
+from dit.images import image_grid, to_uint8
+from dit.io import atomic_path
+from dit.samplers import get_sampler, guided_model_fn
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class SampleConfig:
+    """What to sample. The paper's FID-50K setting: num=50_000, steps=250, sampler="ddpm"."""
+
+    num: int
+    steps: int = 250
+    sampler: str = "ddpm"
+    cfg_scale: float = 1.0
+    eta: float = 0.0  # DDIM only
+    batch_size: int = 64
+    seed: int = 0
+    labels: tuple[int, ...] | None = None  # repeated cyclically; None: uniform over the classes
+    use_ema: bool = True
+    guidance_channels: int | None = None  # 3 reproduces the official release's guidance
+    vae: str | None = None  # decoder for latent models (default: the one the run trained with)
+    precision: str = "fp32"
+
+    def __post_init__(self):
+        get_sampler(self.sampler)
+        if self.num < 1 or self.batch_size < 1 or self.steps < 1:
+            raise ValueError("num, batch_size and steps must be at least 1")
+        if self.cfg_scale < 1.0:
+            raise ValueError(f"cfg scale {self.cfg_scale} is below 1 (1 means no guidance)")
+        if self.precision not in ("fp32", "bf16"):
+            raise ValueError(f"unknown precision {self.precision!r}; choose fp32 or bf16")
+
+
+def run_metadata(ckpt: dict) -> dict:
+    """The run config stored with a project checkpoint ({} for an official plain state dict)."""
+    return ckpt["config"] if is_project_checkpoint(ckpt) else {}
+
+
+def resolve_labels(labels: list[str], class_names: list[str], num_classes: int) -> tuple[int, ...]:
+    """Labels given as indices ('3 7') or as the data set's class names ('female male')."""
+    out = []
+    for label in labels:
+        if label.isdigit() and int(label) < num_classes:
+            out.append(int(label))
+        elif label in class_names:
+            out.append(class_names.index(label))
+        else:
+            named = f"; class names: {', '.join(class_names[:20])}" if class_names else ""
+            raise ValueError(f"label {label!r} is neither a class index below {num_classes} nor a class name{named}")
+    return tuple(out)
+
+
+def build_decoder(meta: dict, model_channels: int, vae: str | None, device):
+    """A function latents -> images in [-1, 1]: the identity for pixel models, else the VAE's decoder."""
+    train = meta.get("train", {})
+    pixel_space = train.get("codec", "sd-vae" if not meta else "identity") == "identity" and not _is_latent_data(train)
+    if pixel_space and vae is None:
+        return lambda x: x
+    from dit.latents import get_codec
+
+    codec = get_codec("sd-vae", vae=vae or _trained_vae(train) or DEFAULT_VAE, device=device)
+    if codec.latent_channels != model_channels:
+        raise ValueError(f"the VAE has {codec.latent_channels} latent channels but the model takes {model_channels}")
+    return codec.decode
+
+
+def _is_latent_data(train: dict) -> bool:
+    from dit.latents import is_latent_cache
+
+    return bool(train.get("data")) and is_latent_cache(train["data"])
+
+
+def _trained_vae(train: dict) -> str | None:
+    if train.get("codec") == "sd-vae":
+        return train.get("vae")
+    if _is_latent_data(train):
+        from dit.latents import read_cache_meta
+
+        return read_cache_meta(train["data"]).get("vae")
+    return None
+
+
+def shard_batch(config: SampleConfig, shard: int, num_classes: int, shape, device):
+    """Labels and initial noise of one shard, from a generator seeded by (seed, shard)."""
+    start = shard * config.batch_size
+    n = min(config.batch_size, config.num - start)
+    gen = torch.Generator(device).manual_seed(config.seed * 1_000_003 + shard)
+    if config.labels:
+        labels = torch.tensor([config.labels[(start + i) % len(config.labels)] for i in range(n)], device=device)
+    else:
+        labels = torch.randint(0, num_classes, (n,), generator=gen, device=device)
+    noise = torch.randn((n, *shape), generator=gen, device=device)
+    return labels, noise, gen
+
+
+def generate_samples(ckpt_path, out_npz, config: SampleConfig, *, device: str = "auto", progress: bool = True,
+                     model_overrides: dict | None = None) -> Path:
+    """Sample `config.num` images from a checkpoint into `out_npz` (ADM layout). Resumable.
+
+    model_overrides: e.g. {"attention": "math"}; for official checkpoints also the expected
+    model name as {"name": "DiT-XL/2"}, checked against the weights.
+    """
+    dist = distributed.setup(device)
+    out_npz = Path(out_npz)
+    ckpt = read_checkpoint(ckpt_path)
+    overrides = dict(model_overrides or {})
+    expected = overrides.pop("name", None)
+    model = load_model(ckpt, use_ema=config.use_ema, **overrides).to(dist.device)
+    if expected and expected != model.config.name:
+        raise ValueError(f"{ckpt_path} holds a {model.config.name} model, not {expected}; give the matching --model")
+    meta = run_metadata(ckpt)
+    del ckpt
+    c = model.config
+    decode = build_decoder(meta, c.in_channels, config.vae, dist.device)
+    diffusion = create_diffusion(str(config.steps), meta.get("train", {}).get("noise_schedule", "linear"), c.learn_sigma)
+    sampler = get_sampler(config.sampler)
+    options = {"eta": config.eta} if config.sampler == "ddim" else {}
+
+    shard_dir = out_npz.parent / f".{out_npz.name}.shards"
+    shard_dir.mkdir(parents=True, exist_ok=True)
+    _check_shards_match(shard_dir, config, ckpt_path)
+    num_shards = -(-config.num // config.batch_size)
+    todo = [i for i in range(dist.rank, num_shards, dist.world_size) if not (shard_dir / f"{i:06d}.npz").exists()]
+    autocast = torch.autocast(dist.device.type, dtype=torch.bfloat16, enabled=config.precision == "bf16")
+    bar = tqdm(total=num_shards, initial=num_shards - len(todo) * dist.world_size, desc="sampling",
+               disable=not (progress and dist.is_main), unit="batch", dynamic_ncols=True)
+    for shard in todo:
+        labels, noise, gen = shard_batch(config, shard, c.num_classes, (c.in_channels, c.input_size, c.input_size), dist.device)
+        with torch.no_grad(), autocast:
+            latents = sampler(diffusion, guided_model_fn(model, labels, config.cfg_scale, config.guidance_channels), noise, generator=gen, **options)
+            images = to_uint8(decode(latents.float()))
+        with atomic_path(shard_dir / f"{shard:06d}.npz") as tmp:
+            with open(tmp, "wb") as f:
+                np.savez(f, arr_0=images, arr_1=labels.cpu().numpy().astype(np.int64))
+        bar.update(dist.world_size)
+    bar.close()
+    distributed.barrier()
+    if dist.is_main:
+        merge_shards(shard_dir, num_shards, out_npz)
+    distributed.barrier()
+    return out_npz
+
+
+def _check_shards_match(shard_dir: Path, config: SampleConfig, ckpt_path):
+    """Shards left by an interrupted job are reused only for the same checkpoint and settings."""
+    key = {"ckpt": str(Path(ckpt_path).resolve()) if not isinstance(ckpt_path, dict) else "in-memory", **dataclasses.asdict(config)}
+    key["labels"] = list(key["labels"]) if key["labels"] else None
+    path = shard_dir / "job.json"
+    if path.exists() and json.loads(path.read_text()) != key:
+        for old in shard_dir.glob("*.npz"):
+            old.unlink()
+    path.write_text(json.dumps(key))
+
+
+def merge_shards(shard_dir: Path, num_shards: int, out_npz: Path):
+    images, labels = [], []
+    for i in range(num_shards):
+        with np.load(shard_dir / f"{i:06d}.npz") as shard:
+            images.append(shard["arr_0"])
+            labels.append(shard["arr_1"])
+    with atomic_path(out_npz) as tmp:
+        with open(tmp, "wb") as f:
+            np.savez(f, arr_0=np.concatenate(images), arr_1=np.concatenate(labels))
+    shutil.rmtree(shard_dir)
+
+
+def save_npz_grid(npz_path, png_path, max_images: int = 64):
+    """A PNG grid of the first images of a samples .npz."""
+    with np.load(npz_path) as data:
+        images = data["arr_0"][:max_images]
+    image_grid(images).save(png_path)

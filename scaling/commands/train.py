@@ -1,0 +1,81 @@
+"""`scaling train`: train one DiT (or resume it) in a run directory; torchrun for several GPUs."""
+import argparse
+import dataclasses
+import typing
+
+HELP = {
+    "model": "model name, e.g. DiT-XL/2, DiT-B/4, DiT-T/4 (tiny, for CPU), DiT-custom/4 with --depth/--hidden-size/--num-heads",
+    "block": "conditioning block: in-context, cross-attn, adaln, adaln-zero (the paper's default)",
+    "data": "'mnist32' (offline digits), an image folder (class_name/*.JPEG) or a latent cache from `scaling encode`",
+    "resolution": "image side in pixels (default: the data set's own; 256 for image folders)",
+    "codec": "identity (pixels or a latent cache) or sd-vae (encode images through the VAE every step)",
+    "vae": "diffusers AutoencoderKL hub id or local folder, for --codec sd-vae",
+    "steps": "train until this many optimiser steps (raise it to extend a finished run)",
+    "batch_size": "global batch size, split across processes",
+    "lr_schedule": "constant (the paper), cosine or one-cycle",
+    "keep_every": "also keep every checkpoint at a multiple of this many steps (evaluation points)",
+    "sample_every": "write an EMA sample grid every N steps (default: at each checkpoint)",
+    "precision": "fp32 or bf16 (autocast; the schedule math stays in float32/64)",
+    "device": "auto, cpu, cuda",
+}
+
+
+def add_parser(subparsers):
+    from dit.config import TrainConfig
+
+    p = subparsers.add_parser(
+        "train", help="train a DiT in a run directory (re-run the same command to resume)",
+        description="Train a DiT with the paper's recipe by default (AdamW 1e-4, batch 256, EMA 0.9999). "
+        "Options come from the defaults, then RUN_DIR/config.json when resuming, then --config, then flags. "
+        "Re-running the same command resumes from the latest checkpoint; for several GPUs launch it with "
+        "`torchrun --nproc_per_node=N -m scaling.cli train ...`.",
+        argument_default=argparse.SUPPRESS,
+    )
+    p.add_argument("--run-dir", required=True, help="run directory (config.json, checkpoints/, train-log.jsonl, samples/)")
+    p.add_argument("--config", help="JSON or YAML file of training options")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    for field in dataclasses.fields(TrainConfig):
+        add_field_option(p, field, typing.get_type_hints(TrainConfig)[field.name])
+    p.set_defaults(func=run)
+
+
+def add_field_option(parser, field, hint):
+    flag = "--" + field.name.replace("_", "-")
+    default = f" (default: {field.default})"
+    text = HELP.get(field.name, field.name.replace("_", " ")) + default
+    if hint is bool:
+        parser.add_argument(flag, action=argparse.BooleanOptionalAction, help=text)
+        return
+    base = next((t for t in typing.get_args(hint) if t is not type(None)), hint)
+    parser.add_argument(flag, type=base, dest=field.name, help=text)
+
+
+def resolve_config(args):
+    """Defaults < the run directory's config.json < --config < flags given on the command line."""
+    import dataclasses as dc
+    from pathlib import Path
+
+    from dit.config import TrainConfig, config_from_dict, read_options
+
+    fields = {}
+    stored = Path(args.run_dir) / "config.json"
+    if stored.exists():
+        fields.update(read_options(stored))
+    if getattr(args, "config", None):
+        fields.update(read_options(args.config))
+    names = {f.name for f in dc.fields(TrainConfig)}
+    fields.update({k: v for k, v in vars(args).items() if k in names})
+    return config_from_dict(fields)
+
+
+def run(args):
+    from dit.train import TrainingDiverged, train
+
+    config = resolve_config(args)
+    try:
+        record = train(config, args.run_dir, progress=not getattr(args, "no_progress", False))
+    except TrainingDiverged as exc:
+        print(f"scaling train: stopped: {exc}")
+        return 1
+    if record:
+        print(f"trained to step {record['step']}: loss {record['loss']:.4f} in {record['wall_seconds']:.0f} s -> {args.run_dir}")
