@@ -14,6 +14,7 @@ Cache layout (a folder; it only exists once complete, see `encode_dataset`):
     labels.npy   int64 (N,)
     meta.json    codec, vae, scale, resolution (pixel side), latent shape, class names, count
 """
+import contextlib
 import json
 import os
 import time
@@ -110,24 +111,44 @@ class SDVAECodec:
 
 def load_vae(vae: str, *, download: bool = False):
     """A diffusers AutoencoderKL from a local folder (save_pretrained layout, or a pipeline folder with a
-    `vae/` sub-folder) or a Hugging Face hub id. Hub ids load from the local cache only, unless `download`,
-    so an offline machine fails at once with a line that says how to give a local folder."""
+    `vae/` sub-folder) or a Hugging Face hub id. Without `download` the hub library is put in offline mode
+    (it would otherwise retry the network for ~25 s), so a hub id that is not in the local cache fails at
+    once with a line that says how to give a local folder."""
     from diffusers import AutoencoderKL
 
     path = Path(vae).expanduser()
     if path.is_dir():
-        folder = path / "vae" if (path / "vae" / "config.json").is_file() else path
-        if not (folder / "config.json").is_file():
-            raise ValueError(f"VAE folder {path} has no config.json; give a folder written by AutoencoderKL.save_pretrained")
-        return AutoencoderKL.from_pretrained(folder, local_files_only=True, low_cpu_mem_usage=False)
+        path = path / "vae" if (path / "vae" / "config.json").is_file() else path
+        if not (path / "config.json").is_file():
+            raise ValueError(f"VAE folder {vae} has no config.json; give a folder written by AutoencoderKL.save_pretrained")
     try:
-        with warnings.catch_warnings():  # huggingface_hub warns about arguments diffusers passes it
-            warnings.simplefilter("ignore", UserWarning)
-            return AutoencoderKL.from_pretrained(vae, local_files_only=not download, low_cpu_mem_usage=False)
-    except (OSError, ValueError):
+        with _quiet_load(offline=not download):
+            return AutoencoderKL.from_pretrained(path if path.is_dir() else vae, local_files_only=not download, low_cpu_mem_usage=False)
+    except (OSError, ValueError) as exc:
+        if path.is_dir():
+            raise ValueError(f"cannot load the VAE in {path}: {str(exc).splitlines()[0]}") from None
         where = "could not be downloaded" if download else "is not in the Hugging Face cache (nothing is downloaded without --download)"
         raise ValueError(f"VAE {vae!r} is not a local folder and {where}; run `huggingface-cli download {vae} --local-dir DIR` "
                          f"where there is network and pass --vae DIR") from None
+
+
+@contextlib.contextmanager
+def _quiet_load(offline: bool):
+    """For the duration of a load: huggingface_hub's offline mode (HF_HUB_OFFLINE, read once at its import)
+    when `offline`, and no diffusers/hub chatter on stderr (our error is the one line a user sees)."""
+    from diffusers.utils import logging as diffusers_logging
+    from huggingface_hub import constants
+
+    saved, verbosity = constants.HF_HUB_OFFLINE, diffusers_logging.get_verbosity()
+    constants.HF_HUB_OFFLINE = saved or offline
+    diffusers_logging.set_verbosity(diffusers_logging.CRITICAL)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # huggingface_hub warns about arguments diffusers passes it
+            yield
+    finally:
+        constants.HF_HUB_OFFLINE = saved
+        diffusers_logging.set_verbosity(verbosity)
 
 
 CODECS = {"identity": IdentityCodec, "sd-vae": SDVAECodec}
