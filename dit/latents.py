@@ -79,19 +79,20 @@ class SDVAECodec:
 
     name = "sd-vae"
 
-    def __init__(self, vae, *, source: str | None = None, device="cpu", dtype=torch.float32):
-        self.vae = source  # what the weights were loaded from, recorded in caches and run configs
+    def __init__(self, model, *, source: str | None = None, device="cpu", dtype=torch.float32):
+        self.vae = source  # what the weights were loaded from (hub id or folder), recorded in caches
         # nn.Module.to: diffusers' own .to warns about fp32-pinned modules on any dtype cast; AutoencoderKL has none
-        self.model = torch.nn.Module.to(vae, device=device, dtype=dtype).eval().requires_grad_(False)
+        self.model = torch.nn.Module.to(model, device=device, dtype=dtype).eval().requires_grad_(False)
         self.device, self.dtype, self.scale = torch.device(device), dtype, SD_VAE_SCALE
-        self.latent_channels = vae.config.latent_channels
-        self.downsample = 2 ** (len(vae.config.block_out_channels) - 1)
+        self.latent_channels = model.config.latent_channels
+        self.downsample = 2 ** (len(model.config.block_out_channels) - 1)
 
     def latent_shape(self, channels: int, size: int) -> tuple[int, int, int]:
-        if channels != self.model.config.in_channels:
-            raise ValueError(f"the VAE encodes {self.model.config.in_channels}-channel images, the data has {channels} channels; use --codec identity for such data")
+        expected = self.model.config.in_channels
+        if channels != expected:
+            raise ValueError(f"the VAE encodes {expected}-channel images, the data has {channels}; use --codec identity for such data")
         if size % self.downsample:
-            raise ValueError(f"image side {size} does not divide by the VAE's downsampling factor {self.downsample}; choose a resolution that does (e.g. 256)")
+            raise ValueError(f"image side {size} does not divide by the VAE's downsampling {self.downsample}; choose one that does (e.g. 256)")
         return self.latent_channels, size // self.downsample, size // self.downsample
 
     @torch.inference_mode()
@@ -187,9 +188,14 @@ def read_cache_meta(path) -> dict:
 
 class LatentCacheDataset(Dataset):
     """A latent cache read through a memory map. Each item draws a fresh horizontal flip (one of the two
-    stored, unless the cache was written without flips) and a fresh posterior sample, scale * (mean + std * eps), so training sees the randomness of
-    on-the-fly encoding (the official train.py) at the speed of pre-extracted features. Draws use torch's
-    RNG, which DataLoader seeds per worker (numpy's would repeat across workers)."""
+    stored, unless the cache was written without flips) and a fresh posterior sample scale * (mean + std * eps),
+    so training sees the randomness of on-the-fly encoding (the official train.py) at the speed of
+    pre-extracted features. Draws use torch's RNG, which DataLoader seeds per worker (numpy's would repeat
+    across workers) and a trainer's checkpoint restores.
+
+    Attributes like dit.data's datasets: num_classes, in_channels (latent channels), image_size (latent
+    side), class_names; plus codec, vae, scale and meta (meta.json) to decode samples the same way.
+    """
 
     def __init__(self, path):
         self.path, self.meta = Path(path), read_cache_meta(path)
@@ -221,10 +227,11 @@ def encode_dataset(dataset, codec, out_dir, *, batch_size: int = 64, num_workers
                    flip: bool = True, source: str | None = None) -> Path:
     """Encode every image of `dataset` and (when `flip`) its horizontal flip into a latent cache at `out_dir`.
 
-    `dataset` yields unflipped (x (C, H, W) in [-1, 1], label); `source` (the data's name or folder) is
-    recorded in meta.json. `flip=False` is for data whose mirror image is not a valid sample. The cache is built in `out_dir.partial`
-    and renamed to `out_dir` when complete, so a kill never leaves a cache that loads; re-running the
-    same call resumes from the last durable batch. An existing `out_dir` is never overwritten.
+    `dataset` yields unflipped (x (C, H, W) in [-1, 1], label) and has `class_names`; `source` (the data's
+    name or folder) is recorded in meta.json; `flip=False` is for data whose mirror is not a valid sample.
+    The cache is built in `out_dir.partial` and renamed to `out_dir` when complete, so a kill never leaves
+    a cache that loads; re-running the same call resumes from the last durable batch. An existing
+    `out_dir` is never overwritten.
     """
     out = Path(out_dir)
     if out.exists():
@@ -255,8 +262,9 @@ def _cache_header(dataset, codec, flip, source) -> dict:
     if class_names is None:
         raise ValueError("the dataset has no class_names; give one built by dit.data.build_dataset")
     return dict(format=CACHE_FORMAT, codec=codec.name, vae=codec.vae, scale=codec.scale, source=source,
-                count=len(dataset), flips=2 if flip else 1, resolution=size, image_channels=channels, latent_channels=latent_channels,
-                latent_size=latent_size, class_names=list(class_names), dtype=np.dtype(CACHE_DTYPE).name,
+                count=len(dataset), flips=2 if flip else 1, resolution=size, image_channels=channels,
+                latent_channels=latent_channels, latent_size=latent_size, class_names=list(class_names),
+                dtype=np.dtype(CACHE_DTYPE).name,
                 layout="moments.npy (count, flips, [mean, std], latent_channels, latent_size, latent_size), unscaled")
 
 
@@ -271,8 +279,8 @@ def _open_partial(partial: Path, header: dict) -> int:
     tmp = partial.with_name(partial.name + ".new")  # the folder appears whole, with its progress file
     tmp.mkdir(parents=True, exist_ok=True)
     c, s = header["latent_channels"], header["latent_size"]
-    moments = np.lib.format.open_memmap(tmp / "moments.npy", mode="w+", dtype=CACHE_DTYPE, shape=(header["count"], header["flips"], 2, c, s, s))
-    del moments  # a sparse file of the final size; filled by _encode_into
+    shape = (header["count"], header["flips"], 2, c, s, s)
+    np.lib.format.open_memmap(tmp / "moments.npy", mode="w+", dtype=CACHE_DTYPE, shape=shape).flush()  # sparse, final size
     np.save(tmp / "labels.npy", np.zeros(header["count"], dtype=np.int64))
     atomic_write_text(tmp / "progress.json", json.dumps({"header": header, "done": 0}))
     os.replace(tmp, partial)
