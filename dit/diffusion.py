@@ -223,6 +223,8 @@ def create_diffusion(
     """
     base_betas = make_betas(noise_schedule, diffusion_steps)
     kept = space_timesteps(diffusion_steps, timestep_respacing)
+    if len(kept) < 2:
+        raise ValueError(f"a diffusion process needs at least 2 steps (got {len(kept)} from respacing {timestep_respacing!r})")
     alphas_cumprod = np.cumprod(1.0 - base_betas)
     new_betas, last = [], 1.0
     for i in kept:  # keep abar at the kept steps: beta'_i = 1 - abar_{k_i} / abar_{k_{i-1}}

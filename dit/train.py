@@ -7,6 +7,7 @@ augmentation from per-item seeds, so a resumed run, or one on another number of 
 same batches and the same randomness as an uninterrupted one.
 """
 import copy
+import dataclasses
 import json
 import math
 import random
@@ -228,6 +229,54 @@ def step_randomness(config: TrainConfig, step: int, shape, num_timesteps: int, d
     return t[rows], noise[rows], drop[rows]
 
 
+@dataclasses.dataclass
+class TrainingParts:
+    """What a training run is made of, built the same way for training, the lr range test and benchmarks."""
+
+    dataset: Dataset
+    codec: object
+    model: DiT
+    ema: DiT
+    opt: torch.optim.Optimizer
+    diffusion: object
+
+
+def build_training(config: TrainConfig, device) -> TrainingParts:
+    dataset = build_dataset(config.data, resolution=config.resolution, train=True)
+    codec = build_codec(config, device)
+    model = build_model(config, dataset, codec).to(device)
+    model.grad_checkpointing = config.grad_checkpointing
+    ema = copy.deepcopy(model).requires_grad_(False).eval()
+    opt = make_optimizer(model, config, device)
+    diffusion = create_diffusion("", config.noise_schedule, config.learn_sigma, config.diffusion_steps)
+    return TrainingParts(dataset, codec, model, ema, opt, diffusion)
+
+
+def step_inputs(batch, parts: TrainingParts, config: TrainConfig, step: int, dist: distributed.DistInfo):
+    """(x, y, t, noise, drop) of this rank at `step`: the batch on the device (through the VAE under
+    codec sd-vae, with a per-step posterior draw) and the step's random draws."""
+    x, y = (v.to(dist.device, non_blocking=True) for v in batch)
+    if parts.codec is not None:
+        gen = torch.Generator(dist.device).manual_seed(step_seed(config.seed, step, 3 + dist.rank))
+        x = parts.codec.sample_latent(*parts.codec.encode_moments(x), generator=gen)
+    c = parts.model.config
+    t, noise, drop = step_randomness(config, step, (c.in_channels, c.input_size, c.input_size), parts.diffusion.num_timesteps, dist)
+    return x, y, t, noise, drop
+
+
+def train_step(net, model, ema, opt, diffusion, config: TrainConfig, autocast, x, y, t, noise, drop) -> torch.Tensor:
+    """One optimiser step on the hybrid loss and one EMA update; returns [loss, mse, vb, grad norm]."""
+    with autocast:
+        terms = diffusion.training_losses(net, x, t, dict(y=y, force_drop_ids=drop), noise)
+    loss = terms["loss"].mean()
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm or math.inf)
+    opt.step()
+    update_ema(ema, model, config.ema_decay, config.fused_ema)
+    return torch.stack([loss, terms["mse"].mean(), terms["vb"].mean(), grad_norm]).detach()
+
+
 def train(config: TrainConfig, run_dir, *, progress: bool = True) -> dict:
     """Train (or resume) the run in run_dir until config.steps; returns the final step's log record."""
     dist = distributed.setup(config.device)
@@ -241,13 +290,8 @@ def train(config: TrainConfig, run_dir, *, progress: bool = True) -> dict:
         torch.backends.cudnn.allow_tf32 = config.tf32
 
     torch.manual_seed(config.seed)
-    dataset = build_dataset(config.data, resolution=config.resolution, train=True)
-    codec = build_codec(config, device)
-    model = build_model(config, dataset, codec).to(device)
-    model.grad_checkpointing = config.grad_checkpointing
-    ema = copy.deepcopy(model).requires_grad_(False).eval()
-    opt = make_optimizer(model, config, device)
-    diffusion = create_diffusion("", config.noise_schedule, config.learn_sigma, config.diffusion_steps)
+    parts = build_training(config, device)
+    dataset, codec, model, ema, opt, diffusion = parts.dataset, parts.codec, parts.model, parts.ema, parts.opt, parts.diffusion
     lr_at = get_lr_schedule(config.lr_schedule)
 
     step, wall = 0, 0.0
@@ -270,7 +314,6 @@ def train(config: TrainConfig, run_dir, *, progress: bool = True) -> dict:
         net = torch.compile(net)
     model.train()
     batches = iter(make_loader(dataset, config, dist, step))
-    latent_shape = (model.config.in_channels, model.config.input_size, model.config.input_size)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.precision == "bf16")
 
     sums = torch.zeros(4, device=device)  # loss, mse, vb, grad norm since the last log
@@ -278,27 +321,15 @@ def train(config: TrainConfig, run_dir, *, progress: bool = True) -> dict:
     logged_steps, t0, record = 0, time.perf_counter(), {}
     bar = tqdm(total=config.steps, initial=step, desc="training", disable=not (progress and dist.is_main), dynamic_ncols=True)
     while step < config.steps:
-        x, y = next(batches)
-        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-        if codec is not None:
-            posterior_gen = torch.Generator(device).manual_seed(step_seed(config.seed, step, 3 + dist.rank))
-            x = codec.sample_latent(*codec.encode_moments(x), generator=posterior_gen)
-        t, noise, drop = step_randomness(config, step, latent_shape, diffusion.num_timesteps, dist)
+        x, y, t, noise, drop = step_inputs(next(batches), parts, config, step, dist)
         for group in opt.param_groups:
             group["lr"] = lr_at(step, config.lr, config.steps, config.warmup_steps)
 
-        with autocast:
-            terms = diffusion.training_losses(net, x, t, dict(y=y, force_drop_ids=drop), noise)
-        loss = terms["loss"].mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm or math.inf)
-        opt.step()
-        update_ema(ema, model, config.ema_decay, config.fused_ema)
+        stats = train_step(net, model, ema, opt, diffusion, config, autocast, x, y, t, noise, drop)
         step += 1
 
-        sums += torch.stack([loss.detach(), terms["mse"].mean().detach(), terms["vb"].mean().detach(), grad_norm.detach()])
-        first_bad = torch.where((first_bad < 0) & ~torch.isfinite(loss.detach()), torch.tensor(step, device=device), first_bad)
+        sums += stats
+        first_bad = torch.where((first_bad < 0) & ~torch.isfinite(stats[0]), torch.tensor(step, device=device), first_bad)
         logged_steps += 1
         bar.update(1)
         is_ckpt = step % config.ckpt_every == 0 or step == config.steps

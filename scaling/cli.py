@@ -12,9 +12,14 @@ import sys
 # Commands in the order `scaling --help` lists them.
 COMMANDS = (
     "models",
+    "gflops",
+    "plan",
     "encode",
     "train",
     "sample",
+    "ref-stats", "eval", "fid",
+    "bench",
+    "lr-find",
 )
 
 DESCRIPTION = """\

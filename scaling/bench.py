@@ -1,0 +1,96 @@
+"""Throughput benchmarks: training images/s, peak memory and sampling images/s of one model,
+for the fast path and a reference path with the official release's settings, in the same run.
+
+Weights are random (speed does not depend on them) and batches synthetic, so only the model,
+optimiser, EMA and sampler are timed; `benchmarks/` holds the comparisons that need more.
+"""
+import time
+
+import torch
+
+from dit.config import TrainConfig
+from dit.diffusion import create_diffusion
+from dit.distributed import pick_device
+from dit.models import create_dit
+from dit.samplers import guided_model_fn, sample_ddpm
+from dit.train import make_optimizer, train_step
+
+# The official release trains in fp32 (TF32 matmuls), timm's explicit attention, a Python loop for
+# the EMA and no compilation; the fast path changes each of those.
+PATHS = {
+    "reference": dict(precision="fp32", attention="math", fused_ema=False, fused_optimizer=False, compile=False),
+    "fast": dict(precision="bf16", attention="sdpa", fused_ema=True, fused_optimizer=True, compile=True),
+}
+
+
+def path_options(name: str, device: torch.device) -> dict:
+    if name not in PATHS:
+        raise ValueError(f"unknown benchmark path {name!r}; choose one of {', '.join(PATHS)}")
+    options = dict(PATHS[name])
+    if device.type != "cuda":  # bf16 matmuls and compilation pay off on GPUs; on CPUs they slow down
+        options.update(precision="fp32", compile=False)
+    return options
+
+
+def _sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _model(model_name, options, input_size, in_channels, num_classes, device):
+    torch.manual_seed(0)
+    model = create_dit(model_name, input_size=input_size, in_channels=in_channels, num_classes=num_classes, attention=options["attention"])
+    return model.to(device)
+
+
+def bench_training(model_name: str, *, path: str, batch_size: int, input_size: int = 32, in_channels: int = 4,
+                   num_classes: int = 1000, steps: int = 10, warmup: int = 3, device: str = "auto") -> dict:
+    """Images/s and peak memory of full training steps (forward, backward, AdamW, EMA)."""
+    dev = pick_device(device)
+    options = path_options(path, dev)
+    if dev.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+        torch.cuda.reset_peak_memory_stats(dev)
+    config = TrainConfig(model=model_name, batch_size=batch_size, **{k: v for k, v in options.items() if k != "attention"}, attention=options["attention"])
+    model = _model(model_name, options, input_size, in_channels, num_classes, dev).train()
+    ema = _model(model_name, options, input_size, in_channels, num_classes, dev).requires_grad_(False)
+    opt = make_optimizer(model, config, dev)
+    net = torch.compile(model) if options["compile"] else model
+    diffusion = create_diffusion()
+    autocast = torch.autocast(dev.type, dtype=torch.bfloat16, enabled=options["precision"] == "bf16")
+    gen = torch.Generator(dev).manual_seed(0)
+    x = torch.randn((batch_size, in_channels, input_size, input_size), generator=gen, device=dev)
+    y = torch.randint(0, num_classes, (batch_size,), generator=gen, device=dev)
+    t = torch.randint(0, diffusion.num_timesteps, (batch_size,), generator=gen, device=dev)
+    noise, drop = torch.randn_like(x), torch.zeros_like(y)
+    for i in range(warmup + steps):
+        if i == warmup:
+            _sync(dev)
+            start = time.perf_counter()
+        train_step(net, model, ema, opt, diffusion, config, autocast, x, y, t, noise, drop)
+    _sync(dev)
+    seconds = time.perf_counter() - start
+    peak = torch.cuda.max_memory_allocated(dev) / 2**30 if dev.type == "cuda" else float("nan")
+    return {"path": path, "train_images_per_sec": steps * batch_size / seconds, "peak_mem_gb": peak}
+
+
+def bench_sampling(model_name: str, *, path: str, num_images: int, sampling_steps: int = 250, cfg_scale: float = 1.5,
+                   input_size: int = 32, in_channels: int = 4, num_classes: int = 1000, device: str = "auto") -> dict:
+    """Images/s of guided DDPM sampling (the diffusion model only; the VAE decoder is benchmarked apart)."""
+    dev = pick_device(device)
+    options = path_options(path, dev)
+    model = _model(model_name, options, input_size, in_channels, num_classes, dev).eval()
+    if options["compile"]:
+        model.forward = torch.compile(model.forward)  # forward_with_cfg calls the compiled forward
+    diffusion = create_diffusion(str(sampling_steps))
+    autocast = torch.autocast(dev.type, dtype=torch.bfloat16, enabled=options["precision"] == "bf16")
+    gen = torch.Generator(dev).manual_seed(0)
+    noise = torch.randn((num_images, in_channels, input_size, input_size), generator=gen, device=dev)
+    labels = torch.randint(0, num_classes, (num_images,), generator=gen, device=dev)
+    with autocast:  # one step first: compilation and kernel selection are not sampling time
+        sample_ddpm(create_diffusion("2"), guided_model_fn(model, labels, cfg_scale), noise, generator=gen)
+        _sync(dev)
+        start = time.perf_counter()
+        sample_ddpm(diffusion, guided_model_fn(model, labels, cfg_scale), noise, generator=gen)
+        _sync(dev)
+    return {"path": path, "sample_images_per_sec": num_images / (time.perf_counter() - start)}

@@ -1,0 +1,53 @@
+"""`scaling bench`: training and sampling throughput, fast path vs the official release's settings."""
+
+
+def add_parser(subparsers):
+    p = subparsers.add_parser(
+        "bench", help="measure training/sampling images/s and memory, fast path vs reference",
+        description="Time full training steps (forward, backward, AdamW, EMA) and guided DDPM sampling of one model "
+        "with random weights and synthetic batches, for the fast path (bf16, SDPA attention, fused AdamW and EMA, "
+        "torch.compile on GPU) and the reference path (fp32 with TF32, explicit attention, Python EMA loop, no "
+        "compile, as the official release), in the same run, and print the ratio.",
+    )
+    p.add_argument("--model", default="DiT-S/4", help="model name (the paper's figures: DiT-XL/2, DiT-B/4)")
+    p.add_argument("--batch-size", type=int, default=8, help="training batch size")
+    p.add_argument("--input-size", type=int, default=32, help="latent side (32 = 256 px through the SD VAE)")
+    p.add_argument("--in-channels", type=int, default=4, help="input channels (4 for SD-VAE latents)")
+    p.add_argument("--num-classes", type=int, default=1000, help="classes")
+    p.add_argument("--train-steps", type=int, default=5, help="timed training steps (after --warmup)")
+    p.add_argument("--warmup", type=int, default=2, help="untimed warm-up steps (compilation, kernel selection)")
+    p.add_argument("--sample-images", type=int, default=4, help="images sampled in the sampling benchmark (0: skip it)")
+    p.add_argument("--sample-steps", type=int, default=10, help="DDPM steps of the sampling benchmark (the paper: 250)")
+    p.add_argument("--cfg-scale", type=float, default=1.5, help="guidance scale of the sampling benchmark")
+    p.add_argument("--paths", nargs="+", default=["reference", "fast"], help="paths to time: reference, fast")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    p.add_argument("--json", help="also write the figures to this JSON file")
+    p.set_defaults(func=run)
+
+
+def run(args):
+    import json
+
+    from dit.io import atomic_write_text
+    from scaling.bench import bench_sampling, bench_training
+
+    geometry = dict(input_size=args.input_size, in_channels=args.in_channels, num_classes=args.num_classes, device=args.device)
+    rows = []
+    for path in args.paths:
+        row = bench_training(args.model, path=path, batch_size=args.batch_size, steps=args.train_steps, warmup=args.warmup, **geometry)
+        if args.sample_images:
+            row |= bench_sampling(args.model, path=path, num_images=args.sample_images, sampling_steps=args.sample_steps,
+                                  cfg_scale=args.cfg_scale, **geometry)
+        rows.append(row)
+    print(f"{args.model}, batch {args.batch_size}, {args.input_size}x{args.input_size}x{args.in_channels}")
+    print(f"{'path':<10} {'train img/s':>12} {'peak GiB':>9} {'sample img/s':>13}")
+    for row in rows:
+        print(f"{row['path']:<10} {row['train_images_per_sec']:>12.1f} {row['peak_mem_gb']:>9.1f} {row.get('sample_images_per_sec', float('nan')):>13.2f}")
+    if len(rows) == 2:
+        ratio = rows[1]["train_images_per_sec"] / rows[0]["train_images_per_sec"]
+        print(f"{rows[1]['path']} / {rows[0]['path']}: training x{ratio:.2f}", end="")
+        if args.sample_images:
+            print(f", sampling x{rows[1]['sample_images_per_sec'] / rows[0]['sample_images_per_sec']:.2f}", end="")
+        print()
+    if args.json:
+        atomic_write_text(args.json, json.dumps(rows, indent=2) + "\n")

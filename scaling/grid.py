@@ -1,0 +1,487 @@
+"""Grid specs: which DiT models a scaling study trains, on what data, with which recipe, evaluated how.
+
+A grid spec is read from YAML (a file, or a preset shipped in scaling/presets/) into frozen
+dataclasses; `plan(spec)` expands it into one `RunSpec` per model x patch size x block, the unit
+that executors train and evaluate. The paper's grid (Sec. 4): DiT-S/B/L/XL x p in {2, 4, 8},
+adaLN-Zero, ImageNet 256 through the SD VAE, batch 256, 400K steps, FID-50K every 50K steps.
+
+    name: my-grid
+    models: {sizes: [S, B], patch_sizes: [4, 8], blocks: [adaln-zero]}
+    data: {dataset: mnist32, codec: identity, resolution: 32, channels: 1, num_classes: 10}
+    train: {batch_size: 64, lr: 1.0e-3, steps: 2000}    # any dit.config.TrainConfig option
+    eval: {every: 1000, features: mnist, num_samples: 500, sampler: ddim, sampling_steps: [25]}
+    executor: {kind: local, gpus_per_run: 0}
+
+A malformed file, an unknown key or a bad value fails with one line naming the key and its line.
+"""
+import dataclasses
+import re
+import types
+import typing
+from pathlib import Path
+
+import yaml
+
+from dit.blocks import BLOCKS
+from dit.config import DEFAULT_VAE, TrainConfig
+from dit.latents import CODECS, SD_VAE_CONFIG
+from dit.models import CUSTOM_SIZE, MODEL_SIZES, PAPER_PATCH_SIZES, DiTConfig, dit_config, parse_model_name
+from dit.samplers import SAMPLERS
+
+PRESET_DIR = Path(__file__).parent / "presets"
+DEFAULT_BLOCK = "adaln-zero"  # the paper's block; run names mention a block only when it is another
+FEATURES = ("inception", "mnist")  # feature extractors of eval/features
+EXECUTORS = ("local", "slurm")
+# The SD VAE's geometry without loading it: 8x downsampling (one per down block after the first), 4 channels.
+SD_VAE_DOWNSAMPLE = 2 ** (len(SD_VAE_CONFIG["block_out_channels"]) - 1)
+SD_VAE_CHANNELS = SD_VAE_CONFIG["latent_channels"]
+
+
+class SpecError(ValueError):
+    """A bad value in a spec; `key` names the field, so the YAML reader can point at its line."""
+
+    def __init__(self, key: str, message: str):
+        super().__init__(message)
+        self.key = key
+
+
+class GridFileError(ValueError):
+    """A grid file error already located: '<source> line N: <key>: <problem>'."""
+
+
+def _require(condition: bool, key: str, message: str):
+    if not condition:
+        raise SpecError(key, message)
+
+
+def _choice(value, valid, key: str, what: str):
+    _require(value in valid, key, f"unknown {what} {value!r}; choose one of {', '.join(valid)}")
+
+
+# ----------------------------------------------------------------------------- the spec
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ModelEntry:
+    """One model listed by name: a paper size ('DiT-B/4') or 'DiT-custom/<p>' with its depth, width and heads.
+
+    Without `block` it runs with each of the grid's blocks.
+    """
+
+    name: str
+    block: str | None = None
+    depth: int | None = None
+    hidden_size: int | None = None
+    num_heads: int | None = None
+
+    def __post_init__(self):
+        try:
+            size, _ = parse_model_name(self.name)
+        except ValueError as exc:
+            raise SpecError("name", str(exc)) from None
+        if self.block is not None:
+            _choice(self.block, BLOCKS, "block", "block")
+        arch = (self.depth, self.hidden_size, self.num_heads)
+        if size == CUSTOM_SIZE:
+            _require(None not in arch, "name", f"{self.name} needs depth, hidden_size and num_heads")
+        else:
+            _require(arch == (None, None, None), "depth", f"{self.name} has the fixed size {MODEL_SIZES[size]}; "
+                     f"for another depth, width or heads use DiT-custom/<p>")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ModelGrid:
+    """The models of a grid: sizes x patch sizes x blocks, plus models listed one by one (`include`)."""
+
+    sizes: tuple[str, ...] = ()
+    patch_sizes: tuple[int, ...] = PAPER_PATCH_SIZES
+    blocks: tuple[str, ...] = (DEFAULT_BLOCK,)
+    include: tuple[ModelEntry, ...] = ()
+
+    def __post_init__(self):
+        for size in self.sizes:
+            _choice(size, tuple(MODEL_SIZES), "sizes", "model size")
+        for patch in self.patch_sizes:
+            _require(patch >= 1, "patch_sizes", f"patch size {patch} must be at least 1")
+        _require(len(self.blocks) > 0, "blocks", "list at least one block")
+        for block in self.blocks:
+            _choice(block, tuple(BLOCKS), "blocks", "block")
+        _require(bool(self.sizes) or bool(self.include), "sizes", "list model sizes or models under include")
+        _require(not self.sizes or bool(self.patch_sizes), "patch_sizes", "list the patch sizes of the model sizes")
+
+    def entries(self) -> list[ModelEntry]:
+        """Every model x block of the grid, in order: sizes, then patch sizes, then blocks, then include."""
+        grid = [ModelEntry(name=f"DiT-{s}/{p}", block=b) for s in self.sizes for p in self.patch_sizes for b in self.blocks]
+        listed = [dataclasses.replace(e, block=b) for e in self.include for b in ((e.block,) if e.block else self.blocks)]
+        return grid + listed
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class DataSpec:
+    """The training images and how the model sees them.
+
+    `dataset` is 'mnist32', an ImageNet-style folder (class/xxx.JPEG) or a latent cache from
+    `scaling encode`. `codec` maps images of `resolution` px and `channels` channels to the
+    model's input: 'identity' (pixels) or 'sd-vae' (8x smaller, 4 channels; Sec. 3.1).
+    """
+
+    dataset: str
+    codec: str = "sd-vae"
+    resolution: int = 256
+    channels: int = 3
+    num_classes: int = 1000
+    vae: str = DEFAULT_VAE
+
+    def __post_init__(self):
+        _require(bool(self.dataset), "dataset", "name the data set: mnist32, an image folder or a latent cache")
+        _choice(self.codec, tuple(CODECS), "codec", "codec")
+        _require(self.resolution >= 1, "resolution", f"resolution {self.resolution} must be positive")
+        _require(self.channels >= 1, "channels", f"channels {self.channels} must be positive")
+        _require(self.num_classes >= 1, "num_classes", f"num_classes {self.num_classes} must be positive")
+        if self.codec == "sd-vae":
+            _require(self.channels == 3, "channels", f"the SD VAE encodes 3-channel images, not {self.channels}; use codec identity")
+            _require(self.resolution % SD_VAE_DOWNSAMPLE == 0, "resolution",
+                     f"resolution {self.resolution} does not divide by the SD VAE's downsampling factor {SD_VAE_DOWNSAMPLE}")
+
+    @property
+    def input_size(self) -> int:
+        """Side of the model's input grid: the latent side through the VAE, the image side in pixels."""
+        return self.resolution // SD_VAE_DOWNSAMPLE if self.codec == "sd-vae" else self.resolution
+
+    @property
+    def in_channels(self) -> int:
+        return SD_VAE_CHANNELS if self.codec == "sd-vae" else self.channels
+
+
+# TrainConfig options that a grid sets per run from its `models` and `data` sections.
+RUN_OPTIONS = ("model", "block", "depth", "hidden_size", "num_heads", "data", "resolution", "codec", "vae")
+
+
+class _Recipe:
+    """A mapping of TrainConfig keyword arguments: `TrainConfig(**recipe, model=...)` works."""
+
+    def keys(self):
+        return [f.name for f in dataclasses.fields(self)]
+
+    def __getitem__(self, key):
+        return getattr(self, key)
+
+    def __post_init__(self):
+        try:
+            TrainConfig(**self)  # TrainConfig's own checks, so a bad recipe fails when the grid is read
+        except ValueError as exc:
+            named = [k for k in self.keys() if re.search(rf"\b{k}\b", str(exc))]
+            raise SpecError(named[0] if named else "", str(exc)) from None
+
+
+def _recipe_field(f: dataclasses.Field):
+    default = dataclasses.field(default=f.default) if f.default is not dataclasses.MISSING else dataclasses.field(default_factory=f.default_factory)
+    return f.name, f.type, default
+
+
+# The training recipe: every dit.config.TrainConfig option (names, types and defaults, the paper's
+# recipe) except RUN_OPTIONS, generated from TrainConfig so that the two cannot drift apart.
+TrainRecipe = dataclasses.make_dataclass(
+    "TrainRecipe",
+    [_recipe_field(f) for f in dataclasses.fields(TrainConfig) if f.name not in RUN_OPTIONS],
+    bases=(_Recipe,),
+    frozen=True,
+    kw_only=True,
+    namespace={"__doc__": "The training recipe of every run of a grid: TrainConfig's options less the model and data."},
+)
+TrainRecipe.__module__ = __name__  # pickled by executors: make it importable by name
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class EvalSpec:
+    """Evaluation points: every `every` steps and at the last step, `num_samples` samples per
+    sampling-step count x guidance scale, scored with `features` (inception or mnist).
+    The paper's: FID-50K every 50K steps, 250 DDPM steps, no guidance (cfg scale 1)."""
+
+    every: int = 50_000
+    features: str = "inception"
+    num_samples: int = 50_000
+    sampler: str = "ddpm"
+    sampling_steps: tuple[int, ...] = (250,)
+    cfg_scales: tuple[float, ...] = (1.0,)
+    reference: str | None = None  # reference statistics (.npz, ADM layout); None: computed from the data
+
+    def __post_init__(self):
+        _require(self.every >= 1, "every", f"every {self.every} must be at least 1 step")
+        _choice(self.features, FEATURES, "features", "feature extractor")
+        _require(self.num_samples >= 1, "num_samples", f"num_samples {self.num_samples} must be at least 1")
+        _choice(self.sampler, tuple(SAMPLERS), "sampler", "sampler")
+        _require(bool(self.sampling_steps) and min(self.sampling_steps) >= 1, "sampling_steps", "list sampling step counts of at least 1")
+        _require(bool(self.cfg_scales) and min(self.cfg_scales) >= 1.0, "cfg_scales", "list guidance scales of at least 1 (1 = no guidance)")
+
+    def points(self, steps: int) -> tuple[int, ...]:
+        """Training steps evaluated in a run of `steps` steps: multiples of `every`, and the last."""
+        return tuple(sorted(set(range(self.every, steps + 1, self.every)) | {steps}))
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class SlurmSpec:
+    """SLURM resources of one run (submitit's AutoExecutor): a run spans nodes x gpus_per_node GPUs."""
+
+    partition: str | None = None
+    account: str | None = None
+    nodes: int = 1
+    gpus_per_node: int = 8
+    time: int = 4320  # minutes per job (submitit's timeout_min); a longer run resumes in a new job
+    array_parallelism: int = 16  # runs of the grid in flight at once
+
+    def __post_init__(self):
+        for key in ("nodes", "gpus_per_node", "time", "array_parallelism"):
+            _require(getattr(self, key) >= 1, key, f"{key} {getattr(self, key)} must be at least 1")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ExecutorSpec:
+    """Where runs go: 'local' (one after another on CPU, or one per free set of `gpus_per_run`
+    GPUs, torchrun when a run asks for several) or 'slurm' (one job per run, `slurm` resources)."""
+
+    kind: str = "local"
+    gpus_per_run: int = 0  # local executor; 0 = CPU
+    slurm: SlurmSpec | None = None
+
+    def __post_init__(self):
+        _choice(self.kind, EXECUTORS, "kind", "executor")
+        _require(self.gpus_per_run >= 0, "gpus_per_run", f"gpus_per_run {self.gpus_per_run} must be 0 (CPU) or more")
+        _require(self.kind != "slurm" or self.slurm is not None, "kind",
+                 "executor kind slurm needs an executor.slurm section (partition, account, nodes, gpus_per_node, time, array_parallelism)")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class GridSpec:
+    """A scaling study: models x data x recipe x evaluation x executor. `plan(spec)` lists its runs."""
+
+    name: str
+    description: str = ""
+    models: ModelGrid
+    data: DataSpec
+    train: TrainRecipe = dataclasses.field(default_factory=TrainRecipe)
+    eval: EvalSpec = dataclasses.field(default_factory=EvalSpec)
+    executor: ExecutorSpec = dataclasses.field(default_factory=ExecutorSpec)
+
+    def __post_init__(self):
+        _require(bool(self.name.strip()), "name", "give the grid a name")
+        plan(self)  # every model must fit the data, and run names must be unique
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class RunSpec:
+    """One run of a grid: a model, its block, and everything it trains and evaluates with."""
+
+    name: str  # the model plus what differs, e.g. DiT-B/4-cross-attn
+    model: str  # DiT-B/4, or DiT-custom/4 with depth, hidden_size and num_heads
+    block: str
+    depth: int | None = None
+    hidden_size: int | None = None
+    num_heads: int | None = None
+    grid: str
+    data: DataSpec
+    train: TrainRecipe
+    eval: EvalSpec
+    executor: ExecutorSpec
+
+    @property
+    def dir_name(self) -> str:
+        """The run's directory under GRID_DIR/runs: its name with '/' replaced by '-'."""
+        return self.name.replace("/", "-")
+
+    @property
+    def size(self) -> str:
+        return parse_model_name(self.model)[0]
+
+    @property
+    def patch_size(self) -> int:
+        return parse_model_name(self.model)[1]
+
+    def dit_config(self) -> DiTConfig:
+        """The model's architecture on this run's data (for params and Gflops)."""
+        return dit_config(
+            self.model, block=self.block, depth=self.depth, hidden_size=self.hidden_size, num_heads=self.num_heads,
+            input_size=self.data.input_size, in_channels=self.data.in_channels, num_classes=self.data.num_classes,
+            learn_sigma=self.train.learn_sigma, class_dropout_prob=self.train.class_dropout_prob,
+            attention=self.train.attention,
+        )
+
+    def train_config(self) -> TrainConfig:
+        """The TrainConfig this run trains with."""
+        return TrainConfig(
+            **self.train, model=self.model, block=self.block, depth=self.depth, hidden_size=self.hidden_size,
+            num_heads=self.num_heads, data=self.data.dataset, resolution=self.data.resolution,
+            codec=self.data.codec, vae=self.data.vae,
+        )
+
+    def eval_points(self) -> tuple[int, ...]:
+        return self.eval.points(self.train.steps)
+
+
+def run_name(entry: ModelEntry) -> str:
+    """The model, then what differs from the paper's default: its block, a custom size's shape."""
+    name = entry.name
+    if entry.depth is not None:
+        name += f"-d{entry.depth}-w{entry.hidden_size}-h{entry.num_heads}"
+    if entry.block != DEFAULT_BLOCK:
+        name += f"-{entry.block}"
+    return name
+
+
+def _run(spec: GridSpec, entry: ModelEntry) -> RunSpec:
+    run = RunSpec(
+        name=run_name(entry), model=entry.name, block=entry.block, depth=entry.depth, hidden_size=entry.hidden_size,
+        num_heads=entry.num_heads, grid=spec.name, data=spec.data, train=spec.train, eval=spec.eval, executor=spec.executor,
+    )
+    try:
+        run.dit_config()
+    except ValueError as exc:
+        d = spec.data
+        raise SpecError("models", f"{entry.name} does not fit the data: {d.dataset} at {d.resolution} px through "
+                        f"{d.codec} is a {d.input_size}x{d.input_size}x{d.in_channels} input, and {exc}") from None
+    return run
+
+
+def plan(spec: GridSpec) -> list[RunSpec]:
+    """The runs of a grid, one per model x patch size x block, in the grid's order."""
+    runs = [_run(spec, entry) for entry in spec.models.entries()]
+    names = [run.name for run in runs]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    _require(not twice, "models", f"run {twice[0] if twice else ''} is listed twice; list each model x block once")
+    return runs
+
+
+# ----------------------------------------------------------------------------- YAML in and out
+
+
+def _fail(source: str, node: yaml.Node, path: str, message: str):
+    where = f"{source} line {node.start_mark.line + 1}"
+    raise GridFileError(f"{where}: {path}: {message}" if path else f"{where}: {message}")
+
+
+_SCALAR = yaml.constructor.SafeConstructor()
+_TYPE_NAMES = {int: "an integer", float: "a number", str: "text", bool: "true or false"}
+
+
+def _scalar(node: yaml.Node, tp: type, path: str, source: str):
+    if not isinstance(node, yaml.ScalarNode):
+        _fail(source, node, path, f"expected {_TYPE_NAMES[tp]}, got a {'list' if isinstance(node, yaml.SequenceNode) else 'mapping'}")
+    value = _SCALAR.construct_object(node)
+    if tp is float and isinstance(value, str):  # YAML 1.1 reads 1e-4 (no dot) as text
+        try:
+            return float(value)
+        except ValueError:
+            pass
+    if tp is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if not isinstance(value, tp) or (tp is int and isinstance(value, bool)):
+        _fail(source, node, path, f"expected {_TYPE_NAMES[tp]}, got {value!r}")
+    return value
+
+
+def _convert(node: yaml.Node, tp, path: str, source: str):
+    """The value of `node` as type `tp` (a dataclass, tuple[X, ...], X | None, int, float, str, bool)."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        if isinstance(node, yaml.ScalarNode) and node.tag == "tag:yaml.org,2002:null":
+            return None
+        options = [a for a in args if a is not type(None)]
+        for option in options[:-1]:
+            try:
+                return _convert(node, option, path, source)
+            except GridFileError:
+                pass
+        return _convert(node, options[-1], path, source)
+    if origin is tuple:
+        items = node.value if isinstance(node, yaml.SequenceNode) else [node]  # a single value is a list of one
+        return tuple(_convert(item, args[0], f"{path}[{i}]", source) for i, item in enumerate(items))
+    if tp is ModelEntry and isinstance(node, yaml.ScalarNode):  # `- DiT-B/4` is short for `- name: DiT-B/4`
+        return _build(tp, yaml.MappingNode("tag:yaml.org,2002:map", [(yaml.ScalarNode("tag:yaml.org,2002:str", "name", node.start_mark), node)], node.start_mark), path, source)
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, node, path, source)
+    return _scalar(node, tp, path, source)
+
+
+def _build(cls, node: yaml.Node, path: str, source: str):
+    """A `cls` from a YAML mapping node; errors name the key and its line."""
+    section = path or "the grid"
+    if not isinstance(node, yaml.MappingNode):
+        _fail(source, node, path, f"{section} must be a mapping of keys to values")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    kwargs, key_nodes = {}, {}
+    for key_node, value_node in node.value:
+        key = key_node.value
+        dotted = f"{path}.{key}" if path else str(key)
+        if key not in fields:
+            _fail(source, key_node, "", f"unknown key {dotted!r}; valid keys in {section}: {', '.join(fields)}")
+        if key in kwargs:
+            _fail(source, key_node, "", f"key {dotted!r} appears twice")
+        kwargs[key] = _convert(value_node, hints[key], dotted, source)
+        key_nodes[key] = key_node
+    missing = [k for k, f in fields.items() if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING and k not in kwargs]
+    if missing:
+        _fail(source, node, "", f"{section} is missing the key {missing[0]!r}")
+    try:
+        return cls(**kwargs)
+    except SpecError as exc:
+        dotted = f"{path}.{exc.key}" if path and exc.key else (exc.key or path)
+        _fail(source, key_nodes.get(exc.key, node), dotted, str(exc))
+
+
+def parse_grid(text: str, source: str = "<grid>") -> GridSpec:
+    """A GridSpec from YAML text; `source` names it in errors ('grid.yaml line 12: train.lr: ...')."""
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f" line {mark.line + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise GridFileError(f"{source}{line}: malformed YAML: {problem}") from None
+    if root is None:
+        raise GridFileError(f"{source}: the grid file is empty")
+    return _build(GridSpec, root, "", source)
+
+
+def load_grid(path) -> GridSpec:
+    """A GridSpec from a YAML file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"no grid file {path}; give a YAML grid file or a preset ({', '.join(preset_names())})")
+    return parse_grid(path.read_text(), source=str(path))
+
+
+def preset_names() -> tuple[str, ...]:
+    return tuple(sorted(p.stem for p in PRESET_DIR.glob("*.yaml")))
+
+
+def load_preset(name: str) -> GridSpec:
+    """A grid shipped with the package: paper, blocks, demo, demo-long."""
+    if name not in preset_names():
+        raise ValueError(f"unknown preset {name!r}; choose one of {', '.join(preset_names())}")
+    return parse_grid((PRESET_DIR / f"{name}.yaml").read_text(), source=f"preset {name} ({name}.yaml)")
+
+
+def load_grid_or_preset(name_or_path: str) -> GridSpec:
+    """A grid file if `name_or_path` is one, else the preset of that name."""
+    if Path(name_or_path).is_file() or name_or_path not in preset_names():
+        return load_grid(name_or_path)
+    return load_preset(name_or_path)
+
+
+def grid_to_dict(spec: GridSpec) -> dict:
+    """The resolved spec (every default filled in) as plain YAML/JSON values."""
+
+    def plain(value):
+        if isinstance(value, dict):
+            return {k: plain(v) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [plain(v) for v in value]
+        return value
+
+    return plain(dataclasses.asdict(spec))
+
+
+def dump_grid(spec: GridSpec) -> str:
+    """The resolved spec as YAML; parse_grid(dump_grid(spec)) == spec."""
+    return yaml.safe_dump(grid_to_dict(spec), sort_keys=False)
