@@ -79,7 +79,8 @@ def _quiet():
 
 def flop_analysis(model: DiT):
     """fvcore's FlopCountAnalysis of one forward pass of one sample, SDPA handled (eval mode)."""
-    from fvcore.nn import FlopCountAnalysis
+    with _quiet():  # fvcore scripts a loss function at import, which torch.jit warns about
+        from fvcore.nn import FlopCountAnalysis
 
     param = next(model.parameters())
     inputs = example_inputs(model.config, device=param.device, dtype=param.dtype)
@@ -114,8 +115,8 @@ def _config_flops(config: DiTConfig) -> int:
     CPU memory instead of a 675M-parameter model (tests/scaling/test_flops.py checks it against
     whole-model traces). fvcore counts an operator to a module when it runs inside its __call__.
     """
-    analysis = flop_analysis(_blank_model(dataclasses.replace(config, depth=1)))
     with _quiet(), torch.no_grad():
+        analysis = flop_analysis(_blank_model(dataclasses.replace(config, depth=1)))
         total, block = analysis.total(), analysis.total("blocks.0")
     return round(total + (config.depth - 1) * block)
 
