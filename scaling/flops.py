@@ -1,4 +1,4 @@
-"""Gflops of a DiT as the paper counts them (Peebles & Xie, Sec. 4 and Table 4).
+"""Gflops of a DiT as the paper counts them (Peebles & Xie, "Scalable Diffusion Models with Transformers").
 
 The paper's model complexity is fvcore's `FlopCountAnalysis` of one forward pass of one sample:
 one fused multiply-add is one flop, and the attention matmuls are included. We keep fvcore's
@@ -132,7 +132,7 @@ def _config_of(config_or_model) -> DiTConfig:
 def gflops(config_or_model) -> float:
     """Forward Gflops of one sample of a DiT (config or model), as the paper counts them; cached per config.
 
-    gflops(dit_config("DiT-XL/2")) -> 118.69 (the paper's Table 4: 118.64).
+    gflops(dit_config("DiT-XL/2")) -> 118.69 (the paper: 118.64).
     The attention implementation does not change the count, so the cache ignores it.
     """
     config = dataclasses.replace(_config_of(config_or_model), attention="math")

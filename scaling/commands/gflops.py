@@ -2,7 +2,7 @@
 
 DESCRIPTION = """\
 Print the forward Gflops of one sample of each model, as the DiT paper counts them: fvcore's
-FlopCountAnalysis, one fused multiply-add = one flop, attention matmuls included (its Table 4).
+FlopCountAnalysis, one fused multiply-add = one flop, attention matmuls included.
 Training compute is Gflops x batch size x steps x 3 (see `scaling plan`).
 
 The defaults are the paper's 256 px setting (SD-VAE latents 32 x 32 x 4, 1000 classes);

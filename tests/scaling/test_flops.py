@@ -16,8 +16,8 @@ from dit.models import create_dit, dit_config
 from scaling.flops import SDPA_HANDLES, count_flops, flop_analysis, gflops, params
 from scaling.results import train_compute_gflops
 
-# The paper's Table 4 (Gflops of one forward pass at 256 px: latent 32 x 32 x 4, 1000 classes),
-# and DiT-XL/2 at 512 px (latent 64 x 64 x 4) from its Table 3.
+# The paper's Gflops of one forward pass at 256 px (latent 32 x 32 x 4, 1000 classes) for its 12
+# models, and of DiT-XL/2 at 512 px (latent 64 x 64 x 4).
 PAPER_GFLOPS = {
     ("DiT-S/8", 32): 0.36, ("DiT-S/4", 32): 1.41, ("DiT-S/2", 32): 6.06,
     ("DiT-B/8", 32): 1.42, ("DiT-B/4", 32): 5.56, ("DiT-B/2", 32): 23.01,
@@ -124,7 +124,7 @@ def test_params_match_the_built_model():
 
 
 def test_training_compute_is_gflops_times_batch_steps_and_three():
-    # The paper's definition (Sec. 5.1): DiT-XL/2 at batch 256 for 400K steps.
+    # The paper's definition, for DiT-XL/2 at batch 256 for 400K steps.
     g = gflops(dit_config("DiT-XL/2"))
     assert train_compute_gflops(g, 256, 400_000) == pytest.approx(g * 256 * 400_000 * 3, rel=1e-12)
     assert train_compute_gflops(g, 256, 400_000) == pytest.approx(3.646e10, rel=1e-3)
