@@ -365,7 +365,7 @@ _TYPE_NAMES = {int: "an integer", float: "a number", str: "text", bool: "true or
 
 def _scalar(node: yaml.Node, tp: type, path: str, source: str):
     if not isinstance(node, yaml.ScalarNode):
-        _fail(source, node, path, f"expected {_TYPE_NAMES[tp]}, got a {'list' if isinstance(node, yaml.SequenceNode) else 'mapping'}")
+        _fail(source, node, path, f"expected {_TYPE_NAMES.get(tp, tp.__name__)}, got a {'list' if isinstance(node, yaml.SequenceNode) else 'mapping'}")
     value = _SCALAR.construct_object(node)
     if tp is float and isinstance(value, str):  # YAML 1.1 reads 1e-4 (no dot) as text
         try:
@@ -375,7 +375,7 @@ def _scalar(node: yaml.Node, tp: type, path: str, source: str):
     if tp is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if not isinstance(value, tp) or (tp is int and isinstance(value, bool)):
-        _fail(source, node, path, f"expected {_TYPE_NAMES[tp]}, got {value!r}")
+        _fail(source, node, path, f"expected {_TYPE_NAMES.get(tp, tp.__name__)}, got {value!r}")
     return value
 
 
