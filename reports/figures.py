@@ -1,0 +1,421 @@
+"""The paper's scaling figures, drawn from the results table (matplotlib, no pyplot state).
+
+Every function takes plain inputs (the results DataFrame, a metric name, paths) and returns a
+`matplotlib.figure.Figure`; saving is the renderer's job. One line (or point) is one run: colour
+by model size, line style by patch size, marker by conditioning block (see `reports.style`).
+Figure numbers below are the paper's (Peebles & Xie, arXiv:2212.09748).
+"""
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.ticker import FuncFormatter, NullFormatter
+from PIL import Image
+from scipy import stats
+
+from reports import table as T
+from reports.style import (BLOCK_COLOURS, BLOCK_MARKERS, METRICS, PATCH_LINESTYLES, SIZE_COLOURS, get_metric,
+                           run_style)
+
+PATCH_MARKERS = {2: "o", 4: "s", 8: "^"}
+FIGSIZE = (8.0, 4.6)
+LEGEND = dict(loc="outside right upper", fontsize=8, frameon=False)
+
+
+def _figure(ncols: int = 1, nrows: int = 1, size=FIGSIZE, **kw):
+    fig = Figure(figsize=size, layout="constrained")
+    axes = fig.subplots(nrows, ncols, squeeze=False, **kw)
+    return fig, axes.ravel()
+
+
+def _values(series: pd.Series) -> np.ndarray:
+    return series.astype("float64").to_numpy()
+
+
+def _plain(value, _=None) -> str:
+    """20, 0.5, 1000; powers of ten from 10^4 up as 10^k."""
+    exponent = np.log10(value) if value > 0 else 0.5
+    if value >= 1e4 and exponent == round(exponent):
+        return f"$10^{{{int(round(exponent))}}}$"
+    return f"{value:g}"
+
+
+def _log_axis(axis, values):
+    """Log scale with plain tick labels (20, 50, 100; not 2x10^1); minor ticks labelled within a decade."""
+    axis.axes.set(**{f"{axis.axis_name}scale": "log"})
+    values = np.asarray(values, float)
+    values = values[np.isfinite(values) & (values > 0)]
+    axis.set_major_formatter(FuncFormatter(_plain))
+    narrow = len(values) and values.max() / values.min() < 30
+    axis.set_minor_formatter(FuncFormatter(_plain) if narrow else NullFormatter())
+
+
+def _auto_log_y(ax, values):
+    """Log y when the values are positive and span more than a decade (FID early vs late)."""
+    values = np.asarray(values, float)
+    values = values[np.isfinite(values)]
+    if len(values) and values.min() > 0 and values.max() / values.min() > 10:
+        _log_axis(ax.yaxis, values)
+
+
+def _title(ax, main: str, detail: str | None = None):
+    ax.set_title(main if detail is None else f"{main}\n", fontsize=12)
+    if detail:
+        ax.text(0.5, 1.015, detail, transform=ax.transAxes, ha="center", va="bottom", fontsize=9, color="0.35")
+
+
+def _place_labels(ax, xs, ys, labels, fontsize: float = 7.5):
+    """Annotate points, moving a label to another side of its point when it would cover an earlier one."""
+    fig = ax.figure
+    width_pt = fig.get_figwidth() * 72 * 0.75
+    height_pt = fig.get_figheight() * 72 * 0.8
+    (x0, x1), (y0, y1) = ax.get_xlim(), ax.get_ylim()
+
+    def to_pt(value, lo, hi, log, size):
+        f = (np.log10(value) - np.log10(lo)) / (np.log10(hi) - np.log10(lo)) if log else (value - lo) / (hi - lo)
+        return f * size
+
+    placed = []
+    for x, y, label in zip(xs, ys, labels):
+        px = to_pt(x, x0, x1, ax.get_xscale() == "log", width_pt)
+        py = to_pt(y, y0, y1, ax.get_yscale() == "log", height_pt)
+        w, h = 0.6 * fontsize * len(label), fontsize * 1.2
+        for dx, dy in ((5, 3), (5, -3 - h), (-5 - w, 3), (-5 - w, -3 - h), (5, 3 + h), (5, -3 - 2 * h)):
+            box = (px + dx, py + dy, px + dx + w, py + dy + h)
+            if not any(box[0] < b[2] and b[0] < box[2] and box[1] < b[3] and b[1] < box[3] for b in placed):
+                break
+        placed.append(box)
+        ax.annotate(label, (x, y), xytext=(dx, dy), textcoords="offset points", fontsize=fontsize, va="bottom")
+
+
+def _style_handles(run_table: pd.DataFrame, lines: bool = True) -> list:
+    """Legend entries for the sizes, patch sizes and blocks present (not one per run)."""
+    handles = []
+    for size in [s for s in SIZE_COLOURS if s in set(run_table["size"])] + sorted(set(run_table["size"]) - set(SIZE_COLOURS)):
+        handles.append(Line2D([], [], color=run_style(size, 2, None)["color"], lw=3, label=f"size {size}"))
+    for patch in sorted(int(p) for p in run_table["patch_size"].dropna().unique()):
+        style = dict(linestyle=PATCH_LINESTYLES.get(patch, "-."), color="black") if lines else \
+            dict(linestyle="none", marker=PATCH_MARKERS.get(patch, "v"), color="black")
+        handles.append(Line2D([], [], lw=1.5, label=f"patch {patch}", **style))
+    blocks = sorted(set(run_table["block"].dropna()))
+    if lines and len(blocks) > 1:
+        handles += [Line2D([], [], linestyle="none", color="black", marker=BLOCK_MARKERS.get(b, "v"), label=b) for b in blocks]
+    return handles
+
+
+def _legend(fig, run_table: pd.DataFrame, extra=(), lines: bool = True):
+    """Style legend when (size, patch, block) names each run; otherwise one entry per run."""
+    keys = run_table[["size", "patch_size", "block"]].astype(str).agg("|".join, axis=1)
+    if keys.duplicated().any():
+        handles = [h for ax in fig.axes[:1] for h in ax.get_lines() if not h.get_label().startswith("_")]
+        fig.legend(handles=handles + list(extra), **LEGEND)
+    else:
+        fig.legend(handles=_style_handles(run_table, lines) + list(extra), **LEGEND)
+
+
+def _draw_runs(ax, rows: pd.DataFrame, x: str, y: str, **kw):
+    """One line per run of `rows` (in their order), styled by size, patch and block."""
+    for run, g in rows.groupby("run", sort=False):
+        first = g.iloc[0]
+        ax.plot(_values(g[x]), _values(g[y]), label=run, **run_style(first["size"], first["patch_size"], first["block"]), **kw)
+
+
+def _setting_rows(df: pd.DataFrame, metric: str, what: str, extra=()) -> tuple[pd.DataFrame, str]:
+    col = get_metric(metric).column
+    T.require(df, T.RUN_COLUMNS + ("step",) + T.SETTING + tuple(extra) + (col,), what)
+    rows = T.evaluated(df, col)
+    setting = T.main_setting(rows)
+    return T.in_setting(rows, setting), T.describe_setting(setting)
+
+
+def plot_metric_vs_steps(df: pd.DataFrame, metric: str = "fid") -> Figure:
+    """Metric over training steps, one line per run (the paper's Fig. 6, FID-50K over training)."""
+    m = get_metric(metric)
+    rows, setting = _setting_rows(df, metric, f"the {m.label}-vs-steps figure")
+    fig, (ax,) = _figure()
+    _draw_runs(ax, rows, "step", m.column, ms=4, lw=1.6)
+    ax.set(xlabel="training steps", ylabel=m.label)
+    _title(ax, f"{m.label} over training", setting)
+    _auto_log_y(ax, rows[m.column])
+    ax.grid(alpha=0.3)
+    _legend(fig, T.runs(rows))
+    return fig
+
+
+def correlation(gflops, values) -> float:
+    """Pearson r between log10 Gflops and the metric (nan when it is undefined)."""
+    x, y = np.log10(np.asarray(gflops, float)), np.asarray(values, float)
+    if len(x) < 3 or np.ptp(x) == 0 or np.ptp(y) == 0:
+        return float("nan")
+    return float(stats.pearsonr(x, y).statistic)
+
+
+def plot_metric_vs_gflops(df: pd.DataFrame, metric: str = "fid", step=None) -> Figure:
+    """Metric against forward Gflops at one training step, one point per run (the paper's Fig. 8)."""
+    m = get_metric(metric)
+    rows, setting = _setting_rows(df, metric, f"the {m.label}-vs-Gflops figure")
+    points, where = T.at_step(T.without_ablations(rows), step)
+    points = points[points["gflops"].notna() & (points["gflops"] > 0)]
+    if points.empty:
+        raise T.NoData("no evaluated run has a Gflops count")
+    fig, (ax,) = _figure()
+    for _, p in points.iterrows():
+        style = run_style(p["size"], p["patch_size"], p["block"])
+        ax.plot([p["gflops"]], [p[m.column]], linestyle="none", ms=8, color=style["color"],
+                marker=PATCH_MARKERS.get(int(p["patch_size"]), "v"), label=p["run"])
+    r = correlation(points["gflops"], points[m.column])
+    _log_axis(ax.xaxis, points["gflops"])
+    ax.margins(x=0.12, y=0.1)
+    ax.set(xlabel="transformer Gflops (log scale)", ylabel=m.label)
+    _title(ax, f"{m.label} vs Gflops at {where}", setting)
+    ax.text(0.98, 0.97, f"Pearson r = {r:.3f}\n(log10 Gflops vs {m.label}, n = {len(points)})",
+            transform=ax.transAxes, ha="right", va="top", fontsize=9,
+            bbox=dict(boxstyle="round", facecolor="white", edgecolor="0.7"))
+    ax.grid(alpha=0.3, which="both")
+    _place_labels(ax, points["gflops"].astype(float), points[m.column].astype(float),
+                  [run.removeprefix("DiT-") for run in points["run"]])
+    _legend(fig, T.runs(points), lines=False)
+    return fig
+
+
+def frontier_points(rows: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """Rows on the compute-efficient frontier of metric vs training compute, by compute."""
+    m = get_metric(metric)
+    rows = rows[rows["train_compute_gflops"].astype("float64") > 0]
+    mask = T.frontier_mask(_values(rows["train_compute_gflops"]), _values(rows[m.column]), m.lower_is_better)
+    return rows[mask].sort_values("train_compute_gflops")
+
+
+def plot_metric_vs_train_compute(df: pd.DataFrame, metric: str = "fid") -> Figure:
+    """Metric against training compute (Gflops x batch x steps x 3), log-log, every run one line,
+    with the compute-efficient frontier (the paper's Fig. 9)."""
+    m = get_metric(metric)
+    rows, setting = _setting_rows(df, metric, f"the {m.label}-vs-training-compute figure", ("train_compute_gflops",))
+    rows = rows[rows["train_compute_gflops"].astype("float64") > 0]
+    if rows.empty:
+        raise T.NoData("no evaluated row has positive training compute")
+    fig, (ax,) = _figure()
+    _draw_runs(ax, rows, "train_compute_gflops", m.column, ms=4, lw=1.6)
+    front = frontier_points(rows, metric)
+    (frontier,) = ax.plot(_values(front["train_compute_gflops"]), _values(front[m.column]), color="black", lw=6,
+                          alpha=0.18, solid_capstyle="round", zorder=0, label="compute-efficient frontier")
+    _log_axis(ax.xaxis, rows["train_compute_gflops"])
+    if (rows[m.column] > 0).all():
+        _log_axis(ax.yaxis, rows[m.column])
+    ax.set(xlabel="training compute (Gflops, log scale)", ylabel=m.label)
+    _title(ax, f"{m.label} vs training compute", setting)
+    ax.grid(alpha=0.3, which="both")
+    _legend(fig, T.runs(rows), extra=[frontier])
+    return fig
+
+
+def plot_metric_vs_sampling_compute(df: pd.DataFrame, metric: str = "fid", step=None) -> Figure:
+    """Metric against sampling compute per image (Gflops x sampling steps), one line per run over
+    its sampling step counts, at one training step (the paper's Fig. 10)."""
+    m = get_metric(metric)
+    T.require(df, T.RUN_COLUMNS + ("step", "sampling_compute_gflops") + T.SETTING + (m.column,),
+              f"the {m.label}-vs-sampling-compute figure")
+    rows = T.evaluated(df, m.column)
+    rows = T.in_setting(rows, T.main_setting(rows), keys=("sampler", "cfg_scale", "features"))
+    counts = rows.groupby(["run", "step"])["sampling_steps"].nunique()
+    swept = counts[counts > 1]
+    if swept.empty:
+        raise T.NoData("every checkpoint was evaluated with one sampling step count; evaluate several "
+                       "(e.g. 16 32 64 128 256) to draw sampling compute")
+    step = int(swept.index.get_level_values("step").max()) if step is None else step
+    rows = T.in_run_order(rows[rows["step"] == step].sort_values("sampling_steps"))
+    if rows.empty:
+        raise ValueError(f"no run was evaluated at step {step} with several sampling step counts")
+    fig, (ax,) = _figure()
+    _draw_runs(ax, rows, "sampling_compute_gflops", m.column, ms=5, lw=1.6)
+    _log_axis(ax.xaxis, rows["sampling_compute_gflops"])
+    _auto_log_y(ax, rows[m.column])
+    steps = ", ".join(str(s) for s in sorted(rows["sampling_steps"].unique()))
+    ax.set(xlabel="sampling compute per image (Gflops, log scale)", ylabel=m.label)
+    _title(ax, f"{m.label} vs sampling compute at step {step:,}", f"sampling steps {steps}")
+    ax.grid(alpha=0.3, which="both")
+    _legend(fig, T.runs(rows))
+    return fig
+
+
+def plot_block_ablation(df: pd.DataFrame, metric: str = "fid") -> Figure:
+    """Metric over training for each conditioning block of a model (the paper's Fig. 5)."""
+    m = get_metric(metric)
+    rows, setting = _setting_rows(df, metric, "the block-ablation figure")
+    models = [model for model, g in rows.groupby("model", sort=True) if g["block"].nunique() > 1]
+    if not models:
+        raise T.NoData("no model was trained with more than one conditioning block")
+    fig, axes = _figure(ncols=len(models), size=(max(FIGSIZE[0], 4.2 * len(models)), FIGSIZE[1]), sharey=True)
+    for ax, model in zip(axes, models):
+        for block, g in rows[rows["model"] == model].groupby("block", sort=True):
+            g = g.sort_values("step")
+            ax.plot(_values(g["step"]), _values(g[m.column]), color=BLOCK_COLOURS.get(block, "0.4"),
+                    marker=BLOCK_MARKERS.get(block, "v"), ms=4, lw=1.8, label=block)
+        ax.set(title=model, xlabel="training steps")
+        ax.grid(alpha=0.3)
+        _auto_log_y(ax, rows.loc[rows["model"] == model, m.column])
+    axes[0].set_ylabel(m.label)
+    fig.suptitle(f"Conditioning blocks: {m.label} over training\n({setting})", fontsize=12)
+    blocks = sorted(rows.loc[rows["model"].isin(models), "block"].unique())
+    fig.legend(handles=[Line2D([], [], color=BLOCK_COLOURS.get(b, "0.4"), marker=BLOCK_MARKERS.get(b, "v"), label=b)
+                        for b in blocks], **LEGEND)
+    return fig
+
+
+def plot_metrics_vs_train_compute(df: pd.DataFrame) -> Figure:
+    """Every metric the table has values for, against training compute (the paper's Fig. 12, left)."""
+    T.require(df, T.RUN_COLUMNS + ("step", "train_compute_gflops") + T.SETTING, "the all-metrics figure")
+    present = [m for m in METRICS.values() if m.column in df.columns and df[m.column].notna().any()]
+    if not present:
+        raise T.NoData("no metric has values yet")
+    ncols = min(3, len(present))
+    nrows = -(-len(present) // ncols)
+    fig, axes = _figure(ncols=ncols, nrows=nrows, size=(3.4 * ncols + 1.6, 3.0 * nrows))
+    for ax in axes[len(present):]:
+        ax.set_axis_off()
+    for ax, m in zip(axes, present):
+        rows, _ = _setting_rows(df, m.column, "the all-metrics figure")
+        rows = rows[rows["train_compute_gflops"].astype("float64") > 0]
+        _draw_runs(ax, rows, "train_compute_gflops", m.column, ms=3, lw=1.2)
+        _log_axis(ax.xaxis, rows["train_compute_gflops"])
+        ax.set(title=m.label, xlabel="training compute (Gflops)")
+        ax.grid(alpha=0.3, which="both")
+    _legend(fig, T.runs(df[df["run"].notna()]))
+    return fig
+
+
+def plot_training_curves(logs: dict[str, pd.DataFrame], styles: dict[str, dict] | None = None,
+                         keys=("loss", "mse", "vb")) -> Figure:
+    """Training loss, its MSE and its variational-bound term against steps, one line per run
+    (the paper's Fig. 13). `logs` maps a run name to its train-log.jsonl DataFrame; values are
+    smoothed with a running mean over 1/20 of the logged points."""
+    logs = {run: log for run, log in logs.items() if not log.empty and "step" in log.columns}
+    present = [k for k in keys if any(k in log.columns and log[k].notna().any() for log in logs.values())]
+    if not present:
+        raise T.NoData("no run has a train-log.jsonl with loss values yet")
+    styles = styles or {}
+    fig, axes = _figure(ncols=len(present), size=(max(FIGSIZE[0], 3.6 * len(present)), 3.8))
+    for ax, key in zip(axes, present):
+        for run, log in logs.items():
+            if key not in log.columns or not log[key].notna().any():
+                continue
+            values = log[key].astype("float64")
+            smooth = values.rolling(max(1, len(values) // 20), min_periods=1).mean()
+            style = dict(styles.get(run, {}))
+            ax.plot(_values(log["step"]), smooth.to_numpy(), lw=1.3, label=run, markevery=max(1, len(values) // 6),
+                    ms=4, **style)
+        ax.set(title=key, xlabel="training steps")
+        _auto_log_y(ax, np.concatenate([_values(log[key]) for log in logs.values() if key in log.columns]))
+        ax.grid(alpha=0.3, which="both")
+    handles = axes[0].get_lines()
+    fig.legend(handles=handles, **LEGEND)
+    return fig
+
+
+def _read_image(path) -> np.ndarray:
+    with Image.open(path) as image:
+        return np.asarray(image.convert("RGB"))
+
+
+def plot_image(path, title: str) -> Figure:
+    """A PNG the run wrote itself (e.g. the learning-rate range test) as a figure page."""
+    image = _read_image(path)
+    h, w = image.shape[:2]
+    fig, (ax,) = _figure(size=(8.0, max(2.0, 8.0 * h / w + 0.5)))
+    ax.imshow(image)
+    ax.set_axis_off()
+    ax.set_title(title)
+    return fig
+
+
+def plot_sample_grids(images: list[tuple[str, int, object]]) -> Figure:
+    """Each run's sample grid at its last step (as the paper's Fig. 7 shows all 12 models):
+    `images` is [(run, step, png path)]."""
+    if not images:
+        raise T.NoData("no run has written samples/step_*.png yet")
+    columns = min(6, int(np.ceil(np.sqrt(len(images)))))
+    nrows = -(-len(images) // columns)
+    fig, axes = _figure(ncols=columns, nrows=nrows, size=(2.2 * columns, 2.5 * nrows))
+    for ax in axes:
+        ax.set_axis_off()
+    for ax, (run, step, path) in zip(axes, images):
+        ax.imshow(_read_image(path), interpolation="nearest")
+        ax.set_title(f"{run}\nstep {step:,}", fontsize=9)
+    return fig
+
+
+def strip_steps(steps: list[int], count: int = 8) -> list[int]:
+    """Up to `count` steps spread evenly from the first to the last."""
+    if len(steps) <= count:
+        return list(steps)
+    picks = np.linspace(0, len(steps) - 1, count).round().astype(int)
+    return [steps[i] for i in sorted(set(picks))]
+
+
+def plot_sample_strip(run: str, images: list[tuple[int, object]], count: int = 8) -> Figure:
+    """One run's samples over training (the same noise and labels at each step), left to right."""
+    if not images:
+        raise T.NoData(f"{run} has written no samples yet")
+    by_step = dict(images)
+    steps = strip_steps(sorted(by_step), count)
+    fig, axes = _figure(ncols=len(steps), size=(max(6.0, 1.9 * len(steps)), 2.6))
+    for ax, step in zip(axes, steps):
+        ax.imshow(_read_image(by_step[step]), interpolation="nearest")
+        ax.set_axis_off()
+        ax.set_title(f"step {step:,}", fontsize=9)
+    fig.suptitle(f"{run}: samples over training")
+    return fig
+
+
+def plot_paper_overlay(points: pd.DataFrame, paper: pd.DataFrame, metric_label: str, grid_label: str) -> Figure:
+    """The grid's metric vs Gflops beside the paper's 12 models at 400K steps, on one log-log plot.
+
+    `points`: one row per run (size, patch_size, gflops, value); `paper`: model, gflops, fid.
+    """
+    fig, (ax,) = _figure()
+    for _, p in paper.iterrows():
+        size, patch = p["model"].removeprefix("DiT-").split("/")
+        ax.plot([p["gflops"]], [p["fid"]], linestyle="none", ms=8, mfc="none", mew=1.6,
+                color=SIZE_COLOURS.get(size, "0.5"), marker=PATCH_MARKERS.get(int(patch), "v"))
+    for _, p in points.iterrows():
+        ax.plot([p["gflops"]], [p["value"]], linestyle="none", ms=8, color=SIZE_COLOURS.get(p["size"], "0.5"),
+                marker=PATCH_MARKERS.get(int(p["patch_size"]), "v"))
+    _log_axis(ax.xaxis, np.concatenate([_values(paper["gflops"]), _values(points["gflops"])]))
+    _log_axis(ax.yaxis, np.concatenate([_values(paper["fid"]), _values(points["value"])]))
+    ax.set(xlabel="transformer Gflops (log scale)", ylabel=f"{metric_label} (log scale)")
+    _title(ax, f"{metric_label} vs Gflops: this grid beside the paper")
+    ax.grid(alpha=0.3, which="both")
+    kinds = [Line2D([], [], linestyle="none", marker="o", color="black", mfc="none", label="paper: ImageNet 256, 400K steps"),
+             Line2D([], [], linestyle="none", marker="o", color="black", label=grid_label)]
+    run_table = pd.concat([points[["size", "patch_size"]],
+                           paper["model"].str.removeprefix("DiT-").str.split("/", expand=True)
+                           .set_axis(["size", "patch_size"], axis=1).astype({"patch_size": int})])
+    run_table["block"] = "adaln-zero"
+    fig.legend(handles=kinds + _style_handles(run_table, lines=False), **LEGEND)
+    return fig
+
+
+def plot_fit(fit, xlabel: str, ylabel: str, title: str, target=None) -> Figure:
+    """A power-law fit over its points, with the fitted curve (and its extrapolation to `target`)
+    above and the residuals below."""
+    fig = Figure(figsize=(8.0, 5.4), layout="constrained")
+    top, bottom = fig.subplots(2, 1, sharex=True, height_ratios=(3, 1))
+    x_hi = fit.x.max()
+    reach = fit.compute_for(target) if target is not None else None
+    if reach is not None and np.isfinite(reach) and reach <= 1e4 * x_hi:
+        x_hi = max(x_hi, reach)
+    grid = np.geomspace(fit.x.min(), x_hi, 200)
+    top.plot(fit.x, fit.y, "o", color="#4e79a7", ms=6, label="points fitted")
+    top.plot(grid, fit.predict(grid), "-", color="#e15759", lw=1.8, label=fit.formula())
+    top.axhline(fit.c, color="0.5", lw=1, ls=":", label=f"asymptote c = {fit.c:.3g}")
+    if target is not None:
+        top.axhline(target, color="#59a14f", lw=1, ls="--", label=f"target {target:.3g}")
+    _log_axis(top.xaxis, grid)
+    top.set(ylabel=ylabel, title=title)
+    top.legend(fontsize=8, loc="best")
+    top.grid(alpha=0.3, which="both")
+    bottom.axhline(0, color="0.5", lw=1)
+    bottom.plot(fit.x, fit.residuals, "o", color="#4e79a7", ms=5)
+    bottom.set(xlabel=xlabel, ylabel="residual")
+    bottom.grid(alpha=0.3, which="both")
+    return fig
