@@ -20,6 +20,7 @@ COMMANDS = (
     "ref-stats", "eval", "fid",
     "bench",
     "lr-find",
+    "report",
 )
 
 DESCRIPTION = """\
