@@ -277,8 +277,9 @@ def train_step(net, model, ema, opt, diffusion, config: TrainConfig, autocast, x
     return torch.stack([loss, terms["mse"].mean(), terms["vb"].mean(), grad_norm]).detach()
 
 
-def train(config: TrainConfig, run_dir, *, progress: bool = True) -> dict:
-    """Train (or resume) the run in run_dir until config.steps; returns the final step's log record."""
+def train(config: TrainConfig, run_dir, *, until: int | None = None, progress: bool = True) -> dict:
+    """Train (or resume) the run in run_dir to config.steps, or stop early at step `until` with a
+    checkpoint there (the schedule still spans config.steps). Returns the last log record."""
     dist = distributed.setup(config.device)
     run_dir = Path(run_dir)
     if config.batch_size % dist.world_size:
@@ -319,8 +320,9 @@ def train(config: TrainConfig, run_dir, *, progress: bool = True) -> dict:
     sums = torch.zeros(4, device=device)  # loss, mse, vb, grad norm since the last log
     first_bad = torch.tensor(-1, device=device)
     logged_steps, t0, record = 0, time.perf_counter(), {}
-    bar = tqdm(total=config.steps, initial=step, desc="training", disable=not (progress and dist.is_main), dynamic_ncols=True)
-    while step < config.steps:
+    stop = min(until or config.steps, config.steps)
+    bar = tqdm(total=stop, initial=step, desc="training", disable=not (progress and dist.is_main), dynamic_ncols=True)
+    while step < stop:
         x, y, t, noise, drop = step_inputs(next(batches), parts, config, step, dist)
         for group in opt.param_groups:
             group["lr"] = lr_at(step, config.lr, config.steps, config.warmup_steps)
@@ -332,7 +334,7 @@ def train(config: TrainConfig, run_dir, *, progress: bool = True) -> dict:
         first_bad = torch.where((first_bad < 0) & ~torch.isfinite(stats[0]), torch.tensor(step, device=device), first_bad)
         logged_steps += 1
         bar.update(1)
-        is_ckpt = step % config.ckpt_every == 0 or step == config.steps
+        is_ckpt = step % config.ckpt_every == 0 or step == stop
         if step % config.log_every == 0 or is_ckpt:
             check_finite(first_bad)
             elapsed = time.perf_counter() - t0
@@ -347,7 +349,7 @@ def train(config: TrainConfig, run_dir, *, progress: bool = True) -> dict:
         if is_ckpt:
             save_checkpoint(run_dir, model, ema, opt, run_config, step, wall, dist)
         sample_every = config.sample_every or config.ckpt_every
-        if dist.is_main and (step % sample_every == 0 or step == config.steps):
+        if dist.is_main and (step % sample_every == 0 or step == stop):
             save_sample_grid(ema, config, codec, run_dir, step, device)
             t0 = time.perf_counter()  # previews do not count as training time
     bar.close()

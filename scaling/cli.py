@@ -11,16 +11,22 @@ import sys
 
 # Commands in the order `scaling --help` lists them.
 COMMANDS = (
+    "run-grid",
+    "status",
+    "results",
+    "report",
+    "plan",
     "models",
     "gflops",
-    "plan",
     "encode",
     "train",
     "sample",
-    "ref-stats", "eval", "fid",
-    "bench",
+    "ref-stats",
+    "eval",
+    "fid",
     "lr-find",
-    "report",
+    "bench",
+    "run-one",
 )
 
 DESCRIPTION = """\

@@ -205,8 +205,11 @@ class EvalSpec:
     sampling_steps: tuple[int, ...] = (250,)
     cfg_scales: tuple[float, ...] = (1.0,)
     reference: str | None = None  # reference statistics (.npz, ADM layout); None: computed from the data
+    batch_size: int = 64  # images per sampling batch (and per resumable shard)
+    keep_samples: bool = False  # keep each point's samples .npz (50K images at 256 px are ~10 GB)
 
     def __post_init__(self):
+        _require(self.batch_size >= 1, "batch_size", f"batch_size {self.batch_size} must be at least 1")
         _require(self.every >= 1, "every", f"every {self.every} must be at least 1 step")
         _choice(self.features, FEATURES, "features", "feature extractor")
         _require(self.num_samples >= 1, "num_samples", f"num_samples {self.num_samples} must be at least 1")

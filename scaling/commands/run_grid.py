@@ -1,0 +1,64 @@
+"""`scaling run-grid`: plan, train, evaluate and report a whole grid; re-run to resume."""
+
+
+def add_parser(subparsers):
+    p = subparsers.add_parser(
+        "run-grid", help="run a grid (preset or YAML) end to end: train, evaluate, results table, report",
+        description="Plan the grid's runs, train each to every evaluation point, sample and score it, and keep "
+        "GRID_DIR/results.parquet (+ .csv) and the report current after every evaluation point. Re-running the "
+        "same command skips finished runs and evaluation points and resumes interrupted runs from their last "
+        "checkpoint. Example: scaling run-grid --preset demo --out runs/demo",
+    )
+    p.add_argument("grid", nargs="?", help="grid spec YAML file (or use --preset)")
+    p.add_argument("--preset", help="a shipped preset: demo, demo-long, paper, blocks")
+    p.add_argument("--out", required=True, help="grid directory (runs/, results.parquet, report/)")
+    p.add_argument("--executor", help="override the grid's executor: local or slurm")
+    p.add_argument("--dry-run", action="store_true", help="slurm: write the sbatch scripts without submitting; local: print the plan")
+    p.add_argument("--no-report", action="store_true", help="do not render the report")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(func=run)
+
+
+def load_spec(args):
+    from scaling.grid import load_grid, load_preset
+
+    if bool(args.grid) == bool(args.preset):
+        raise ValueError("give either a grid file or --preset NAME (e.g. --preset demo)")
+    return load_preset(args.preset) if args.preset else load_grid(args.grid)
+
+
+def run(args):
+    import dataclasses
+    import time
+    from pathlib import Path
+
+    from scaling.executors import get_executor
+    from scaling.grid import plan
+    from scaling.runs import claim_grid_dir, eta_seconds, refresh_results, run_state
+
+    spec = load_spec(args)
+    if args.executor:
+        spec = dataclasses.replace(spec, executor=dataclasses.replace(spec.executor, kind=args.executor))
+    runs = plan(spec)
+    grid_dir = Path(args.out)
+    if args.dry_run and spec.executor.kind == "local":
+        for r in runs:
+            print(r.name)
+        return
+    claim_grid_dir(grid_dir, spec)
+    started = time.time()
+
+    def on_done(run):
+        states = [run_state(grid_dir, r) for r in runs]
+        done = sum(s.state == "done" for s in states)
+        eta = eta_seconds(states)
+        eta_text = f", about {eta / 60:.0f} min of training left" if eta else ""
+        print(f"[{time.time() - started:6.0f} s] {run.name} done: {done}/{len(runs)} runs finished{eta_text}", flush=True)
+
+    print(f"grid {spec.name}: {len(runs)} runs -> {grid_dir} ({spec.executor.kind} executor)")
+    get_executor(spec.executor.kind)(runs, grid_dir, progress=not args.no_progress, dry_run=args.dry_run, on_done=on_done)
+    if args.dry_run:
+        print(f"wrote sbatch scripts to {grid_dir / 'slurm' / 'dry-run'}")
+        return
+    refresh_results(grid_dir, report=not args.no_report)
+    print(f"results: {grid_dir / 'results.csv'}" + ("" if args.no_report else f"; report: {grid_dir / 'report' / 'report.html'}"))

@@ -1,0 +1,23 @@
+"""`scaling run-one`: execute one run of a grid directory (what the executors launch)."""
+
+
+def add_parser(subparsers):
+    p = subparsers.add_parser(
+        "run-one", help="train and evaluate one run of a grid directory (used by the executors)",
+        description="Train and evaluate the run RUN of the grid written to GRID_DIR by `scaling run-grid`; "
+        "launched by the local GPU executor (under torchrun for several GPUs per run) and SLURM scripts.",
+    )
+    p.add_argument("grid_dir", help="grid directory written by `scaling run-grid`")
+    p.add_argument("run", help="run name, e.g. DiT-B/4")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(func=run)
+
+
+def run(args):
+    from scaling.grid import plan
+    from scaling.runs import execute_run, read_grid
+
+    runs = {r.name: r for r in plan(read_grid(args.grid_dir))}
+    if args.run not in runs:
+        raise ValueError(f"no run {args.run!r} in {args.grid_dir}; runs: {', '.join(runs)}")
+    execute_run(runs[args.run], args.grid_dir, progress=not args.no_progress)

@@ -1,0 +1,153 @@
+"""Executors: where the runs of a grid execute. Each takes the planned runs and the grid directory.
+
+- local: one run after another in this process on a CPU; on GPUs, one run per free group of
+  `gpus_per_run` GPUs in parallel, each a `scaling run-one` process (under torchrun for several).
+- slurm: one submitit job per run (multi-node DDP from submitit's environment), or with
+  dry_run the sbatch scripts only. Scheduling is submitit's and SLURM's, never ours.
+"""
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from scaling.grid import RunSpec
+from scaling.runs import execute_run, run_state
+
+SLURM_DIR = "slurm"
+
+
+def run_command(grid_dir, run: RunSpec, gpus: int) -> list[str]:
+    """The command that executes one run: `scaling run-one`, under torchrun when it spans several GPUs."""
+    base = ["-m", "scaling.cli", "run-one", str(grid_dir), run.name]
+    if gpus > 1:
+        return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={gpus}", *base]
+    return [sys.executable, *base]
+
+
+def local(runs: list[RunSpec], grid_dir, *, progress: bool = True, on_done=None, **_):
+    """Run on this machine: sequentially in-process on a CPU, or a run per free GPU group in parallel."""
+    pending = [r for r in runs if run_state(grid_dir, r).state != "done"]
+    gpus = runs[0].executor.gpus_per_run if runs else 0
+    if gpus == 0:
+        for run in pending:
+            execute_run(run, grid_dir, progress=progress)
+            if on_done:
+                on_done(run)
+        return
+    _run_on_gpus(pending, grid_dir, gpus, on_done)
+
+
+def _visible_gpus() -> list[str]:
+    import torch
+
+    ids = os.environ.get("CUDA_VISIBLE_DEVICES")
+    return ids.split(",") if ids else [str(i) for i in range(torch.cuda.device_count())]
+
+
+def _run_on_gpus(runs: list[RunSpec], grid_dir, gpus_per_run: int, on_done):
+    free = _visible_gpus()
+    if len(free) < gpus_per_run:
+        raise ValueError(f"runs ask for {gpus_per_run} GPUs each but {len(free)} are visible; lower executor.gpus_per_run")
+    queue, running, failed = list(runs), {}, []
+    logs = Path(grid_dir) / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    while queue or running:
+        while queue and len(free) >= gpus_per_run:
+            run, ids = queue.pop(0), [free.pop(0) for _ in range(gpus_per_run)]
+            env = dict(os.environ, CUDA_VISIBLE_DEVICES=",".join(ids))
+            log = open(logs / f"{run.dir_name}.log", "a")
+            running[subprocess.Popen(run_command(grid_dir, run, gpus_per_run), env=env, stdout=log, stderr=subprocess.STDOUT)] = (run, ids, log)
+        time.sleep(2)
+        for proc in [p for p in running if p.poll() is not None]:
+            run, ids, log = running.pop(proc)
+            log.close()
+            free += ids
+            (failed.append(run.name) if proc.returncode else on_done and on_done(run))
+    if failed:
+        raise RuntimeError(f"runs failed: {', '.join(failed)}; see {logs}/<run>.log, then re-run to resume them")
+
+
+def _slurm_executor(runs: list[RunSpec], grid_dir, cluster: str | None):
+    import submitit
+
+    slurm = runs[0].executor.slurm
+    executor = submitit.AutoExecutor(folder=str(Path(grid_dir) / SLURM_DIR / "%j"), cluster=cluster)
+    params = dict(nodes=slurm.nodes, gpus_per_node=slurm.gpus_per_node, tasks_per_node=max(1, slurm.gpus_per_node),
+                  timeout_min=slurm.time, slurm_array_parallelism=slurm.array_parallelism, name=runs[0].grid)
+    if executor.cluster == "slurm":
+        params.update({k: v for k, v in dict(slurm_partition=slurm.partition, slurm_account=slurm.account).items() if v})
+    else:  # submitit's local and debug executors take no GPU or SLURM options
+        params = dict(timeout_min=slurm.time)
+    executor.update_parameters(**params)
+    return executor
+
+
+class SlurmJob:
+    """A picklable job: sets up torch.distributed from submitit's environment, then executes the run."""
+
+    def __init__(self, run: RunSpec, grid_dir):
+        self.run, self.grid_dir = run, str(grid_dir)
+
+    def __call__(self):
+        import submitit
+
+        if submitit.JobEnvironment().num_tasks > 1:
+            submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
+        execute_run(self.run, self.grid_dir, progress=False)
+        return self.run.name
+
+    def checkpoint(self):
+        """On preemption or time-out, requeue the same job: it resumes from the run directory."""
+        import submitit
+
+        return submitit.helpers.DelayedSubmission(SlurmJob(self.run, self.grid_dir))
+
+
+def slurm(runs: list[RunSpec], grid_dir, *, dry_run: bool = False, cluster: str | None = None, on_done=None, **_):
+    """One submitit job per unfinished run; waits for them. dry_run writes the sbatch scripts only."""
+    pending = [r for r in runs if run_state(grid_dir, r).state != "done"]
+    if not pending:
+        return
+    if runs[0].executor.slurm is None:
+        raise ValueError("the slurm executor needs an executor.slurm section (partition, nodes, gpus_per_node, time, ...) in the grid file")
+    if dry_run:
+        write_sbatch_scripts(pending, grid_dir)
+        return
+    executor = _slurm_executor(pending, grid_dir, cluster)
+    jobs = executor.submit_array([SlurmJob(run, grid_dir) for run in pending]) if executor.cluster == "slurm" else [executor.submit(SlurmJob(run, grid_dir)) for run in pending]
+    print(f"submitted {len(jobs)} jobs: {', '.join(j.job_id for j in jobs)} (logs in {Path(grid_dir) / SLURM_DIR})")
+    for run, job in zip(pending, jobs):
+        job.result()
+        if on_done:
+            on_done(run)
+
+
+def write_sbatch_scripts(runs: list[RunSpec], grid_dir) -> list[Path]:
+    """The sbatch script of each run, as it would be submitted (one task per GPU, `scaling run-one`)."""
+    from submitit.slurm.slurm import _make_sbatch_string
+
+    slurm = runs[0].executor.slurm
+    folder = Path(grid_dir) / SLURM_DIR / "dry-run"
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for run in runs:
+        command = " ".join(run_command(grid_dir, run, 1)).replace(sys.executable, "python")
+        text = _make_sbatch_string(
+            command=f"srun --unbuffered {command}", folder=str(folder), job_name=f"{run.grid}-{run.dir_name}",
+            partition=slurm.partition, account=slurm.account, nodes=slurm.nodes, ntasks_per_node=max(1, slurm.gpus_per_node),
+            gpus_per_node=slurm.gpus_per_node, time=slurm.time,
+        )
+        path = folder / f"{run.dir_name}.sbatch"
+        path.write_text(text)
+        paths.append(path)
+    return paths
+
+
+EXECUTORS = {"local": local, "slurm": slurm}
+
+
+def get_executor(name: str):
+    if name not in EXECUTORS:
+        raise ValueError(f"unknown executor {name!r}; choose one of {', '.join(EXECUTORS)}")
+    return EXECUTORS[name]

@@ -1,0 +1,240 @@
+"""Executing one run of a grid, and the run's state as its directory shows it.
+
+A run trains to each evaluation point (resuming from its last checkpoint), samples and scores
+that checkpoint for every sampling setting, then refreshes the grid's results table and report.
+Nothing is remembered outside the run directory: a finished evaluation point is one JSON file,
+a finished run is one whose last point is evaluated, so re-running skips what is done.
+"""
+import dataclasses
+import json
+from pathlib import Path
+
+from dit.checkpoint import checkpoint_path, list_checkpoints
+from dit.io import atomic_write_text
+from scaling.grid import GridSpec, RunSpec, plan
+from scaling.results import sampling_compute_gflops, to_table, train_compute_gflops, write_results
+
+RUNS_DIR, EVAL_DIR, GRID_FILE = "runs", "eval", "grid.yaml"
+
+
+@dataclasses.dataclass(frozen=True)
+class SamplingSetting:
+    """One way of sampling and scoring a checkpoint (a column group of the results table)."""
+
+    sampler: str
+    sampling_steps: int
+    cfg_scale: float
+    features: str
+
+    @property
+    def file_stem(self) -> str:
+        return f"{self.sampler}-{self.sampling_steps}-cfg{self.cfg_scale:g}-{self.features}"
+
+
+def sampling_settings(run: RunSpec) -> list[SamplingSetting]:
+    e = run.eval
+    return [SamplingSetting(e.sampler, steps, cfg, e.features) for steps in e.sampling_steps for cfg in e.cfg_scales]
+
+
+def run_dir(grid_dir, run: RunSpec) -> Path:
+    return Path(grid_dir) / RUNS_DIR / run.dir_name
+
+
+def eval_record_path(directory: Path, step: int, setting: SamplingSetting) -> Path:
+    return directory / EVAL_DIR / f"step_{step:07d}" / f"{setting.file_stem}.json"
+
+
+def run_train_config(run: RunSpec):
+    """The run's TrainConfig, keeping a checkpoint at every evaluation point."""
+    return run.train_config().replace(keep_every=run.eval.every)
+
+
+# ---- state -------------------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class RunState:
+    name: str
+    state: str  # pending, training, done
+    step: int
+    steps: int
+    evaluated: int  # evaluation points with every setting scored
+    points: int
+    latest: dict | None  # the newest evaluation record
+    seconds_per_step: float | None
+
+
+def run_state(grid_dir, run: RunSpec) -> RunState:
+    """The state of a run, read from its directory alone."""
+    directory = run_dir(grid_dir, run)
+    checkpoints = list_checkpoints(directory)
+    step = checkpoints[-1][0] if checkpoints else 0
+    points = run.eval_points()
+    settings = sampling_settings(run)
+    done = [p for p in points if all(eval_record_path(directory, p, s).exists() for s in settings)]
+    records = sorted(directory.glob(f"{EVAL_DIR}/step_*/*.json"))
+    latest = json.loads(records[-1].read_text()) if records else None
+    finished = step >= run.train.steps and len(done) == len(points)
+    state = "done" if finished else ("training" if step or done else "pending")
+    return RunState(run.name, state, step, run.train.steps, len(done), len(points), latest, seconds_per_step(directory))
+
+
+def seconds_per_step(directory: Path) -> float | None:
+    """Training wall-clock seconds per step, from the last record of train-log.jsonl."""
+    log = directory / "train-log.jsonl"
+    if not log.exists():
+        return None
+    lines = log.read_text().splitlines()
+    try:
+        last = json.loads(lines[-1])
+    except (IndexError, json.JSONDecodeError):
+        return None
+    return last["wall_seconds"] / last["step"] if last.get("step") else None
+
+
+# ---- execution ---------------------------------------------------------------------------------
+def execute_run(run: RunSpec, grid_dir, *, progress: bool = True, report: bool = True):
+    """Train the run to each evaluation point, evaluate it, refresh the grid's table (and report)."""
+    from dit import distributed
+    from dit.train import train
+
+    grid_dir = Path(grid_dir)
+    directory = run_dir(grid_dir, run)
+    config = run_train_config(run)
+    for point in run.eval_points():
+        train(config, directory, until=point, progress=progress)
+        evaluated = [evaluate_point(run, grid_dir, point, s, progress=progress) for s in sampling_settings(run)]
+        if any(evaluated) and distributed.setup(config.device).is_main:
+            refresh_results(grid_dir, report=report)
+    train(config, directory, progress=progress)  # the steps after the last evaluation point, if any
+
+
+def evaluate_point(run: RunSpec, grid_dir: Path, step: int, setting: SamplingSetting, *, progress: bool = True) -> bool:
+    """Sample and score the checkpoint at `step` with one setting, unless done. True if it ran."""
+    from dit import distributed
+    from dit.sample import SampleConfig, generate_samples
+    from eval.evaluate import evaluate_samples
+
+    directory = run_dir(grid_dir, run)
+    record_path = eval_record_path(directory, step, setting)
+    if record_path.exists():
+        return False
+    reference = reference_stats(grid_dir, run, progress=progress)
+    samples = record_path.with_suffix(".npz")
+    config = SampleConfig(num=run.eval.num_samples, steps=setting.sampling_steps, sampler=setting.sampler,
+                          cfg_scale=setting.cfg_scale, batch_size=run.eval.batch_size, seed=run.train.seed)
+    generate_samples(checkpoint_path(directory, step), samples, config, device=run.train.device, progress=progress)
+    metrics = evaluate_samples(samples, reference, setting.features, progress=progress)
+    if distributed.setup(run.train.device).is_main:
+        record = {"step": step, **dataclasses.asdict(setting), **metrics, "wall_seconds": training_seconds(directory, step)}
+        atomic_write_text(record_path, json.dumps(record, indent=1) + "\n")
+        if not run.eval.keep_samples:
+            samples.unlink(missing_ok=True)
+    distributed.barrier()
+    return True
+
+
+def training_seconds(directory: Path, step: int) -> float | None:
+    """Wall-clock training seconds up to `step`, from train-log.jsonl."""
+    log = directory / "train-log.jsonl"
+    for line in reversed(log.read_text().splitlines() if log.exists() else []):
+        record = json.loads(line)
+        if record["step"] <= step:
+            return record["wall_seconds"]
+    return None
+
+
+def reference_stats(grid_dir: Path, run: RunSpec, *, progress: bool = True) -> Path:
+    """The grid's reference statistics: the spec's file, or made once from the data and cached."""
+    if run.eval.reference:
+        return Path(run.eval.reference)
+    from dit import distributed
+    from eval.reference import make_reference
+
+    d = run.data
+    path = grid_dir / f"reference-{d.dataset.replace('/', '-').strip('-.')}-{d.resolution}px-{run.eval.features}.npz"
+    if not path.exists() and distributed.setup(run.train.device).is_main:
+        make_reference(d.dataset, path, run.eval.features, resolution=d.resolution, progress=progress)
+    distributed.barrier()
+    return path
+
+
+# ---- the results table -------------------------------------------------------------------------
+def run_columns(run: RunSpec) -> dict:
+    """The results-table columns that describe the run itself."""
+    import torch
+
+    from dit.models import DiT, count_params
+    from scaling.flops import gflops
+
+    config = run.dit_config()
+    with torch.device("meta"):
+        params = count_params(DiT(config))
+    return {
+        "run": run.name, "model": config.name, "size": config.size, "patch_size": config.patch_size, "block": config.block,
+        "params": params, "gflops": gflops(config), "dataset": run.data.dataset, "resolution": run.data.resolution,
+        "batch_size": run.train.batch_size,
+    }
+
+
+def results_records(grid_dir, runs: list[RunSpec]) -> list[dict]:
+    records = []
+    for run in runs:
+        base = run_columns(run)
+        for path in sorted(run_dir(grid_dir, run).glob(f"{EVAL_DIR}/step_*/*.json")):
+            r = json.loads(path.read_text())
+            records.append({
+                **base, "step": r["step"], "images_seen": r["step"] * base["batch_size"],
+                "train_compute_gflops": train_compute_gflops(base["gflops"], base["batch_size"], r["step"]),
+                "sampler": r["sampler"], "sampling_steps": r["sampling_steps"], "cfg_scale": r["cfg_scale"],
+                "sampling_compute_gflops": sampling_compute_gflops(base["gflops"], r["sampling_steps"], r["cfg_scale"]),
+                "num_samples": r["num_samples"], "features": r["features"],
+                **{m: r.get(m) for m in ("fid", "sfid", "inception_score", "precision", "recall")},
+                "wall_seconds": r.get("wall_seconds"),
+            })
+    return records
+
+
+def refresh_results(grid_dir, *, report: bool = True):
+    """Rebuild results.parquet / results.csv from every evaluation record, then the report."""
+    grid_dir = Path(grid_dir)
+    spec = read_grid(grid_dir)
+    write_results(to_table(results_records(grid_dir, plan(spec))), grid_dir)
+    if report:
+        from reports.render import render_report
+
+        try:
+            render_report(grid_dir)
+        except Exception as exc:  # a broken report must not stop a study that is training
+            print(f"warning: the report was not refreshed: {type(exc).__name__}: {exc}")
+
+
+# ---- the grid directory ------------------------------------------------------------------------
+def read_grid(grid_dir) -> GridSpec:
+    from scaling.grid import load_grid
+
+    path = Path(grid_dir) / GRID_FILE
+    if not path.exists():
+        raise ValueError(f"{grid_dir} holds no {GRID_FILE}; give the directory a `scaling run-grid` wrote")
+    return load_grid(path)
+
+
+def claim_grid_dir(grid_dir, spec: GridSpec):
+    """Write the resolved spec into grid_dir, refusing a directory that holds another grid's runs."""
+    from scaling.grid import dump_grid
+
+    grid_dir = Path(grid_dir)
+    if (grid_dir / GRID_FILE).exists():
+        existing = read_grid(grid_dir)
+        if existing.name != spec.name:
+            raise ValueError(f"{grid_dir} holds the runs of grid {existing.name!r}, not {spec.name!r}; choose another --out")
+    elif (grid_dir / RUNS_DIR).exists() and any((grid_dir / RUNS_DIR).iterdir()):
+        raise ValueError(f"{grid_dir} holds runs but no {GRID_FILE}; choose another --out")
+    atomic_write_text(grid_dir / GRID_FILE, dump_grid(spec))
+
+
+def eta_seconds(states: list[RunState]) -> float | None:
+    """Remaining training time, from each run's measured seconds per step (or the grid's average)."""
+    rates = [s.seconds_per_step for s in states if s.seconds_per_step]
+    if not rates:
+        return None
+    fallback = sum(rates) / len(rates)
+    return sum((s.steps - s.step) * (s.seconds_per_step or fallback) for s in states if s.state != "done")
