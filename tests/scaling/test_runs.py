@@ -1,0 +1,93 @@
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from scaling.executors import slurm, write_sbatch_scripts
+from scaling.grid import parse_grid, plan
+from scaling.results import read_results
+from scaling.runs import claim_grid_dir, run_state
+
+GRID = """
+name: {name}
+models:
+  include:
+    - {{name: DiT-custom/8, depth: 1, hidden_size: 32, num_heads: 2}}
+    - {{name: DiT-custom/4, depth: 1, hidden_size: 32, num_heads: 2}}
+data: {{dataset: mnist32, codec: identity, resolution: 32, channels: 1, num_classes: 10}}
+train: {{batch_size: 8, lr: 1.0e-3, steps: {steps}, ckpt_every: 2, log_every: 2, sample_steps: 2, sample_images: 4, device: cpu, num_workers: 0, ema_decay: 0.9}}
+eval: {{every: {every}, features: mnist, num_samples: 8, sampler: ddim, sampling_steps: [3], batch_size: 8}}
+executor: {{kind: {kind}{slurm}}}
+"""
+
+
+def grid_file(tmp_path, name="tiny", steps=8, every=4, kind="local", slurm=""):
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(GRID.format(name=name, steps=steps, every=every, kind=kind, slurm=slurm))
+    return path
+
+
+def run_grid(path, out, **kwargs):
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")
+    return subprocess.Popen([sys.executable, "-m", "scaling.cli", "run-grid", str(path), "--out", str(out), "--no-report", "--no-progress"],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kwargs)
+
+
+def comparable(df: pd.DataFrame) -> pd.DataFrame:
+    return df.drop(columns=["wall_seconds"]).sort_values(["run", "step"]).reset_index(drop=True)
+
+
+def test_a_grid_killed_in_its_second_run_resumes_to_the_same_table(tmp_path):
+    path = grid_file(tmp_path, steps=12, every=4)
+    whole = run_grid(path, tmp_path / "whole")
+    killed = run_grid(path, tmp_path / "killed")
+    second = tmp_path / "killed" / "runs" / "DiT-custom-4-d1-w32-h2" / "checkpoints"
+    deadline = time.time() + 300
+    while killed.poll() is None and time.time() < deadline and not list(second.glob("step_*.pt")):
+        time.sleep(0.02)
+    killed.send_signal(signal.SIGKILL)
+    killed.wait()
+    assert killed.returncode == -signal.SIGKILL, "the grid finished before it could be killed"
+    runs = plan(parse_grid(path.read_text()))
+    assert [run_state(tmp_path / "killed", r).state for r in runs] == ["done", "training"]
+    resumed = run_grid(path, tmp_path / "killed")
+    assert resumed.wait(timeout=600) == 0, resumed.stdout.read()
+    assert whole.wait(timeout=600) == 0, whole.stdout.read()
+    expect, got = read_results(tmp_path / "whole"), read_results(tmp_path / "killed")
+    assert len(expect) == 6  # 2 runs x evaluation points 4, 8, 12
+    pd.testing.assert_frame_equal(comparable(got), comparable(expect))
+    assert (got["train_compute_gflops"] == got["gflops"] * 8 * got["step"] * 3).all()
+
+
+def test_a_directory_of_another_grid_is_refused(tmp_path):
+    claim_grid_dir(tmp_path / "out", parse_grid(grid_file(tmp_path, name="first").read_text()))
+    with pytest.raises(ValueError, match="holds the runs of grid 'first'"):
+        claim_grid_dir(tmp_path / "out", parse_grid(grid_file(tmp_path, name="second").read_text()))
+
+
+SLURM = ", slurm: {partition: gpu, account: lab, nodes: 2, gpus_per_node: 4, time: 60}"
+
+
+def test_slurm_dry_run_writes_one_sbatch_script_per_run(tmp_path):
+    runs = plan(parse_grid(grid_file(tmp_path, kind="slurm", slurm=SLURM).read_text()))
+    scripts = write_sbatch_scripts(runs, tmp_path / "out")
+    assert [p.name for p in scripts] == ["DiT-custom-8-d1-w32-h2.sbatch", "DiT-custom-4-d1-w32-h2.sbatch"]
+    text = scripts[0].read_text()
+    for line in ("#SBATCH --partition=gpu", "#SBATCH --account=lab", "#SBATCH --nodes=2", "#SBATCH --gpus-per-node=4",
+                 "#SBATCH --ntasks-per-node=4", "#SBATCH --time=60"):
+        assert line in text
+    assert "scaling.cli run-one" in text and "DiT-custom/8-d1-w32-h2" in text
+
+
+def test_submitits_local_executor_runs_a_real_tiny_run(tmp_path):
+    spec = parse_grid(grid_file(tmp_path, name="sub", steps=4, every=4, kind="slurm", slurm=SLURM).read_text())
+    runs = plan(spec)[:1]
+    claim_grid_dir(tmp_path / "out", spec)
+    slurm(runs, tmp_path / "out", cluster="local")
+    assert run_state(tmp_path / "out", runs[0]).state == "done"
+    assert len(read_results(tmp_path / "out")) == 1
