@@ -40,26 +40,37 @@ def _plain(value, _=None) -> str:
     return f"{value:g}"
 
 
+def _minor_labels(mantissas):
+    """A formatter labelling the minor ticks m x 10^k for m in `mantissas` only."""
+    def label(value, _=None) -> str:
+        mantissa = value / 10 ** np.floor(np.log10(value)) if value > 0 else 0
+        return _plain(value) if any(np.isclose(mantissa, m) for m in mantissas) else ""
+    return FuncFormatter(label)
+
+
 def _log_axis(axis, values):
-    """Log scale with plain tick labels (20, 50, 100; not 2x10^1); minor ticks labelled within a decade."""
+    """Log scale with plain tick labels (20, 50, 100; not 2x10^1); an axis spanning less than two
+    decades also labels its 2 and 5 minor ticks (and 3 under one decade), so it is never bare."""
     axis.axes.set(**{f"{axis.axis_name}scale": "log"})
     values = np.asarray(values, float)
     values = values[np.isfinite(values) & (values > 0)]
     axis.set_major_formatter(FuncFormatter(_plain))
-    narrow = len(values) and values.max() / values.min() < 30
-    axis.set_minor_formatter(FuncFormatter(_plain) if narrow else NullFormatter())
+    ratio = values.max() / values.min() if len(values) else np.inf
+    axis.set_minor_formatter(_minor_labels((2, 3, 5)) if ratio < 10 else _minor_labels((2, 5)) if ratio < 100
+                             else NullFormatter())
 
 
-def _auto_log_y(ax, values):
-    """Log y when the values are positive and span more than a decade (FID early vs late)."""
+def _auto_log_y(ax, values, min_ratio: float = 10.0):
+    """Log y when the values are positive and their max/min exceeds `min_ratio` (FID early vs late);
+    a narrower range stays linear, where a log axis would have no tick inside it."""
     values = np.asarray(values, float)
     values = values[np.isfinite(values)]
-    if len(values) and values.min() > 0 and values.max() / values.min() > 10:
+    if len(values) and values.min() > 0 and values.max() / values.min() > min_ratio:
         _log_axis(ax.yaxis, values)
 
 
 def _title(ax, main: str, detail: str | None = None):
-    ax.set_title(main if detail is None else f"{main}\n", fontsize=12)
+    ax.set_title(main + "\n" * (detail.count("\n") + 1 if detail else 0), fontsize=12)  # room for the detail
     if detail:
         ax.text(0.5, 1.015, detail, transform=ax.transAxes, ha="center", va="bottom", fontsize=9, color="0.35")
 
@@ -167,10 +178,9 @@ def plot_metric_vs_gflops(df: pd.DataFrame, metric: str = "fid", step=None) -> F
     _log_axis(ax.xaxis, points["gflops"])
     ax.margins(x=0.12, y=0.1)
     ax.set(xlabel="transformer Gflops (log scale)", ylabel=m.label)
-    _title(ax, f"{m.label} vs Gflops at {where}", setting)
-    ax.text(0.98, 0.97, f"Pearson r = {r:.3f}\n(log10 Gflops vs {m.label}, n = {len(points)})",
-            transform=ax.transAxes, ha="right", va="top", fontsize=9,
-            bbox=dict(boxstyle="round", facecolor="white", edgecolor="0.7"))
+    said = f"Pearson r = {r:.3f} (log10 Gflops vs {m.label}, n = {len(points)})" if np.isfinite(r) else \
+        f"too few models for Pearson r (n = {len(points)})"
+    _title(ax, f"{m.label} vs Gflops at {where}", f"{setting}\n{said}")
     ax.grid(alpha=0.3, which="both")
     _place_labels(ax, points["gflops"].astype(float), points[m.column].astype(float),
                   [run.removeprefix("DiT-") for run in points["run"]])
@@ -200,8 +210,7 @@ def plot_metric_vs_train_compute(df: pd.DataFrame, metric: str = "fid") -> Figur
     (frontier,) = ax.plot(_values(front["train_compute_gflops"]), _values(front[m.column]), color="black", lw=6,
                           alpha=0.18, solid_capstyle="round", zorder=0, label="compute-efficient frontier")
     _log_axis(ax.xaxis, rows["train_compute_gflops"])
-    if (rows[m.column] > 0).all():
-        _log_axis(ax.yaxis, rows[m.column])
+    _auto_log_y(ax, rows[m.column], min_ratio=3.0)  # log-log as the paper's Fig. 9 when the range allows
     ax.set(xlabel="training compute (Gflops, log scale)", ylabel=m.label)
     _title(ax, f"{m.label} vs training compute", setting)
     ax.grid(alpha=0.3, which="both")
@@ -328,20 +337,35 @@ def plot_image(path, title: str) -> Figure:
     return fig
 
 
+def _image_grid(tiles: list[tuple[str, np.ndarray]], title: str | None = None, width: float = 12.0,
+                square: bool = True) -> Figure:
+    """Images with a title each, in rows of at most `width` inches, each tile sized to its image's
+    shape (sample grids are often wide: 8 x 2 samples); `square` arranges square-ish images in about
+    as many rows as columns, otherwise rows are filled first (a strip)."""
+    h, w = tiles[0][1].shape[:2]
+    aspect = w / h
+    tile = min(2.4 * max(1.0, aspect ** 0.5), width)  # inches of width per image
+    fit = max(1, int(width // tile))
+    columns = min(fit, len(tiles), int(np.ceil(np.sqrt(len(tiles)))) if square and aspect <= 1.5 else fit)
+    nrows = -(-len(tiles) // columns)
+    fig, axes = _figure(ncols=columns, nrows=nrows,
+                        size=(tile * columns, nrows * (tile / aspect + 0.45) + (0.4 if title else 0.1)))
+    for ax in axes:
+        ax.set_axis_off()
+    for ax, (label, image) in zip(axes, tiles):
+        ax.imshow(image, interpolation="nearest")
+        ax.set_title(label, fontsize=9)
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
 def plot_sample_grids(images: list[tuple[str, int, object]]) -> Figure:
     """Each run's sample grid at its last step (as the paper's Fig. 7 shows all 12 models):
     `images` is [(run, step, png path)]."""
     if not images:
         raise T.NoData("no run has written samples/step_*.png yet")
-    columns = min(6, int(np.ceil(np.sqrt(len(images)))))
-    nrows = -(-len(images) // columns)
-    fig, axes = _figure(ncols=columns, nrows=nrows, size=(2.2 * columns, 2.5 * nrows))
-    for ax in axes:
-        ax.set_axis_off()
-    for ax, (run, step, path) in zip(axes, images):
-        ax.imshow(_read_image(path), interpolation="nearest")
-        ax.set_title(f"{run}\nstep {step:,}", fontsize=9)
-    return fig
+    return _image_grid([(f"{run}\nstep {step:,}", _read_image(path)) for run, step, path in images])
 
 
 def strip_steps(steps: list[int], count: int = 8) -> list[int]:
@@ -353,18 +377,13 @@ def strip_steps(steps: list[int], count: int = 8) -> list[int]:
 
 
 def plot_sample_strip(run: str, images: list[tuple[int, object]], count: int = 8) -> Figure:
-    """One run's samples over training (the same noise and labels at each step), left to right."""
+    """One run's samples over training (the same noise and labels at each step), in step order."""
     if not images:
         raise T.NoData(f"{run} has written no samples yet")
     by_step = dict(images)
     steps = strip_steps(sorted(by_step), count)
-    fig, axes = _figure(ncols=len(steps), size=(max(6.0, 1.9 * len(steps)), 2.6))
-    for ax, step in zip(axes, steps):
-        ax.imshow(_read_image(by_step[step]), interpolation="nearest")
-        ax.set_axis_off()
-        ax.set_title(f"step {step:,}", fontsize=9)
-    fig.suptitle(f"{run}: samples over training")
-    return fig
+    return _image_grid([(f"step {step:,}", _read_image(by_step[step])) for step in steps],
+                       title=f"{run}: samples over training", width=14.0, square=False)
 
 
 def plot_paper_overlay(points: pd.DataFrame, paper: pd.DataFrame, metric_label: str, grid_label: str) -> Figure:
@@ -378,7 +397,7 @@ def plot_paper_overlay(points: pd.DataFrame, paper: pd.DataFrame, metric_label: 
         ax.plot([p["gflops"]], [p["fid"]], linestyle="none", ms=8, mfc="none", mew=1.6,
                 color=SIZE_COLOURS.get(size, "0.5"), marker=PATCH_MARKERS.get(int(patch), "v"))
     for _, p in points.iterrows():
-        ax.plot([p["gflops"]], [p["value"]], linestyle="none", ms=8, color=SIZE_COLOURS.get(p["size"], "0.5"),
+        ax.plot([p["gflops"]], [p["value"]], linestyle="none", ms=8, color=run_style(p["size"], 2, None)["color"],
                 marker=PATCH_MARKERS.get(int(p["patch_size"]), "v"))
     _log_axis(ax.xaxis, np.concatenate([_values(paper["gflops"]), _values(points["gflops"])]))
     _log_axis(ax.yaxis, np.concatenate([_values(paper["fid"]), _values(points["value"])]))

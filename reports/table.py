@@ -2,8 +2,8 @@
 
 A grid can evaluate each checkpoint in several ways (sampler, sampling steps, guidance, feature
 extractor). Curves over training use one of them, the *main setting*: the combination with the most
-evaluated rows (ties go to more sampling steps), which for a grid run as the paper did is DDPM-250,
-no guidance.
+evaluated rows (ties go to no guidance, then to more sampling steps), which for a grid run as the
+paper did is DDPM-250, no guidance.
 """
 import numpy as np
 import pandas as pd
@@ -34,9 +34,11 @@ def evaluated(df: pd.DataFrame, column: str) -> pd.DataFrame:
 
 
 def main_setting(df: pd.DataFrame) -> dict:
-    """The (sampler, sampling_steps, cfg_scale, features) combination with the most rows."""
+    """The (sampler, sampling_steps, cfg_scale, features) combination with the most rows; on a tie
+    the unguided one (the paper's scaling analysis uses no guidance), then the most sampling steps."""
     counts = df.groupby(list(SETTING), dropna=False).size().reset_index(name="n")
-    best = counts.sort_values(["n", "sampling_steps"], ascending=False, kind="stable").iloc[0]
+    counts["unguided"] = counts["cfg_scale"] == 1.0
+    best = counts.sort_values(["n", "unguided", "sampling_steps"], ascending=False, kind="stable").iloc[0]
     return {key: best[key] for key in SETTING}
 
 

@@ -66,9 +66,10 @@ def test_metric_vs_train_compute_lines_and_frontier(grid):
     (ax,) = F.plot_metric_vs_train_compute(grid.df, "fid").axes
     lines = data_lines(ax)
     assert sorted(lines) == sorted(MAIN_RUNS + ABLATIONS + ["compute-efficient frontier"])
-    assert ax.get_xscale() == "log" and ax.get_yscale() == "log"
     main = grid.df[grid.df["sampling_steps"] == 250]
     compute, fid = main["train_compute_gflops"].to_numpy(float), main["fid"].to_numpy(float)
+    assert ax.get_xscale() == "log"
+    assert ax.get_yscale() == ("log" if fid.max() / fid.min() > 3 else "linear")  # no log axis without ticks in range
     keep = brute_force_frontier(compute, fid)
     order = np.argsort(compute[keep])
     frontier = lines["compute-efficient frontier"]
@@ -149,3 +150,16 @@ def test_unknown_metric_names_the_choices(grid, figure):
 def test_missing_column_is_named(grid):
     with pytest.raises(ValueError, match="no column 'train_compute_gflops', which the FID-vs-training-compute figure needs"):
         F.plot_metric_vs_train_compute(grid.df.drop(columns="train_compute_gflops"), "fid")
+
+
+def test_lr_range_test_figure_marks_the_suggestion():
+    from reports.lr_find import plot_lr_range_test
+
+    lrs = list(np.geomspace(1e-6, 1.0, 30))
+    loss = [1.0 - 0.02 * i for i in range(25)] + [float("inf")] * 5
+    result = dict(lr=lrs, loss=loss, smoothed=[min(v, 2.0) for v in loss], suggested_lr=1e-3, min_loss_lr=1e-2,
+                  diverged_lr=0.3)
+    (ax,) = plot_lr_range_test(result).axes
+    assert [line.get_label() for line in ax.get_lines()] == [
+        "loss", "smoothed loss", "suggested max lr 1.0e-03", "lowest loss at 1.0e-02", "diverged at 3.0e-01"]
+    assert len(ax.get_lines()[0].get_xdata()) == 25  # the diverged (infinite) losses are left out
