@@ -1,13 +1,14 @@
 """The learning-rate range test's figure: loss against learning rate, with the suggestion marked."""
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.figure import Figure
 
 
-def plot_lr_range_test(result: dict, title: str = "Learning-rate range test"):
-    """result: the dict of dit.lr_find.lr_range_test (lr, loss, smoothed, suggested_lr, diverged_lr, min_loss_lr)."""
-    fig, ax = plt.subplots(figsize=(7, 4.2), constrained_layout=True)
+def plot_lr_range_test(result: dict, title: str = "Learning-rate range test") -> Figure:
+    """result: the dict of dit.lr_find.lr_range_test (lr, loss, smoothed, suggested_lr, diverged_lr, min_loss_lr).
+
+    A plain Figure (no pyplot), as every report figure: nothing stays registered once it is saved.
+    """
+    fig = Figure(figsize=(7, 4.2), layout="constrained")
+    ax = fig.subplots()
     finite = [(lr, v) for lr, v in zip(result["lr"], result["loss"]) if v != float("inf")]
     ax.plot(*zip(*finite), color="0.75", lw=1, label="loss")
     ax.plot(result["lr"], result["smoothed"], color="C0", lw=2, label="smoothed loss")
