@@ -65,12 +65,6 @@ def lr_find_image(run_dir) -> Path | None:
 
 
 def read_config_text(run_dir) -> str | None:
-    """The exact config.json the run trained with, pretty-printed (None when absent)."""
+    """The config.json the run trained with, as written (None when absent)."""
     path = Path(run_dir) / CONFIG
-    if not path.exists():
-        return None
-    text = path.read_text()
-    try:
-        return json.dumps(json.loads(text), indent=2, sort_keys=True)
-    except json.JSONDecodeError:
-        return text
+    return path.read_text() if path.exists() else None
