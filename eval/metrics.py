@@ -1,0 +1,111 @@
+"""FID, sFID, Inception Score and improved Precision/Recall, computed as the ADM evaluator does.
+
+The DiT paper (Peebles & Xie, Sec. 5) reports FID-50K, sFID, IS and Precision/Recall from ADM's
+TensorFlow evaluator (Dhariwal & Nichol, openai/guided-diffusion `evaluations/evaluator.py`).
+Each function here follows that evaluator's arithmetic; features come from `eval.features`.
+
+- FID (Heusel et al. 2017): |mu1 - mu2|^2 + tr(S1) + tr(S2) - 2 tr(sqrtm(S1 S2)), with
+  `scipy.linalg.sqrtm`; a non-finite root is retried with 1e-6 on both diagonals, and an imaginary
+  part is dropped when the diagonal's is below 1e-3 (otherwise an error).
+- sFID (Nash et al. 2021): the same distance on spatial features.
+- IS (Salimans et al. 2016): exp(E KL(p(y|x) || p(y))) on consecutive splits of 5,000, averaged.
+- Precision/Recall (Kynkaanniemi et al. 2019): k = 3 nearest-neighbour balls on the reference
+  and the sample features, distances in blocks of 10,000 rows.
+"""
+import warnings
+
+import numpy as np
+import torch
+from scipy import linalg
+
+FID_EPS = 1e-6  # ADM's diagonal offset when sqrtm(S1 S2) is not finite
+IMAG_ATOL = 1e-3  # largest imaginary part on the diagonal of sqrtm(S1 S2) that ADM drops
+IS_SPLIT_SIZE = 5000  # ADM: IS on consecutive splits of 5,000 samples
+PR_K = 3  # Kynkaanniemi et al.: the k-th nearest neighbour sets each ball's radius
+PR_BLOCK = 10_000  # ADM's row/column batch for pairwise distances
+
+
+def feature_statistics(features: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """Mean (D,) and covariance (D, D) of features (N, D), float64, as np.mean / np.cov(rowvar=False)."""
+    x = features.to(torch.float64)  # (N, D)
+    mu = x.mean(0)  # (D,)
+    xc = x - mu  # (N, D)
+    sigma = xc.T @ xc / (x.shape[0] - 1)  # (D, D)
+    return mu.cpu().numpy(), sigma.cpu().numpy()
+
+
+def frechet_distance(mu1, sigma1, mu2, sigma2, eps: float = FID_EPS) -> float:
+    """Frechet distance between Gaussians N(mu1, sigma1) and N(mu2, sigma2), ADM's way (see module doc)."""
+    mu1, mu2 = np.atleast_1d(mu1).astype(np.float64), np.atleast_1d(mu2).astype(np.float64)
+    sigma1, sigma2 = np.atleast_2d(sigma1).astype(np.float64), np.atleast_2d(sigma2).astype(np.float64)
+    if mu1.shape != mu2.shape or sigma1.shape != sigma2.shape:
+        raise ValueError(f"feature statistics of different sizes ({mu1.shape[0]} vs {mu2.shape[0]} dims): "
+                         f"were they made with different feature extractors?")
+    diff = mu1 - mu2
+    covmean = _sqrtm(sigma1 @ sigma2)
+    if not np.isfinite(covmean).all():
+        warnings.warn(f"sqrtm(S1 S2) is not finite; adding {eps} to the covariance diagonals (as ADM does)")
+        offset = np.eye(sigma1.shape[0]) * eps
+        covmean = _sqrtm((sigma1 + offset) @ (sigma2 + offset))
+    if np.iscomplexobj(covmean):
+        if not np.allclose(np.diagonal(covmean).imag, 0, atol=IMAG_ATOL):
+            raise ValueError(f"sqrtm(S1 S2) has an imaginary part of {np.abs(covmean.imag).max():.3g}: "
+                             f"the covariances are too degenerate for FID (more samples needed)")
+        covmean = covmean.real
+    return float(diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2 * np.trace(covmean))
+
+
+def _sqrtm(a: np.ndarray) -> np.ndarray:
+    """scipy.linalg.sqrtm without its singular-matrix warnings (the caller checks the result)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", linalg.LinAlgWarning)
+        with np.errstate(all="ignore"):
+            return linalg.sqrtm(a)
+
+
+def inception_score(logits: torch.Tensor, split_size: int = IS_SPLIT_SIZE) -> float:
+    """Inception Score of logits (N, K): mean over consecutive splits of exp(E_x KL(p(y|x) || p(y)))."""
+    log_p = torch.log_softmax(logits.to(torch.float64), dim=1)  # (N, K)
+    scores = []
+    for part in log_p.split(split_size):
+        log_marginal = torch.logsumexp(part, dim=0) - np.log(part.shape[0])  # (K,) log mean_x p(y|x)
+        kl = (part.exp() * (part - log_marginal)).sum(1).mean()
+        scores.append(kl.exp().item())
+    return float(np.mean(scores))
+
+
+def pairwise_sq_distances(u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """Squared Euclidean distances (Nu, Nv) = max(|u|^2 - 2 u.v + |v|^2, 0), as ADM's DistanceBlock."""
+    d = (u * u).sum(1)[:, None] - 2 * u @ v.T + (v * v).sum(1)[None, :]  # (Nu, Nv)
+    return d.clamp_min_(0)
+
+
+def manifold_radii(features: torch.Tensor, k: int = PR_K, block: int = PR_BLOCK) -> torch.Tensor:
+    """Squared distance of each feature (N, D) to its k-th nearest neighbour in the set (itself excluded)."""
+    radii = []
+    for rows in features.split(block):
+        nearest = torch.cat([pairwise_sq_distances(rows, cols) for cols in features.split(block)], dim=1)  # (B, N)
+        radii.append(nearest.topk(k + 1, dim=1, largest=False).values[:, k])  # index 0 is the point itself
+    return torch.cat(radii)  # (N,)
+
+
+def precision_recall(ref: torch.Tensor, samples: torch.Tensor, k: int = PR_K, block: int = PR_BLOCK,
+                     dtype: torch.dtype = torch.float64) -> tuple[float, float]:
+    """Improved precision and recall (Kynkaanniemi et al. 2019) of sample features against reference features.
+
+    Precision: the share of samples inside some reference ball; recall: the share of reference
+    points inside some sample ball; a ball's squared radius is its centre's k-th neighbour distance.
+    Distances are float64 by default, so no comparison flips from rounding (ADM used float16).
+    """
+    ref, samples = ref.to(dtype), samples.to(dtype)
+    ref_radii, sample_radii = manifold_radii(ref, k, block), manifold_radii(samples, k, block)
+    sample_in = torch.zeros(len(samples), dtype=torch.bool, device=samples.device)
+    ref_in = torch.zeros(len(ref), dtype=torch.bool, device=ref.device)
+    for i, ref_rows in enumerate(ref.split(block)):
+        rr = ref_radii[i * block : i * block + len(ref_rows)]
+        for j, sample_rows in enumerate(samples.split(block)):
+            sr = sample_radii[j * block : j * block + len(sample_rows)]
+            d = pairwise_sq_distances(ref_rows, sample_rows)  # (Br, Bs)
+            sample_in[j * block : j * block + len(sample_rows)] |= (d <= rr[:, None]).any(0)
+            ref_in[i * block : i * block + len(ref_rows)] |= (d <= sr[None, :]).any(1)
+    return sample_in.double().mean().item(), ref_in.double().mean().item()

@@ -1,0 +1,121 @@
+"""The metrics against closed forms and plain numpy implementations written here."""
+import numpy as np
+import pytest
+import torch
+from conftest import numpy_fid
+from scipy.stats import ortho_group
+
+from eval import metrics
+
+
+def commuting_gaussians(d: int, seed: int):
+    """Two Gaussians whose covariances share eigenvectors, so the Frechet distance has a closed form."""
+    rng = np.random.default_rng(seed)
+    q = ortho_group.rvs(d, random_state=seed)
+    a, b = rng.uniform(0.1, 3.0, d), rng.uniform(0.1, 3.0, d)
+    mu1, mu2 = rng.normal(size=d), rng.normal(size=d)
+    closed_form = np.sum((mu1 - mu2) ** 2) + np.sum((np.sqrt(a) - np.sqrt(b)) ** 2)
+    return mu1, q @ np.diag(a) @ q.T, mu2, q @ np.diag(b) @ q.T, closed_form
+
+
+@pytest.mark.parametrize("d", [1, 8, 64])
+def test_fid_matches_closed_form_of_two_gaussians(d):
+    mu1, s1, mu2, s2, expected = commuting_gaussians(d, seed=d)
+    assert metrics.frechet_distance(mu1, s1, mu2, s2) == pytest.approx(expected, rel=1e-9)
+
+
+def test_fid_from_features_matches_numpy():
+    rng = np.random.default_rng(0)
+    x1 = rng.normal(size=(400, 32)) @ rng.normal(size=(32, 32))
+    x2 = 0.5 + rng.normal(size=(300, 32)) @ rng.normal(size=(32, 32))
+    (mu1, s1), (mu2, s2) = metrics.feature_statistics(torch.from_numpy(x1).float()), metrics.feature_statistics(torch.from_numpy(x2).float())
+    np.testing.assert_allclose(mu1, x1.astype(np.float32).mean(0), rtol=1e-5)
+    np.testing.assert_allclose(s1, np.cov(x1.astype(np.float32), rowvar=False), rtol=1e-5, atol=1e-6)
+    expected = numpy_fid(x1.astype(np.float32).astype(np.float64), x2.astype(np.float32).astype(np.float64))
+    assert metrics.frechet_distance(mu1, s1, mu2, s2) == pytest.approx(expected, rel=1e-8)
+
+
+def test_fid_of_identical_statistics_is_zero():
+    mu, s, *_ = commuting_gaussians(16, seed=3)
+    assert abs(metrics.frechet_distance(mu, s, mu, s)) < 1e-9
+
+
+def test_fid_retries_a_non_finite_root_with_adms_offset(monkeypatch):
+    mu1, s1, mu2, s2, expected = commuting_gaussians(4, seed=1)
+    seen = []
+
+    def flaky_sqrtm(a):
+        seen.append(a)
+        return np.full_like(a, np.nan) if len(seen) == 1 else metrics.linalg.sqrtm(a)
+
+    monkeypatch.setattr(metrics, "_sqrtm", flaky_sqrtm)
+    with pytest.warns(UserWarning, match="not finite"):
+        value = metrics.frechet_distance(mu1, s1, mu2, s2)
+    eps = np.eye(4) * metrics.FID_EPS
+    np.testing.assert_allclose(seen[1], (s1 + eps) @ (s2 + eps))
+    assert value == pytest.approx(expected, abs=1e-4)
+
+
+def test_fid_refuses_a_large_imaginary_part():
+    s1, s2 = np.diag([1.0, 1.0]), np.diag([1.0, -4.0])  # not a covariance: sqrtm(S1 S2) has 2i on its diagonal
+    with pytest.raises(ValueError, match="imaginary"):
+        metrics.frechet_distance(np.zeros(2), s1, np.zeros(2), s2)
+
+
+def test_fid_refuses_statistics_of_different_sizes():
+    with pytest.raises(ValueError, match="different"):
+        metrics.frechet_distance(np.zeros(2), np.eye(2), np.zeros(3), np.eye(3))
+
+
+def numpy_inception_score(logits: np.ndarray, split_size: int) -> float:
+    """ADM's formula on softmax probabilities, split by split."""
+    p = np.exp(logits - logits.max(1, keepdims=True))
+    p /= p.sum(1, keepdims=True)
+    scores = []
+    for i in range(0, len(p), split_size):
+        part = p[i : i + split_size]
+        kl = part * (np.log(part) - np.log(part.mean(0, keepdims=True)))
+        scores.append(np.exp(kl.sum(1).mean()))
+    return float(np.mean(scores))
+
+
+def test_inception_score_matches_numpy_with_adm_splits():
+    logits = np.random.default_rng(0).normal(scale=3.0, size=(12_000, 20))  # splits of 5,000, 5,000, 2,000
+    expected = numpy_inception_score(logits, 5000)
+    assert metrics.inception_score(torch.from_numpy(logits)) == pytest.approx(expected, rel=1e-10)
+    assert metrics.inception_score(torch.from_numpy(logits)) != pytest.approx(numpy_inception_score(logits, 12_000), rel=1e-6)
+
+
+def test_inception_score_bounds():
+    confident = torch.eye(10).repeat(50, 1) * 100.0  # every class equally often, each with certainty
+    assert metrics.inception_score(confident) == pytest.approx(10.0, rel=1e-6)
+    assert metrics.inception_score(torch.zeros(100, 10)) == pytest.approx(1.0)
+
+
+def numpy_precision_recall(ref: np.ndarray, samples: np.ndarray, k: int = 3):
+    """Kynkaanniemi et al. by brute force: full distance matrices, k-th neighbour radii, ball membership."""
+    def sq_dists(a, b):
+        return ((a[:, None, :] - b[None, :, :]) ** 2).sum(-1)
+
+    ref_radii = np.sort(sq_dists(ref, ref), axis=1)[:, k]
+    sample_radii = np.sort(sq_dists(samples, samples), axis=1)[:, k]
+    d = sq_dists(ref, samples)  # (N_ref, N_samples)
+    precision = (d <= ref_radii[:, None]).any(0).mean()
+    recall = (d <= sample_radii[None, :]).any(1).mean()
+    return precision, recall
+
+
+@pytest.mark.parametrize("block", [10_000, 37])
+def test_precision_recall_match_brute_force(block):
+    rng = np.random.default_rng(1)
+    ref = rng.normal(size=(300, 8))
+    samples = 0.3 + 1.3 * rng.normal(size=(250, 8))  # shifted and wider: precision and recall below 1
+    precision, recall = metrics.precision_recall(torch.from_numpy(ref), torch.from_numpy(samples), block=block)
+    expected = numpy_precision_recall(ref, samples)
+    assert (precision, recall) == pytest.approx(expected, abs=1e-12)
+    assert 0.1 < precision < 0.99 and 0.1 < recall < 0.99
+
+
+def test_precision_recall_of_a_set_against_itself_is_one():
+    x = torch.randn(200, 5, dtype=torch.float64)
+    assert metrics.precision_recall(x, x) == (1.0, 1.0)
