@@ -1,0 +1,63 @@
+"""`scaling fid`: sample a checkpoint (FID-50K by default) and evaluate it, resumably."""
+from scaling.commands.eval import add_feature_options, distributed, one_line_warnings, report
+
+
+def add_parser(subparsers):
+    p = subparsers.add_parser(
+        "fid", help="sample a checkpoint and compute FID, sFID, IS, precision and recall (FID-50K by default)",
+        description="Sample --num images from a checkpoint (through `scaling sample`'s code) and evaluate them against "
+        "--ref. Samples and metrics are written next to the checkpoint (or into --out-dir) as "
+        "<ckpt>-<sampler>-<steps>-cfg<scale>-n<num>.npz and ...-<features>.json. Re-running the same command resumes "
+        "an interrupted sampling job and reuses finished samples and metrics. The paper's FID-50K: --num 50000 "
+        "--steps 250 (DDPM), --cfg-scale 1.5 for its guided results.",
+    )
+    p.add_argument("--ckpt", required=True, help="checkpoint: run_dir/checkpoints/step_NNNNNNN.pt or an official .pt")
+    p.add_argument("--ref", required=True, help="reference .npz (ADM's or from `scaling ref-stats`)")
+    p.add_argument("--num", type=int, default=50_000, help="number of samples (the paper: 50,000)")
+    p.add_argument("--steps", type=int, default=250, help="sampling steps (the paper: 250 DDPM steps)")
+    p.add_argument("--sampler", default="ddpm", help="ddpm or ddim")
+    p.add_argument("--cfg-scale", type=float, default=1.0, help="classifier-free guidance scale (1 = none; the paper's best: 1.5)")
+    p.add_argument("--seed", type=int, default=0, help="sampling seed")
+    p.add_argument("--sample-batch-size", type=int, default=64, help="images per sampling batch (and resumable shard)")
+    p.add_argument("--model", help="expected model name for an official checkpoint, e.g. DiT-XL/2")
+    p.add_argument("--out-dir", help="where samples and metrics go (default: the checkpoint's folder)")
+    p.add_argument("--force", action="store_true", help="evaluate again even when the metrics file exists")
+    add_feature_options(p)
+    p.set_defaults(func=run)
+
+
+def run(args):
+    import json
+    from pathlib import Path
+
+    from dit.sample import SampleConfig, generate_samples
+    from eval.evaluate import evaluate_samples
+    from eval.features.inception import resolve_weights
+    from eval.images import NpzImages
+    from eval.reference import read_reference
+
+    ckpt = Path(args.ckpt)
+    if not ckpt.is_file():
+        raise ValueError(f"checkpoint {ckpt} does not exist")
+    config = SampleConfig(num=args.num, steps=args.steps, sampler=args.sampler, cfg_scale=args.cfg_scale,
+                          seed=args.seed, batch_size=args.sample_batch_size)
+    stem = Path(args.out_dir or ckpt.parent) / f"{ckpt.stem}-{config.sampler}-{config.steps}-cfg{config.cfg_scale:g}-n{config.num}"
+    samples, metrics_path = stem.with_name(stem.name + ".npz"), stem.with_name(f"{stem.name}-{args.features}.json")
+    if metrics_path.exists() and not args.force:
+        print(f"{metrics_path} exists (--force evaluates again)")
+        return report(json.loads(metrics_path.read_text()), None)
+    read_reference(args.ref)  # a bad reference or missing weights fail now, not after hours of sampling
+    if args.features == "inception":
+        resolve_weights(args.inception_weights)
+    with one_line_warnings("fid"), distributed() as is_main:
+        if not (samples.exists() and NpzImages(samples).num == config.num):
+            overrides = {"name": args.model} if args.model else {}
+            generate_samples(ckpt, samples, config, device=args.device or "auto", progress=not args.no_progress,
+                             model_overrides=overrides)
+        result = evaluate_samples(samples, args.ref, args.features, device=args.device, batch_size=args.batch_size,
+                                  inception_weights=args.inception_weights, precision=args.precision,
+                                  progress=not args.no_progress)
+        result = {**result, "ckpt": str(ckpt), "ref": str(args.ref), "sampler": config.sampler, "sampling_steps": config.steps,
+                  "cfg_scale": config.cfg_scale, "seed": config.seed}
+        if is_main:
+            report(result, str(metrics_path))
