@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from dit.io import _fsync_dir, atomic_write_text
+from dit.io import atomic_write_text, fsync_dir
 
 SD_VAE_SCALE = 0.18215  # latents = SD_VAE_SCALE * z gives roughly unit variance (LDM, Rombach et al.; DiT Sec. 3.1)
 CACHE_FORMAT = "dit-latent-cache/1"
@@ -244,7 +244,7 @@ def encode_dataset(dataset, codec, out_dir, *, batch_size: int = 64, num_workers
     _encode_into(dataset, codec, partial, done, header, batch_size=batch_size, num_workers=num_workers, progress=progress)
     atomic_write_text(partial / "meta.json", json.dumps(header, indent=1))
     os.replace(partial, out)
-    _fsync_dir(out.parent)
+    fsync_dir(out.parent)
     (out / "progress.json").unlink(missing_ok=True)
     return out
 

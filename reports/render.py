@@ -18,13 +18,11 @@ FORMATS = ("html", "pdf")
 REPORT_DIR = "report"
 FIGURES_DIR = "figures"
 DPI = 150
-MODE = 0o644  # a report is for reading by others (the temporary files it replaces are created 0600)
 
 
 def _write(path: Path, data: bytes):
     with atomic_path(path) as tmp:
         tmp.write_bytes(data)
-        tmp.chmod(MODE)
 
 
 def check_formats(formats) -> tuple[str, ...]:
@@ -93,5 +91,4 @@ def render_report(grid_dir, out_dir=None, formats=FORMATS, *, metric: str = "fid
         paths["pdf"] = out_dir / "report.pdf"
         with atomic_path(paths["pdf"]) as tmp:
             write_pdf(report, tmp)
-            tmp.chmod(MODE)
     return paths
