@@ -8,6 +8,8 @@ matrix square roots run on CPU threads while the GPU does the Precision/Recall d
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 
+from scipy.linalg import LinAlgWarning
+
 from eval import metrics
 from eval.extract import default_device, default_precision, extract_features
 from eval.features import Features, get_extractor
@@ -46,7 +48,8 @@ def evaluate_samples(samples_npz, ref_npz, features: str = "inception", *, devic
 def compute_metrics(samples: Features, ref_stats: ReferenceStats, ref: Features | None = None) -> dict:
     """FID and sFID against `ref_stats`, IS of the samples, Precision/Recall against `ref` features (NaN without)."""
     (mu, sigma), (mu_s, sigma_s) = metrics.feature_statistics(samples.pool), metrics.feature_statistics(samples.spatial)
-    with ThreadPoolExecutor(2) as pool:  # scipy's sqrtm releases the GIL: both run beside the GPU work below
+    with warnings.catch_warnings(), ThreadPoolExecutor(2) as pool:  # sqrtm releases the GIL: both run beside the GPU work
+        warnings.simplefilter("ignore", LinAlgWarning)  # "singular matrix": _check_sample_count has said why
         fid = pool.submit(metrics.frechet_distance, mu, sigma, ref_stats.mu, ref_stats.sigma)
         sfid = pool.submit(metrics.frechet_distance, mu_s, sigma_s, ref_stats.mu_s, ref_stats.sigma_s)
         inception_score = metrics.inception_score(samples.logits)

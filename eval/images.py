@@ -34,7 +34,8 @@ class ArrayImages:
 
 
 class NpzImages:
-    """`arr_0` of an `.npz`, streamed from the zip member (the array is never loaded whole)."""
+    """`arr_0` of an `.npz`, never loaded whole: memory-mapped when stored uncompressed (np.savez),
+    else streamed from the compressed zip member (np.savez_compressed)."""
 
     def __init__(self, path, key: str = IMAGES_KEY, what: str = "samples"):
         self.path, self.key, self.name = Path(path), key, f"{what} file {path}"
@@ -43,12 +44,29 @@ class NpzImages:
         check_image_layout(shape, dtype, f"{key} of {self.name}")
         self.num, self.shape = shape[0], tuple(shape[1:])
         self._image_bytes = int(np.prod(self.shape))
+        self._mapped = self._memory_map()
 
     def _open(self):
         return open_npz_member(self.path, self.key, self.name)
 
+    def _memory_map(self) -> np.ndarray | None:
+        """The array mapped straight from the file when its zip member is stored uncompressed, else None."""
+        with zipfile.ZipFile(self.path) as archive:
+            info = archive.getinfo(f"{self.key}.npy")
+        if info.compress_type != zipfile.ZIP_STORED or info.file_size < self._offset + self.num * self._image_bytes:
+            return None
+        with open(self.path, "rb") as f:  # the local file header: 30 bytes, then the name and the extra field
+            f.seek(info.header_offset + 26)
+            name_len, extra_len = int.from_bytes(f.read(2), "little"), int.from_bytes(f.read(2), "little")
+        start = info.header_offset + 30 + name_len + extra_len + self._offset
+        return np.memmap(self.path, dtype=np.uint8, mode="c", offset=start, shape=(self.num, *self.shape))
+
     def batches(self, batch_size: int, start: int = 0, stop: int | None = None):
         stop = self.num if stop is None else stop
+        if self._mapped is not None:
+            for i in range(start, stop, batch_size):
+                yield self._mapped[i : min(i + batch_size, stop)]
+            return
         with self._open() as f:
             _skip(f, self._offset + start * self._image_bytes)
             for i in range(start, stop, batch_size):

@@ -125,14 +125,16 @@ class InceptionFeatures(nn.Module):
 
 @contextlib.contextmanager
 def _precision(precision: str, device: torch.device):
-    """fp32: TF32 off (exact); tf32: TF32 convolutions and matmuls; bf16: autocast to bfloat16 (CUDA only)."""
+    """fp32: exact (TF32 off); tf32: TF32 convolutions and matmuls (CUDA); bf16: autocast to bfloat16."""
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
     if device.type != "cuda":
-        yield
+        with autocast:
+            yield
         return
     saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
     torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = precision == "tf32"
     try:
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=precision == "bf16"):
+        with autocast:
             yield
     finally:
         torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved

@@ -28,7 +28,8 @@ def add_feature_options(p):
     p.add_argument("--device", help="cpu or cuda (default: cuda when available)")
     p.add_argument("--batch-size", type=int, help="images per feature batch (default: 250 on GPU, 50 on CPU)")
     p.add_argument("--precision", choices=("fp32", "tf32", "bf16"),
-                   help="feature network precision on GPU (default fp32, exact; see benchmarks/bench_eval.py)")
+                   help="feature network precision: fp32 (exact), tf32 (GPU default, as PyTorch and TF run convolutions "
+                   "there; features within about 5e-4) or bf16 (about 4e-3; faster). See benchmarks/bench_eval.py")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
