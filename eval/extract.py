@@ -41,14 +41,15 @@ def default_batch_size(device) -> int:
 
 
 def extract_features(source, extractor, *, batch_size: int | None = None, progress: bool = True,
-                     desc: str = "features", on_batch=None) -> Features:
+                     desc: str = "features", on_batch=None, shard: bool = True) -> Features:
     """Features of every image of `source` (see eval.images), in order, on the extractor's device.
 
     `on_batch(start_index, uint8 batch)` sees every numpy batch as it is read (e.g. to keep some images).
+    With `shard` (and a process group) every rank extracts its share; without, this process does all.
     """
     device = next(extractor.parameters()).device
     batch_size = batch_size or default_batch_size(device)
-    rank, world = _rank_world()
+    rank, world = _rank_world() if shard else (0, 1)
     bounds = np.linspace(0, source.num, world + 1).round().astype(int)
     start, stop = int(bounds[rank]), int(bounds[rank + 1])
     parts = []

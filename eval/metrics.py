@@ -82,9 +82,14 @@ def manifold_radii(features: torch.Tensor, k: int = PR_K, block: int = PR_BLOCK)
     """Squared distance of each feature (N, D) to its k-th nearest neighbour in the set (itself excluded)."""
     radii = []
     for rows in features.split(block):
-        nearest = torch.cat([pairwise_sq_distances(rows, cols) for cols in features.split(block)], dim=1)  # (B, N)
-        radii.append(nearest.topk(k + 1, dim=1, largest=False).values[:, k])  # index 0 is the point itself
+        candidates = torch.cat([_smallest(pairwise_sq_distances(rows, cols), k + 1) for cols in features.split(block)], dim=1)
+        radii.append(_smallest(candidates, k + 1)[:, k])  # the k+1 smallest, sorted; index 0 is the point itself
     return torch.cat(radii)  # (N,)
+
+
+def _smallest(d: torch.Tensor, n: int) -> torch.Tensor:
+    """The n smallest entries of each row of d, ascending (all of them when a row is shorter)."""
+    return d.topk(min(n, d.shape[1]), dim=1, largest=False, sorted=True).values
 
 
 def precision_recall(ref: torch.Tensor, samples: torch.Tensor, k: int = PR_K, block: int = PR_BLOCK,
@@ -95,6 +100,8 @@ def precision_recall(ref: torch.Tensor, samples: torch.Tensor, k: int = PR_K, bl
     points inside some sample ball; a ball's squared radius is its centre's k-th neighbour distance.
     Distances are float64 by default, so no comparison flips from rounding (ADM used float16).
     """
+    if min(len(ref), len(samples)) <= k:
+        raise ValueError(f"precision/recall need more than k = {k} images on each side, got {len(ref)} reference and {len(samples)} samples")
     ref, samples = ref.to(dtype), samples.to(dtype)
     ref_radii, sample_radii = manifold_radii(ref, k, block), manifold_radii(samples, k, block)
     sample_in = torch.zeros(len(samples), dtype=torch.bool, device=samples.device)

@@ -89,7 +89,8 @@ def make_reference(data: str, out, features: str = "inception", *, resolution: i
                    inception_weights=None, precision: str | None = None, progress: bool = True) -> Path:
     """Statistics of every image in `data` plus `num_images` of them picked at random (arr_0, for
     Precision/Recall), written to `out`. `data`: 'mnist32', an .npz with arr_0, or an image folder
-    (centre-cropped to `resolution`, default 256); see eval.images.open_source."""
+    (centre-cropped to `resolution`, default 256); see eval.images.open_source. Runs in this process
+    alone, also under torchrun (call it on one rank)."""
     from eval.extract import default_device, default_precision, extract_features
     from eval.features import get_extractor
     from eval.images import check_value_range, open_source
@@ -105,5 +106,6 @@ def make_reference(data: str, out, features: str = "inception", *, resolution: i
 
     device = device or default_device()
     extractor = get_extractor(features, device, weights=inception_weights, precision=precision or default_precision(device))
-    feats = extract_features(source, extractor, batch_size=batch_size, progress=progress, desc="reference", on_batch=keep_rows)
+    feats = extract_features(source, extractor, batch_size=batch_size, progress=progress, desc="reference",
+                             on_batch=keep_rows, shard=False)  # one process: it writes the file
     return write_reference(out, stats_from_features(feats, features), kept)

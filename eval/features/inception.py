@@ -68,7 +68,12 @@ def _torch_fidelity_network(weights: Path | None):
 
     features = ["2048", "logits_unbiased"]
     if weights is not None:
-        return FeatureExtractorInceptionV3("inception-v3-compat", features, feature_extractor_weights_path=str(weights))
+        try:
+            return FeatureExtractorInceptionV3("inception-v3-compat", features, feature_extractor_weights_path=str(weights))
+        except Exception as exc:  # unpickling errors, truncated files, state dicts of other networks
+            first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
+            raise ValueError(f"cannot load Inception weights {weights} ({type(exc).__name__}: {first}); "
+                             f"expected torch-fidelity's {weights_url().rsplit('/', 1)[-1]}") from None
     with mock.patch.object(FeatureExtractorInceptionV3, "load_state_dict", lambda self, state: None), \
          mock.patch("torch_fidelity.feature_extractor_inceptionv3.load_state_dict_from_url", lambda *a, **k: {}):
         return FeatureExtractorInceptionV3("inception-v3-compat", features)

@@ -7,7 +7,7 @@ def add_parser(subparsers):
         "fid", help="sample a checkpoint and compute FID, sFID, IS, precision and recall (FID-50K by default)",
         description="Sample --num images from a checkpoint (through `scaling sample`'s code) and evaluate them against "
         "--ref. Samples and metrics are written next to the checkpoint (or into --out-dir) as "
-        "<ckpt>-<sampler>-<steps>-cfg<scale>-n<num>.npz and ...-<features>.json. Re-running the same command resumes "
+        "<ckpt>-<sampler>-<steps>-cfg<scale>-n<num>-seed<seed>.npz and ...-<features>.json. Re-running the same command resumes "
         "an interrupted sampling job and reuses finished samples and metrics. The paper's FID-50K: --num 50000 "
         "--steps 250 (DDPM), --cfg-scale 1.5 for its guided results.",
     )
@@ -41,7 +41,7 @@ def run(args):
         raise ValueError(f"checkpoint {ckpt} does not exist")
     config = SampleConfig(num=args.num, steps=args.steps, sampler=args.sampler, cfg_scale=args.cfg_scale,
                           seed=args.seed, batch_size=args.sample_batch_size)
-    stem = Path(args.out_dir or ckpt.parent) / f"{ckpt.stem}-{config.sampler}-{config.steps}-cfg{config.cfg_scale:g}-n{config.num}"
+    stem = Path(args.out_dir or ckpt.parent) / f"{ckpt.stem}-{config.sampler}-{config.steps}-cfg{config.cfg_scale:g}-n{config.num}-seed{config.seed}"
     samples, metrics_path = stem.with_name(stem.name + ".npz"), stem.with_name(f"{stem.name}-{args.features}.json")
     if metrics_path.exists() and not args.force:
         print(f"{metrics_path} exists (--force evaluates again)")

@@ -120,6 +120,13 @@ def test_missing_weights_offline_name_where_to_put_them(monkeypatch, tmp_path):
         resolve_weights(tmp_path / "nowhere.pth")
 
 
+def test_weights_of_another_network_are_refused_in_one_line(tmp_path):
+    torch.save({"conv.weight": torch.zeros(1)}, tmp_path / "other.pth")
+    with pytest.raises(ValueError, match="cannot load Inception weights") as info:
+        get_extractor("inception", weights=tmp_path / "other.pth")
+    assert "\n" not in str(info.value)
+
+
 def test_weights_from_environment_variable(monkeypatch, inception_weights):
     monkeypatch.setenv("DIT_INCEPTION_WEIGHTS", str(inception_weights))
     assert resolve_weights(None) == inception_weights
