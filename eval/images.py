@@ -2,7 +2,7 @@
 
 The ADM evaluator's layout is an `.npz` whose `arr_0` holds uint8 images (N, H, W, C), C = 3
 (we also take C = 1 for MNIST). `NpzImages` checks the array's header without loading it and then
-streams it in batches, so 50,000 images at 256 px (9.8 GB) never sit in memory twice.
+memory-maps (or, when compressed, streams) it in batches: 50,000 images at 256 px (9.8 GB) are never loaded whole.
 Every source has `num`, `shape` (H, W, C) and `batches(batch_size, start, stop)`.
 """
 import contextlib
