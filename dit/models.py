@@ -17,7 +17,7 @@ from dit.embeddings import LabelEmbedder, PatchEmbed, TimestepEmbedder, sincos_2
 # for CPU work (the offline demo and the tests), listed beside them.
 MODEL_SIZES = {
     "T": (4, 128, 4),
-    "M": (6, 256, 8),
+    "M": (6, 192, 6),
     "S": (12, 384, 6),
     "B": (12, 768, 12),
     "L": (24, 1024, 16),

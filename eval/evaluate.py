@@ -16,7 +16,8 @@ from eval.features import Features, get_extractor
 from eval.images import NpzImages, check_value_range
 from eval.reference import ReferenceStats, read_reference, stats_from_features
 
-METRICS = ("fid", "sfid", "inception_score", "precision", "recall")  # results-table column names
+METRICS = ("fid", "sfid", "inception_score", "precision", "recall", "class_accuracy")  # results-table column names
+LABELS_KEY = "arr_1"
 
 
 def evaluate_samples(samples_npz, ref_npz, features: str = "inception", *, device=None, batch_size: int | None = None,
@@ -24,8 +25,10 @@ def evaluate_samples(samples_npz, ref_npz, features: str = "inception", *, devic
                      progress: bool = True) -> dict:
     """The five metrics of `samples_npz` (ADM layout: arr_0 uint8 (N, H, W, C)) against `ref_npz`.
 
-    Returns {fid, sfid, inception_score, precision, recall, num_samples, features}. Precision and
-    recall are NaN when the reference has no images. With fewer samples than feature dimensions
+    Returns {fid, sfid, inception_score, precision, recall, class_accuracy, num_samples, features}.
+    Precision and recall are NaN when the reference has no images; class_accuracy (the share of
+    samples the extractor classifies as the label they were sampled for) is NaN unless the
+    extractor classifies the data set's own labels (mnist) and the samples carry labels (arr_1). With fewer samples than feature dimensions
     the covariance is singular: a warning, or a ValueError when `strict`.
     """
     samples, ref = NpzImages(samples_npz, what="samples"), read_reference(ref_npz)
@@ -42,7 +45,24 @@ def evaluate_samples(samples_npz, ref_npz, features: str = "inception", *, devic
     if ref.images is not None:
         ref_feats = extract_features(ref.images, extractor, batch_size=batch_size, progress=progress, desc="reference")
     ref_stats = ref.stats or stats_from_features(ref_feats, features)
-    return {**compute_metrics(sample_feats, ref_stats, ref_feats), "num_samples": samples.num, "features": features}
+    accuracy = class_accuracy(sample_feats.logits, sample_labels(samples_npz)) if extractor.classifies_labels else float("nan")
+    return {**compute_metrics(sample_feats, ref_stats, ref_feats), "class_accuracy": accuracy,
+            "num_samples": samples.num, "features": features}
+
+
+def sample_labels(samples_npz):
+    """The class labels the samples were drawn for (arr_1), or None."""
+    import numpy as np
+
+    with np.load(samples_npz) as data:
+        return data[LABELS_KEY] if LABELS_KEY in data.files else None
+
+
+def class_accuracy(logits, labels) -> float:
+    """Share of samples whose predicted class is the label they were sampled for (NaN without labels)."""
+    if labels is None:
+        return float("nan")
+    return (logits.argmax(1).cpu().numpy() == labels).mean().item()
 
 
 def compute_metrics(samples: Features, ref_stats: ReferenceStats, ref: Features | None = None) -> dict:
@@ -79,6 +99,10 @@ def _check_reference_stats(stats: ReferenceStats | None, extractor):
                              f"{extractor.dims[name]}-d; use a reference made with --features {extractor.name}")
 
 
+class SmallSampleWarning(UserWarning):
+    """Fewer samples than feature dimensions: FID and sFID are biased upwards."""
+
+
 def _check_sample_count(num: int, dims: dict, strict: bool):
     """Fewer samples than feature dimensions leave the covariance singular and FID biased upwards."""
     largest = max(dims["pool"], dims["spatial"])
@@ -88,7 +112,7 @@ def _check_sample_count(num: int, dims: dict, strict: bool):
                f"are singular and FID/sFID are biased upwards; use more than {largest} (the paper's FID-50K uses 50,000)")
     if strict:
         raise ValueError(message)
-    warnings.warn(message)
+    warnings.warn(message, SmallSampleWarning)
 
 
 __all__ = ["METRICS", "compute_metrics", "evaluate_samples"]

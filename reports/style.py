@@ -23,6 +23,7 @@ METRICS = {
     "inception_score": Metric(column="inception_score", label="Inception Score", lower_is_better=False),
     "precision": Metric(column="precision", label="Precision", lower_is_better=False),
     "recall": Metric(column="recall", label="Recall", lower_is_better=False),
+    "class_accuracy": Metric(column="class_accuracy", label="Class accuracy", lower_is_better=False),
 }
 ALIASES = {"is": "inception_score"}
 

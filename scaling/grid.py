@@ -27,10 +27,10 @@ from dit.config import DEFAULT_VAE, TrainConfig
 from dit.latents import CODECS, SD_VAE_CONFIG
 from dit.models import CUSTOM_SIZE, MODEL_SIZES, PAPER_PATCH_SIZES, DiTConfig, dit_config, parse_model_name
 from dit.samplers import SAMPLERS
+from eval.features import EXTRACTORS
 
 PRESET_DIR = Path(__file__).parent / "presets"
 DEFAULT_BLOCK = "adaln-zero"  # the paper's block; run names mention a block only when it is another
-FEATURES = ("inception", "mnist")  # feature extractors of eval/features
 EXECUTORS = ("local", "slurm")
 # The SD VAE's geometry without loading it: 8x downsampling (one per down block after the first), 4 channels.
 SD_VAE_DOWNSAMPLE = 2 ** (len(SD_VAE_CONFIG["block_out_channels"]) - 1)
@@ -211,7 +211,7 @@ class EvalSpec:
     def __post_init__(self):
         _require(self.batch_size >= 1, "batch_size", f"batch_size {self.batch_size} must be at least 1")
         _require(self.every >= 1, "every", f"every {self.every} must be at least 1 step")
-        _choice(self.features, FEATURES, "features", "feature extractor")
+        _choice(self.features, tuple(EXTRACTORS), "features", "feature extractor")
         _require(self.num_samples >= 1, "num_samples", f"num_samples {self.num_samples} must be at least 1")
         _choice(self.sampler, tuple(SAMPLERS), "sampler", "sampler")
         _require(bool(self.sampling_steps) and min(self.sampling_steps) >= 1, "sampling_steps", "list sampling step counts of at least 1")

@@ -36,6 +36,7 @@ SCHEMA = {
     "inception_score": ("float64", "Inception Score"),
     "precision": ("float64", "improved precision (k = 3)"),
     "recall": ("float64", "improved recall (k = 3)"),
+    "class_accuracy": ("float64", "share of samples classified as their conditioning label (mnist features)"),
     "wall_seconds": ("float64", "wall-clock seconds of training up to this step"),
 }
 COLUMNS = tuple(SCHEMA)

@@ -7,14 +7,18 @@ a finished run is one whose last point is evaluated, so re-running skips what is
 """
 import dataclasses
 import json
+import time
+import warnings
 from pathlib import Path
 
 from dit.checkpoint import checkpoint_path, list_checkpoints
 from dit.io import atomic_write_text
+from eval.evaluate import METRICS
 from scaling.grid import GridSpec, RunSpec, plan
 from scaling.results import sampling_compute_gflops, to_table, train_compute_gflops, write_results
 
 RUNS_DIR, EVAL_DIR, GRID_FILE = "runs", "eval", "grid.yaml"
+REPORT_INTERVAL = 60.0  # seconds: while runs go on, the report is re-rendered at most this often
 
 
 @dataclasses.dataclass(frozen=True)
@@ -103,7 +107,7 @@ def execute_run(run: RunSpec, grid_dir, *, progress: bool = True, report: bool =
         train(config, directory, until=point, progress=progress)
         evaluated = [evaluate_point(run, grid_dir, point, s, progress=progress) for s in sampling_settings(run)]
         if any(evaluated) and distributed.setup(config.device).is_main:
-            refresh_results(grid_dir, report=report)
+            refresh_results(grid_dir, report=report, report_interval=REPORT_INTERVAL)
     train(config, directory, progress=progress)  # the steps after the last evaluation point, if any
 
 
@@ -111,7 +115,7 @@ def evaluate_point(run: RunSpec, grid_dir: Path, step: int, setting: SamplingSet
     """Sample and score the checkpoint at `step` with one setting, unless done. True if it ran."""
     from dit import distributed
     from dit.sample import SampleConfig, generate_samples
-    from eval.evaluate import evaluate_samples
+    from eval.evaluate import SmallSampleWarning, evaluate_samples
 
     directory = run_dir(grid_dir, run)
     record_path = eval_record_path(directory, step, setting)
@@ -122,7 +126,9 @@ def evaluate_point(run: RunSpec, grid_dir: Path, step: int, setting: SamplingSet
     config = SampleConfig(num=run.eval.num_samples, steps=setting.sampling_steps, sampler=setting.sampler,
                           cfg_scale=setting.cfg_scale, batch_size=run.eval.batch_size, seed=run.train.seed)
     generate_samples(checkpoint_path(directory, step), samples, config, device=run.train.device, progress=progress)
-    metrics = evaluate_samples(samples, reference, setting.features, progress=progress)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SmallSampleWarning)  # said once for the whole grid by sample_count_note
+        metrics = evaluate_samples(samples, reference, setting.features, progress=progress)
     if distributed.setup(run.train.device).is_main:
         record = {"step": step, **dataclasses.asdict(setting), **metrics, "wall_seconds": training_seconds(directory, step)}
         atomic_write_text(record_path, json.dumps(record, indent=1) + "\n")
@@ -157,6 +163,17 @@ def reference_stats(grid_dir: Path, run: RunSpec, *, progress: bool = True) -> P
     return path
 
 
+def sample_count_note(spec: GridSpec) -> str | None:
+    """A note when the grid's evaluations use fewer samples than their features have dimensions."""
+    from eval.features import feature_dims
+
+    dims = max(v for k, v in feature_dims(spec.eval.features).items() if k != "logits")
+    if spec.eval.num_samples > dims:
+        return None
+    return (f"note: {spec.eval.num_samples} samples per evaluation point are fewer than the {dims} feature dimensions: "
+            f"FID and sFID are biased upwards, comparable within this grid only (the paper's FID-50K uses 50,000)")
+
+
 # ---- the results table -------------------------------------------------------------------------
 def run_columns(run: RunSpec) -> dict:
     """The results-table columns that describe the run itself."""
@@ -187,24 +204,32 @@ def results_records(grid_dir, runs: list[RunSpec]) -> list[dict]:
                 "sampler": r["sampler"], "sampling_steps": r["sampling_steps"], "cfg_scale": r["cfg_scale"],
                 "sampling_compute_gflops": sampling_compute_gflops(base["gflops"], r["sampling_steps"], r["cfg_scale"]),
                 "num_samples": r["num_samples"], "features": r["features"],
-                **{m: r.get(m) for m in ("fid", "sfid", "inception_score", "precision", "recall")},
+                **{m: r.get(m) for m in METRICS},
                 "wall_seconds": r.get("wall_seconds"),
             })
     return records
 
 
-def refresh_results(grid_dir, *, report: bool = True):
-    """Rebuild results.parquet / results.csv from every evaluation record, then the report."""
+def refresh_results(grid_dir, *, report: bool = True, report_interval: float = 0.0):
+    """Rebuild results.parquet / results.csv from every evaluation record, then the report
+    (unless it was rendered less than `report_interval` seconds ago)."""
     grid_dir = Path(grid_dir)
     spec = read_grid(grid_dir)
     write_results(to_table(results_records(grid_dir, plan(spec))), grid_dir)
-    if report:
+    if report and report_age(grid_dir) >= report_interval:
         from reports.render import render_report
 
         try:
             render_report(grid_dir)
         except Exception as exc:  # a broken report must not stop a study that is training
             print(f"warning: the report was not refreshed: {type(exc).__name__}: {exc}")
+
+
+def report_age(grid_dir: Path) -> float:
+    from reports.render import REPORT_DIR
+
+    html = grid_dir / REPORT_DIR / "report.html"
+    return time.time() - html.stat().st_mtime if html.exists() else float("inf")
 
 
 # ---- the grid directory ------------------------------------------------------------------------

@@ -12,6 +12,19 @@ EXTRACTORS = {
 }
 
 
+FEATURE_DIMS = {  # without building the network (no weights needed)
+    "inception": inception.InceptionFeatures.feature_dims,
+    "mnist": mnist.MNISTFeatures.feature_dims,
+}
+
+
+def feature_dims(name: str) -> dict:
+    """{"pool", "spatial", "logits"} dimensions of the extractor `name`."""
+    if name not in FEATURE_DIMS:
+        raise ValueError(f"unknown feature extractor {name!r}; choose one of {', '.join(EXTRACTORS)}")
+    return FEATURE_DIMS[name]()
+
+
 def get_extractor(name: str, device="cpu", *, weights=None, precision: str = "fp32"):
     """Build the extractor `name` on `device`; ValueError naming the choices for an unknown name."""
     if name not in EXTRACTORS:
@@ -19,4 +32,4 @@ def get_extractor(name: str, device="cpu", *, weights=None, precision: str = "fp
     return EXTRACTORS[name](device, weights=weights, precision=precision)
 
 
-__all__ = ["EXTRACTORS", "Features", "get_extractor"]
+__all__ = ["EXTRACTORS", "Features", "feature_dims", "get_extractor"]

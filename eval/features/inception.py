@@ -106,7 +106,12 @@ class InceptionFeatures(nn.Module):
     """uint8 images (N, C, H, W), any size, C in {1, 3} -> Features(pool 2048, spatial 2023, logits 1008)."""
 
     name, channels = "inception", 3
+    classifies_labels = False  # ImageNet's 1008 logits, not the data set's labels
     dims = {"pool": 2048, "spatial": SPATIAL_CHANNELS * 17 * 17, "logits": 1008}
+
+    @classmethod
+    def feature_dims(cls) -> dict:
+        return dict(cls.dims)
 
     def __init__(self, net: nn.Module, precision: str = "fp32"):
         super().__init__()

@@ -137,11 +137,16 @@ class MNISTFeatures(nn.Module):
     """uint8 digits (N, C, H, W), C in {1, 3}, any size -> Features(pool 128, spatial 512, logits 10)."""
 
     name, channels = "mnist", 1
+    classifies_labels = True  # its logits are the data set's own classes: samples can be checked against their labels
 
     def __init__(self, model: DigitClassifier, recipe: Recipe, accuracy: float):
         super().__init__()
         self.model, self.recipe, self.test_accuracy = model, recipe, accuracy
-        self.dims = {"pool": recipe.hidden, "spatial": recipe.spatial_channels * 8 * 8, "logits": 10}
+        self.dims = self.feature_dims(recipe)
+
+    @staticmethod
+    def feature_dims(recipe: Recipe = Recipe()) -> dict:
+        return {"pool": recipe.hidden, "spatial": recipe.spatial_channels * 8 * 8, "logits": 10}
 
     @torch.no_grad()
     def forward(self, images: torch.Tensor) -> Features:

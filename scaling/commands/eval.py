@@ -61,6 +61,8 @@ def report(result: dict, json_path: str | None):
 
 def format_metrics(result: dict) -> str:
     rows = [("FID", "fid"), ("sFID", "sfid"), ("Inception Score", "inception_score"), ("Precision", "precision"), ("Recall", "recall")]
+    if result["class_accuracy"] == result["class_accuracy"]:  # not NaN: the extractor reads the labels
+        rows.append(("Class accuracy", "class_accuracy"))
     lines = [f"{label:<16} {result[key]:.4f}" for label, key in rows]
     lines.append(f"{'samples':<16} {result['num_samples']} ({result['features']} features)")
     return "\n".join(lines)

@@ -34,7 +34,7 @@ def run(args):
 
     from scaling.executors import get_executor
     from scaling.grid import plan
-    from scaling.runs import claim_grid_dir, eta_seconds, refresh_results, run_state
+    from scaling.runs import claim_grid_dir, eta_seconds, refresh_results, run_state, sample_count_note
 
     spec = load_spec(args)
     if args.executor:
@@ -56,6 +56,9 @@ def run(args):
         print(f"[{time.time() - started:6.0f} s] {run.name} done: {done}/{len(runs)} runs finished{eta_text}", flush=True)
 
     print(f"grid {spec.name}: {len(runs)} runs -> {grid_dir} ({spec.executor.kind} executor)")
+    note = sample_count_note(spec)
+    if note:
+        print(note)
     get_executor(spec.executor.kind)(runs, grid_dir, progress=not args.no_progress, dry_run=args.dry_run, on_done=on_done)
     if args.dry_run:
         print(f"wrote sbatch scripts to {grid_dir / 'slurm' / 'dry-run'}")

@@ -40,8 +40,12 @@ def test_eval_prints_one_json_line_matching_numpy(capsys, mnist_ref, test_digits
     code, out, _ = run_cli(capsys, "eval", "--samples", test_digits, "--ref", mnist_ref, "--features", "mnist", "--json", "-", "--no-progress")
     assert code == 0 and len(out.strip().splitlines()) == 1
     result = json.loads(out)
-    assert set(result) == {"fid", "sfid", "inception_score", "precision", "recall", "num_samples", "features"}
+    assert set(result) == {"fid", "sfid", "inception_score", "precision", "recall", "class_accuracy", "num_samples", "features"}
     from dit.data import mnist32_split
+
+    images, labels = mnist32_split("test")
+    logits = extract_features(ArrayImages(images), mnist_extractor, progress=False).logits.numpy()
+    assert result["class_accuracy"] == pytest.approx((logits.argmax(axis=1) == labels).mean()) and result["class_accuracy"] > 0.9
 
     pool = {split: extract_features(ArrayImages(mnist32_split(split)[0]), mnist_extractor, progress=False).pool.double().numpy()
             for split in ("train", "test")}
@@ -51,7 +55,7 @@ def test_eval_prints_one_json_line_matching_numpy(capsys, mnist_ref, test_digits
 
 def test_eval_writes_json_and_a_table(capsys, tmp_path, mnist_ref, test_digits):
     code, out, _ = run_cli(capsys, "eval", "--samples", test_digits, "--ref", mnist_ref, "--features", "mnist", "--json", tmp_path / "m.json", "--no-progress")
-    assert code == 0 and "sFID" in out and "Inception Score" in out
+    assert code == 0 and "sFID" in out and "Inception Score" in out and "Class accuracy" in out
     assert json.loads((tmp_path / "m.json").read_text())["features"] == "mnist"
 
 
