@@ -77,7 +77,8 @@ def run_state(grid_dir, run: RunSpec) -> RunState:
     records = sorted(directory.glob(f"{EVAL_DIR}/step_*/*.json"))
     latest = json.loads(records[-1].read_text()) if records else None
     finished = step >= run.train.steps and len(done) == len(points)
-    state = "done" if finished else ("training" if step or done else "pending")
+    started = step or done or (directory / "train-log.jsonl").exists()
+    state = "done" if finished else ("training" if started else "pending")
     return RunState(run.name, state, step, run.train.steps, len(done), len(points), latest, seconds_per_step(directory))
 
 
@@ -256,10 +257,55 @@ def claim_grid_dir(grid_dir, spec: GridSpec):
     atomic_write_text(grid_dir / GRID_FILE, dump_grid(spec))
 
 
-def eta_seconds(states: list[RunState]) -> float | None:
-    """Remaining training time, from each run's measured seconds per step (or the grid's average)."""
-    rates = [s.seconds_per_step for s in states if s.seconds_per_step]
-    if not rates:
+def eta_seconds(states: list[RunState], runs: list[RunSpec]) -> float | None:
+    """Remaining training time: each run's measured seconds per step; for a run not started yet, a
+    line seconds = overhead + rate x Gflops fitted to the measured runs (proportional with one)."""
+    import numpy as np
+
+    from scaling.flops import gflops
+
+    flops = {r.name: gflops(r.dit_config()) for r in runs}
+    measured = [(flops[s.name], s.seconds_per_step) for s in states if s.seconds_per_step]
+    if not measured:
         return None
-    fallback = sum(rates) / len(rates)
-    return sum((s.steps - s.step) * (s.seconds_per_step or fallback) for s in states if s.state != "done")
+    x, y = np.array(measured).T
+    rate, overhead = np.polyfit(x, y, 1) if len(set(x)) > 1 else (y.sum() / x.sum(), 0.0)
+    guess = lambda name: max(float(overhead), 0.0) + max(float(rate), 0.0) * flops[name]
+    return sum((s.steps - s.step) * (s.seconds_per_step or guess(s.name)) for s in states if s.state != "done")
+
+
+# ---- the grid directory ------------------------------------------------------------------------
+def read_grid(grid_dir) -> GridSpec:
+    from scaling.grid import load_grid
+
+    path = Path(grid_dir) / GRID_FILE
+    if not path.exists():
+        raise ValueError(f"{grid_dir} holds no {GRID_FILE}; give the directory a `scaling run-grid` wrote")
+    return load_grid(path)
+
+
+def claim_grid_dir(grid_dir, spec: GridSpec):
+    """Write the resolved spec into grid_dir, refusing a directory that holds another grid's runs."""
+    from scaling.grid import dump_grid
+
+    grid_dir = Path(grid_dir)
+    if (grid_dir / GRID_FILE).exists():
+        existing = read_grid(grid_dir)
+        if existing.name != spec.name:
+            raise ValueError(f"{grid_dir} holds the runs of grid {existing.name!r}, not {spec.name!r}; choose another --out")
+    elif (grid_dir / RUNS_DIR).exists() and any((grid_dir / RUNS_DIR).iterdir()):
+        raise ValueError(f"{grid_dir} holds runs but no {GRID_FILE}; choose another --out")
+    atomic_write_text(grid_dir / GRID_FILE, dump_grid(spec))
+
+
+def eta_seconds(states: list[RunState], runs: list[RunSpec]) -> float | None:
+    """Remaining training time: each run's measured seconds per step, or for a run not started yet
+    the measured runs' seconds per Gflop times its Gflops."""
+    from scaling.flops import gflops
+
+    flops = {r.name: gflops(r.dit_config()) for r in runs}
+    measured = [(s.seconds_per_step, flops[s.name]) for s in states if s.seconds_per_step]
+    if not measured:
+        return None
+    per_gflop = sum(t for t, _ in measured) / sum(f for _, f in measured)
+    return sum((s.steps - s.step) * (s.seconds_per_step or per_gflop * flops[s.name]) for s in states if s.state != "done")

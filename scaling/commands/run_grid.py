@@ -51,7 +51,7 @@ def run(args):
     def on_done(run):
         states = [run_state(grid_dir, r) for r in runs]
         done = sum(s.state == "done" for s in states)
-        eta = eta_seconds(states)
+        eta = eta_seconds(states, runs)
         eta_text = f", about {eta / 60:.0f} min of training left" if eta else ""
         print(f"[{time.time() - started:6.0f} s] {run.name} done: {done}/{len(runs)} runs finished{eta_text}", flush=True)
 
