@@ -11,10 +11,10 @@ import yaml
 
 from dit.blocks import ATTENTION_IMPLS, BLOCKS
 from dit.diffusion import NOISE_SCHEDULES, NUM_TRAIN_TIMESTEPS
+from dit.latents import CODECS
 from dit.schedules import LR_SCHEDULES
 
 PRECISIONS = ("fp32", "bf16")
-CODECS = ("identity", "sd-vae")
 DEFAULT_VAE = "stabilityai/sd-vae-ft-ema"
 
 

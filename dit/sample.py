@@ -69,34 +69,33 @@ def resolve_labels(labels: list[str], class_names: list[str], num_classes: int) 
     return tuple(out)
 
 
+def decoder_vae(meta: dict, vae: str | None) -> str | None:
+    """The VAE that turns the model's outputs into images, or None for a pixel-space model.
+
+    `vae` (given by the user) wins; an official checkpoint (no run config) is an SD-VAE latent model;
+    a run decodes with the VAE it trained through, or the one its latent cache was encoded with.
+    """
+    if vae or not meta:
+        return vae or DEFAULT_VAE
+    train = meta["train"]
+    if train["codec"] == "sd-vae":
+        return train["vae"]
+    from dit.latents import is_latent_cache, read_cache_meta
+
+    return read_cache_meta(train["data"])["vae"] if is_latent_cache(train["data"]) else None
+
+
 def build_decoder(meta: dict, model_channels: int, vae: str | None, device):
     """A function latents -> images in [-1, 1]: the identity for pixel models, else the VAE's decoder."""
-    train = meta.get("train", {})
-    pixel_space = train.get("codec", "sd-vae" if not meta else "identity") == "identity" and not _is_latent_data(train)
-    if pixel_space and vae is None:
+    source = decoder_vae(meta, vae)
+    if source is None:
         return lambda x: x
     from dit.latents import get_codec
 
-    codec = get_codec("sd-vae", vae=vae or _trained_vae(train) or DEFAULT_VAE, device=device)
+    codec = get_codec("sd-vae", vae=source, device=device)
     if codec.latent_channels != model_channels:
         raise ValueError(f"the VAE has {codec.latent_channels} latent channels but the model takes {model_channels}")
     return codec.decode
-
-
-def _is_latent_data(train: dict) -> bool:
-    from dit.latents import is_latent_cache
-
-    return bool(train.get("data")) and is_latent_cache(train["data"])
-
-
-def _trained_vae(train: dict) -> str | None:
-    if train.get("codec") == "sd-vae":
-        return train.get("vae")
-    if _is_latent_data(train):
-        from dit.latents import read_cache_meta
-
-        return read_cache_meta(train["data"]).get("vae")
-    return None
 
 
 def shard_batch(config: SampleConfig, shard: int, num_classes: int, shape, device):
@@ -187,4 +186,5 @@ def save_npz_grid(npz_path, png_path, max_images: int = 64):
     """A PNG grid of the first images of a samples .npz."""
     with np.load(npz_path) as data:
         images = data["arr_0"][:max_images]
-    image_grid(images).save(png_path)
+    with atomic_path(png_path) as tmp:
+        image_grid(images).save(tmp, format="PNG")

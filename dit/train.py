@@ -27,7 +27,7 @@ from dit.config import TrainConfig
 from dit.data import build_dataset
 from dit.diffusion import create_diffusion
 from dit.images import image_grid, save_gif, to_uint8
-from dit.io import atomic_torch_save, atomic_write_text
+from dit.io import atomic_path, atomic_torch_save, atomic_write_text
 from dit.models import DiT, create_dit
 from dit.samplers import guided_model_fn, sample_ddpm
 from dit.schedules import get_lr_schedule
@@ -213,7 +213,8 @@ def save_sample_grid(ema: DiT, config: TrainConfig, codec, run_dir: Path, step: 
     if grid.width < PREVIEW_MIN_WIDTH:  # tiny images (16 px digits): enlarge, keeping pixels sharp
         factor = -(-PREVIEW_MIN_WIDTH // grid.width)
         grid = grid.resize((grid.width * factor, grid.height * factor), Image.NEAREST)
-    grid.save(folder / f"step_{step:07d}.png")
+    with atomic_path(folder / f"step_{step:07d}.png") as tmp:  # a kill mid-write must not leave half a PNG
+        grid.save(tmp, format="PNG")
     frames = []
     for path in sorted(folder.glob("step_*.png")):
         with Image.open(path) as frame:

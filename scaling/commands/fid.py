@@ -1,5 +1,6 @@
 """`scaling fid`: sample a checkpoint (FID-50K by default) and evaluate it, resumably."""
 from scaling.commands.eval import add_feature_options, distributed, one_line_warnings, report
+from scaling.commands.sample import add_sampling_options
 
 
 def add_parser(subparsers):
@@ -11,15 +12,9 @@ def add_parser(subparsers):
         "an interrupted sampling job and reuses finished samples and metrics. The paper's FID-50K: --num 50000 "
         "--steps 250 (DDPM), --cfg-scale 1.5 for its guided results.",
     )
-    p.add_argument("--ckpt", required=True, help="checkpoint: run_dir/checkpoints/step_NNNNNNN.pt or an official .pt")
+    add_sampling_options(p, num_default=50_000)
     p.add_argument("--ref", required=True, help="reference .npz (ADM's or from `scaling ref-stats`)")
-    p.add_argument("--num", type=int, default=50_000, help="number of samples (the paper: 50,000)")
-    p.add_argument("--steps", type=int, default=250, help="sampling steps (the paper: 250 DDPM steps)")
-    p.add_argument("--sampler", default="ddpm", help="ddpm or ddim")
-    p.add_argument("--cfg-scale", type=float, default=1.0, help="classifier-free guidance scale (1 = none; the paper's best: 1.5)")
-    p.add_argument("--seed", type=int, default=0, help="sampling seed")
     p.add_argument("--sample-batch-size", type=int, default=64, help="images per sampling batch (and resumable shard)")
-    p.add_argument("--model", help="expected model name for an official checkpoint, e.g. DiT-XL/2")
     p.add_argument("--out-dir", help="where samples and metrics go (default: the checkpoint's folder)")
     p.add_argument("--force", action="store_true", help="evaluate again even when the metrics file exists")
     add_feature_options(p)

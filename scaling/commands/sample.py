@@ -9,24 +9,29 @@ def add_parser(subparsers):
         "arr_1 (labels), as the ADM evaluator reads them. An interrupted job resumes where it stopped; under "
         "`torchrun --nproc_per_node=N -m scaling.cli sample ...` every GPU takes a share.",
     )
-    p.add_argument("--ckpt", required=True, help="checkpoint: run_dir/checkpoints/step_NNNNNNN.pt or an official .pt")
+    add_sampling_options(p, num_default=64)
     p.add_argument("--out", required=True, help="output .npz")
-    p.add_argument("--num", type=int, default=64, help="number of samples (50000 for FID-50K)")
-    p.add_argument("--steps", type=int, default=250, help="sampling steps out of the 1000 (the paper: 250 DDPM)")
-    p.add_argument("--sampler", default="ddpm", help="ddpm (ancestral) or ddim")
     p.add_argument("--eta", type=float, default=0.0, help="DDIM eta (0 = deterministic)")
-    p.add_argument("--cfg-scale", type=float, default=1.0, help="classifier-free guidance scale (1 = none; the paper's best: 1.5)")
     p.add_argument("--labels", nargs="+", help="class labels by index or by the data set's class names, repeated cyclically (default: uniform)")
     p.add_argument("--batch-size", type=int, default=64, help="images per batch (and per resumable shard)")
-    p.add_argument("--seed", type=int, default=0, help="seed: the same seed gives the same samples")
     p.add_argument("--raw-weights", action="store_true", help="use the raw model weights, not the EMA")
-    p.add_argument("--model", help="expected model name for an official checkpoint, e.g. DiT-XL/2 (checked)")
     p.add_argument("--vae", help="VAE for latent models: diffusers hub id or local folder (default: the run's own, else stabilityai/sd-vae-ft-ema)")
     p.add_argument("--guidance-channels", type=int, help="guide only the first K noise channels (3 reproduces the official release)")
     p.add_argument("--precision", default="fp32", help="fp32 or bf16")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     p.add_argument("--grid", help="also write a PNG grid of the first 64 samples here")
     p.set_defaults(func=run)
+
+
+def add_sampling_options(p, *, num_default: int):
+    """The options `scaling sample` and `scaling fid` share: what to sample, from which checkpoint."""
+    p.add_argument("--ckpt", required=True, help="checkpoint: run_dir/checkpoints/step_NNNNNNN.pt or an official .pt")
+    p.add_argument("--num", type=int, default=num_default, help="number of samples (the paper's FID-50K: 50000)")
+    p.add_argument("--steps", type=int, default=250, help="sampling steps out of the 1000 (the paper: 250 DDPM steps)")
+    p.add_argument("--sampler", default="ddpm", help="ddpm (ancestral) or ddim")
+    p.add_argument("--cfg-scale", type=float, default=1.0, help="classifier-free guidance scale (1 = none; the paper's best: 1.5)")
+    p.add_argument("--seed", type=int, default=0, help="seed: the same seed gives the same samples")
+    p.add_argument("--model", help="expected model name for an official checkpoint, e.g. DiT-XL/2 (checked)")
 
 
 def run(args):
