@@ -8,7 +8,7 @@ import pytest
 from dit.config import TrainConfig
 from scaling.cli import main
 from scaling.grid import (
-    GridSpec, ModelEntry, dump_grid, load_grid, load_grid_or_preset, load_preset, parse_grid, plan, preset_names,
+    ModelEntry, dump_grid, load_grid, load_grid_or_preset, load_preset, parse_grid, plan, preset_names,
 )
 
 GRID = textwrap.dedent("""\
