@@ -5,7 +5,7 @@ import urllib.error
 import numpy as np
 import pytest
 import torch
-from conftest import numpy_fid
+from tests.eval.conftest import numpy_fid
 
 from eval.extract import extract_features
 from eval.images import ArrayImages

@@ -4,7 +4,7 @@ import urllib.error
 import numpy as np
 import pytest
 import torch
-from conftest import smooth_images
+from tests.eval.conftest import smooth_images
 
 from eval import metrics
 from eval.extract import extract_features

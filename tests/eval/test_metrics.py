@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 import torch
-from conftest import numpy_fid
+from tests.eval.conftest import numpy_fid
 from scipy.stats import ortho_group
 
 from eval import metrics

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 import torch
-from conftest import numpy_fid
+from tests.eval.conftest import numpy_fid
 
 from eval import metrics
 from eval.extract import extract_features

@@ -1,7 +1,7 @@
 import matplotlib
 import pytest
 
-from synthetic_grid import make_grid
+from tests.reports.synthetic_grid import make_grid
 
 matplotlib.use("Agg")
 

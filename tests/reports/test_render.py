@@ -12,7 +12,7 @@ from reports.content import Code, Picture, Plot, Table, Text, build_report
 from reports.render import render_report
 from scaling.cli import main
 from scaling.results import read_results, to_table, write_results
-from synthetic_grid import make_grid
+from tests.reports.synthetic_grid import make_grid
 
 TINY = dict(sizes=("S",), patches=(4, 2), steps=(500, 1000), samples=False, logs=False)
 
