@@ -138,23 +138,14 @@ class AdaLNBlock(nn.Module):
         return x + self.mlp(modulate(self.norm2(x), shift_mlp, scale_mlp))  # (N, T, D)
 
 
-class AdaLNZeroBlock(nn.Module):
+class AdaLNZeroBlock(AdaLNBlock):
     """adaLN-Zero block: adaLN plus per-channel gates alpha before each residual sum.
 
     The modulation layer is zero-initialised, so every block starts as the identity function.
     Parameter names match the official `DiTBlock`.
     """
 
-    conditioning = "vector"
     num_modulations = 6
-
-    def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 4.0, attention: str = "sdpa"):
-        super().__init__()
-        self.norm1 = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
-        self.attn = Attention(dim, num_heads, attention)
-        self.norm2 = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
-        self.mlp = Mlp(dim, int(dim * mlp_ratio))
-        self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(dim, self.num_modulations * dim))
 
     def forward(self, x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
         mod = self.adaLN_modulation(cond).chunk(6, dim=1)  # each (N, D)
