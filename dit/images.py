@@ -12,8 +12,12 @@ def to_uint8(x: torch.Tensor) -> np.ndarray:
     return x.permute(0, 2, 3, 1).cpu().numpy()
 
 
-def image_grid(images: np.ndarray, columns: int | None = None, pad: int = 2) -> Image.Image:
-    """uint8 (N, H, W, C) -> one PIL image of the images on a grid with `pad` pixels between them."""
+PREVIEW_MIN_WIDTH = 512  # pixels: grids narrower than this are enlarged for people to look at
+
+
+def image_grid(images: np.ndarray, columns: int | None = None, pad: int = 2, min_width: int = PREVIEW_MIN_WIDTH) -> Image.Image:
+    """uint8 (N, H, W, C) -> one PIL image of the images on a grid with `pad` pixels between them,
+    enlarged by a whole factor (pixels kept sharp) when narrower than `min_width`."""
     n, h, w, c = images.shape
     columns = columns or math.ceil(math.sqrt(n))
     rows = math.ceil(n / columns)
@@ -22,7 +26,9 @@ def image_grid(images: np.ndarray, columns: int | None = None, pad: int = 2) -> 
         r, col = divmod(i, columns)
         top, left = pad + r * (h + pad), pad + col * (w + pad)
         canvas[top : top + h, left : left + w] = image
-    return Image.fromarray(canvas[..., 0] if c == 1 else canvas)
+    grid = Image.fromarray(canvas[..., 0] if c == 1 else canvas)
+    factor = -(-min_width // grid.width)
+    return grid.resize((grid.width * factor, grid.height * factor), Image.NEAREST) if factor > 1 else grid
 
 
 def save_gif(frames: list[Image.Image], path, seconds_per_frame: float = 0.5):

@@ -39,6 +39,7 @@ class SampleConfig:
     guidance_channels: int | None = None  # 3 reproduces the official release's guidance
     vae: str | None = None  # decoder for latent models (default: the one the run trained with)
     precision: str = "fp32"
+    compile: bool = False  # torch.compile the model's forward (pays off on GPUs for long jobs)
 
     def __post_init__(self):
         get_sampler(self.sampler)
@@ -126,6 +127,8 @@ def generate_samples(ckpt_path, out_npz, config: SampleConfig, *, device: str = 
     model = load_model(ckpt, use_ema=config.use_ema, **overrides).to(dist.device)
     if expected and expected != model.config.name:
         raise ValueError(f"{ckpt_path} holds a {model.config.name} model, not {expected}; give the matching --model")
+    if config.compile:
+        model.forward = torch.compile(model.forward)  # forward_with_cfg calls the compiled forward
     meta = run_metadata(ckpt)
     del ckpt
     c = model.config

@@ -33,7 +33,6 @@ from dit.samplers import guided_model_fn, sample_ddpm
 from dit.schedules import get_lr_schedule
 
 LOG_NAME, CONFIG_NAME, SAMPLES_DIR = "train-log.jsonl", "config.json", "samples"
-PREVIEW_MIN_WIDTH = 512  # pixels: sample grids narrower than this are enlarged
 # Options that may differ when a run is resumed: they change speed or bookkeeping, not the result.
 RESUMABLE_CHANGES = {
     "steps", "device", "num_workers", "compile", "log_every", "ckpt_every", "keep_last", "keep_every",
@@ -210,9 +209,6 @@ def save_sample_grid(ema: DiT, config: TrainConfig, codec, run_dir: Path, step: 
     folder.mkdir(parents=True, exist_ok=True)
     columns = min(config.sample_images, c.num_classes) if c.num_classes <= 16 else None
     grid = image_grid(images, columns=columns)
-    if grid.width < PREVIEW_MIN_WIDTH:  # tiny images (16 px digits): enlarge, keeping pixels sharp
-        factor = -(-PREVIEW_MIN_WIDTH // grid.width)
-        grid = grid.resize((grid.width * factor, grid.height * factor), Image.NEAREST)
     with atomic_path(folder / f"step_{step:07d}.png") as tmp:  # a kill mid-write must not leave half a PNG
         grid.save(tmp, format="PNG")
     frames = []
