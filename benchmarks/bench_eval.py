@@ -133,6 +133,8 @@ def main():
     p.add_argument("--json", help="write the results here too")
     args = p.parse_args()
 
+    if args.workdir:
+        Path(args.workdir).mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
         tmp = Path(tmp)
         samples, ref = tmp / "samples.npz", tmp / "ref.npz"

@@ -32,6 +32,12 @@ def path_options(name: str, device: torch.device) -> dict:
     return options
 
 
+def _enable_tf32(device):
+    """TF32 matmuls and convolutions on GPUs, as the official release sets them (both paths)."""
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+
+
 def _sync(device):
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -48,8 +54,8 @@ def bench_training(model_name: str, *, path: str, batch_size: int, input_size: i
     """Images/s and peak memory of full training steps (forward, backward, AdamW, EMA)."""
     dev = pick_device(device)
     options = path_options(path, dev)
+    _enable_tf32(dev)
     if dev.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
         torch.cuda.reset_peak_memory_stats(dev)
     config = TrainConfig(model=model_name, batch_size=batch_size, **{k: v for k, v in options.items() if k != "attention"}, attention=options["attention"])
     model = _model(model_name, options, input_size, in_channels, num_classes, dev).train()
@@ -79,6 +85,7 @@ def bench_sampling(model_name: str, *, path: str, num_images: int, sampling_step
     """Images/s of guided DDPM sampling (the diffusion model only; the VAE decoder is benchmarked apart)."""
     dev = pick_device(device)
     options = path_options(path, dev)
+    _enable_tf32(dev)
     model = _model(model_name, options, input_size, in_channels, num_classes, dev).eval()
     if options["compile"]:
         model.forward = torch.compile(model.forward)  # forward_with_cfg calls the compiled forward
