@@ -68,10 +68,11 @@ def class_accuracy(logits, labels) -> float:
 def compute_metrics(samples: Features, ref_stats: ReferenceStats, ref: Features | None = None) -> dict:
     """FID and sFID against `ref_stats`, IS of the samples, Precision/Recall against `ref` features (NaN without)."""
     (mu, sigma), (mu_s, sigma_s) = metrics.feature_statistics(samples.pool), metrics.feature_statistics(samples.spatial)
-    with warnings.catch_warnings(), ThreadPoolExecutor(2) as pool:  # sqrtm releases the GIL: both run beside the GPU work
+    device = samples.pool.device  # the eigen-solves run where the features are
+    with warnings.catch_warnings(), ThreadPoolExecutor(2) as pool:  # LAPACK releases the GIL: both run beside the rest
         warnings.simplefilter("ignore", LinAlgWarning)  # "singular matrix": _check_sample_count has said why
-        fid = pool.submit(metrics.frechet_distance, mu, sigma, ref_stats.mu, ref_stats.sigma)
-        sfid = pool.submit(metrics.frechet_distance, mu_s, sigma_s, ref_stats.mu_s, ref_stats.sigma_s)
+        fid = pool.submit(metrics.frechet_distance, mu, sigma, ref_stats.mu, ref_stats.sigma, device=device)
+        sfid = pool.submit(metrics.frechet_distance, mu_s, sigma_s, ref_stats.mu_s, ref_stats.sigma_s, device=device)
         inception_score = metrics.inception_score(samples.logits)
         if ref is None:
             warnings.warn("the reference has no images (arr_0): precision and recall are NaN")

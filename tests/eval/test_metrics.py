@@ -40,20 +40,34 @@ def test_fid_of_identical_statistics_is_zero():
     assert abs(metrics.frechet_distance(mu, s, mu, s)) < 1e-9
 
 
-def test_fid_retries_a_non_finite_root_with_adms_offset(monkeypatch):
-    mu1, s1, mu2, s2, expected = commuting_gaussians(4, seed=1)
+def test_fid_equals_scipy_sqrtm_on_full_rank_covariances():
+    from scipy import linalg
+
+    rng = np.random.default_rng(1)
+    x1 = rng.normal(size=(3000, 128)) @ rng.normal(size=(128, 128))
+    x2 = 0.3 + rng.normal(size=(2000, 128)) @ rng.normal(size=(128, 128))
+    mu1, s1, mu2, s2 = x1.mean(0), np.cov(x1, rowvar=False), x2.mean(0), np.cov(x2, rowvar=False)
+    expected = np.sum((mu1 - mu2) ** 2) + np.trace(s1) + np.trace(s2) - 2 * np.trace(linalg.sqrtm(s1 @ s2)).real
+    assert metrics.frechet_distance(mu1, s1, mu2, s2) == pytest.approx(expected, rel=1e-9)
+
+
+def test_fid_of_a_singular_covariance_takes_adms_retry_with_its_offset(monkeypatch):
+    rng = np.random.default_rng(2)
+    a, b = np.r_[0.0, rng.uniform(0.1, 3.0, 3)], rng.uniform(0.1, 3.0, 4)  # S1 has a zero eigenvalue
+    mu1, mu2 = rng.normal(size=4), rng.normal(size=4)
     seen = []
 
-    def flaky_sqrtm(a):
-        seen.append(a)
-        return np.full_like(a, np.nan) if len(seen) == 1 else metrics.linalg.sqrtm(a)
+    def flaky_sqrtm(m):
+        seen.append(m)
+        return np.full_like(m, np.nan) if len(seen) == 1 else metrics.linalg.sqrtm(m)
 
     monkeypatch.setattr(metrics, "_sqrtm", flaky_sqrtm)
     with pytest.warns(UserWarning, match="not finite"):
-        value = metrics.frechet_distance(mu1, s1, mu2, s2)
-    eps = np.eye(4) * metrics.FID_EPS
-    np.testing.assert_allclose(seen[1], (s1 + eps) @ (s2 + eps))
-    assert value == pytest.approx(expected, abs=1e-4)
+        value = metrics.frechet_distance(mu1, np.diag(a), mu2, np.diag(b))
+    eps = metrics.FID_EPS
+    np.testing.assert_allclose(seen[1], np.diag((a + eps) * (b + eps)))
+    expected = np.sum((mu1 - mu2) ** 2) + a.sum() + b.sum() - 2 * np.sqrt((a + eps) * (b + eps)).sum()
+    assert value == pytest.approx(expected, rel=1e-12)
 
 
 def test_fid_refuses_a_large_imaginary_part():
