@@ -259,16 +259,18 @@ def claim_grid_dir(grid_dir, spec: GridSpec):
 
 def eta_seconds(states: list[RunState], runs: list[RunSpec]) -> float | None:
     """Remaining training time: each run's measured seconds per step; for a run not started yet, a
-    line seconds = overhead + rate x Gflops fitted to the measured runs (proportional with one)."""
+    line seconds = overhead + rate x Gflops fitted to the measured runs. None until runs of two
+    sizes are timed when some run has not started (one size cannot tell overhead from rate)."""
     import numpy as np
 
     from scaling.flops import gflops
 
     flops = {r.name: gflops(r.dit_config()) for r in runs}
     measured = [(flops[s.name], s.seconds_per_step) for s in states if s.seconds_per_step]
-    if not measured:
+    left = [s for s in states if s.state != "done"]
+    if not measured or any(not s.seconds_per_step for s in left) and len({x for x, _ in measured}) < 2:
         return None
     x, y = np.array(measured).T
-    rate, overhead = np.polyfit(x, y, 1) if len(set(x)) > 1 else (y.sum() / x.sum(), 0.0)
+    rate, overhead = np.polyfit(x, y, 1) if len(set(x)) > 1 else (0.0, y.mean())
     guess = lambda name: max(float(overhead), 0.0) + max(float(rate), 0.0) * flops[name]
-    return sum((s.steps - s.step) * (s.seconds_per_step or guess(s.name)) for s in states if s.state != "done")
+    return sum((s.steps - s.step) * (s.seconds_per_step or guess(s.name)) for s in left)

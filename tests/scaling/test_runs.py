@@ -1,3 +1,4 @@
+import dataclasses
 import os
 import signal
 import subprocess
@@ -90,3 +91,21 @@ def test_submitits_local_executor_runs_a_real_tiny_run(tmp_path):
     slurm(runs, tmp_path / "out", cluster="local")
     assert run_state(tmp_path / "out", runs[0]).state == "done"
     assert len(read_results(tmp_path / "out")) == 1
+
+
+def test_eta_fits_a_line_to_timed_runs_and_waits_for_two_sizes(tmp_path):
+    from scaling.flops import gflops
+    from scaling.runs import RunState, eta_seconds
+
+    runs = plan(parse_grid(grid_file(tmp_path, steps=100).read_text()))  # two sizes: p = 8 and p = 4
+    f8, f4 = (gflops(r.dit_config()) for r in runs)
+    state = lambda run, kind, step, sps: RunState(run.name, kind, step, 100, 0, 1, None, sps)
+    only_one_timed = [state(runs[0], "training", 40, 0.5), state(runs[1], "pending", 0, None)]
+    assert eta_seconds(only_one_timed, runs) is None  # cannot split overhead from rate with one size
+    both_timed = [state(runs[0], "done", 100, 0.5), state(runs[1], "training", 30, 0.9)]
+    assert eta_seconds(both_timed, runs) == pytest.approx(70 * 0.9)
+    # a third, unstarted run the size of the first: the line through the two timed sizes at its Gflops
+    third = dataclasses.replace(runs[0], name="copy-of-p8")
+    line_at = lambda f: 0.5 + (0.9 - 0.5) * (f - f8) / (f4 - f8)
+    states = both_timed + [RunState("copy-of-p8", "pending", 0, 100, 0, 1, None, None)]
+    assert eta_seconds(states, runs + [third]) == pytest.approx(70 * 0.9 + 100 * line_at(f8))
