@@ -62,7 +62,7 @@ class RunState:
     steps: int
     evaluated: int  # evaluation points with every setting scored
     points: int
-    latest: dict | None  # the newest evaluation record
+    latest: dict | None  # the newest evaluation record of the grid's first sampling setting
     seconds_per_step: float | None
 
 
@@ -74,8 +74,9 @@ def run_state(grid_dir, run: RunSpec) -> RunState:
     points = run.eval_points()
     settings = sampling_settings(run)
     done = [p for p in points if all(eval_record_path(directory, p, s).exists() for s in settings)]
-    records = sorted(directory.glob(f"{EVAL_DIR}/step_*/*.json"))
-    latest = json.loads(records[-1].read_text()) if records else None
+    scored = [eval_record_path(directory, p, settings[0]) for p in points]
+    scored = [path for path in scored if path.exists()]
+    latest = json.loads(scored[-1].read_text()) if scored else None
     finished = step >= run.train.steps and len(done) == len(points)
     started = step or done or (directory / "train-log.jsonl").exists()
     state = "done" if finished else ("training" if started else "pending")
@@ -255,6 +256,14 @@ def claim_grid_dir(grid_dir, spec: GridSpec):
     elif (grid_dir / RUNS_DIR).exists() and any((grid_dir / RUNS_DIR).iterdir()):
         raise ValueError(f"{grid_dir} holds runs but no {GRID_FILE}; choose another --out")
     atomic_write_text(grid_dir / GRID_FILE, dump_grid(spec))
+
+
+def grid_progress(states: list[RunState], runs: list[RunSpec]) -> str:
+    """One line: runs done / started (running or interrupted) / not started, and the training time left."""
+    count = lambda state: sum(s.state == state for s in states)
+    eta = eta_seconds(states, runs)
+    eta_text = f"; about {eta / 60:.0f} min of training left" if eta else ""
+    return f"{count('done')} done, {count('training')} started, {count('pending')} not started of {len(states)} runs{eta_text}"
 
 
 def eta_seconds(states: list[RunState], runs: list[RunSpec]) -> float | None:

@@ -34,7 +34,7 @@ def run(args):
 
     from scaling.executors import get_executor
     from scaling.grid import plan
-    from scaling.runs import claim_grid_dir, eta_seconds, refresh_results, run_state, sample_count_note
+    from scaling.runs import claim_grid_dir, grid_progress, refresh_results, run_state, sample_count_note
 
     spec = load_spec(args)
     if args.executor:
@@ -48,14 +48,13 @@ def run(args):
     claim_grid_dir(grid_dir, spec)
     started = time.time()
 
-    def on_done(run):
-        states = [run_state(grid_dir, r) for r in runs]
-        done = sum(s.state == "done" for s in states)
-        eta = eta_seconds(states, runs)
-        eta_text = f", about {eta / 60:.0f} min of training left" if eta else ""
-        print(f"[{time.time() - started:6.0f} s] {run.name} done: {done}/{len(runs)} runs finished{eta_text}", flush=True)
+    def progress():
+        return grid_progress([run_state(grid_dir, r) for r in runs], runs)
 
-    print(f"grid {spec.name}: {len(runs)} runs -> {grid_dir} ({spec.executor.kind} executor)")
+    def on_done(run):
+        print(f"[{time.time() - started:6.0f} s] {run.name} finished: {progress()}", flush=True)
+
+    print(f"grid {spec.name}: {len(runs)} runs -> {grid_dir} ({spec.executor.kind} executor): {progress()}")
     note = sample_count_note(spec)
     if note:
         print(note)

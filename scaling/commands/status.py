@@ -11,7 +11,7 @@ def add_parser(subparsers):
 
 def run(args):
     from scaling.grid import plan
-    from scaling.runs import eta_seconds, read_grid, run_state
+    from scaling.runs import grid_progress, read_grid, run_state, sampling_settings
 
     runs = plan(read_grid(args.grid_dir))
     states = [run_state(args.grid_dir, r) for r in runs]
@@ -21,6 +21,6 @@ def run(args):
         left = (s.steps - s.step) * s.seconds_per_step if s.seconds_per_step and s.state != "done" else None
         eta = f"{left / 60:.1f} min" if left is not None else "-"
         print(f"{s.name:<28} {s.state:<9} {s.step:>7}/{s.steps:<7} {s.evaluated:>4}/{s.points:<4} {fid:>10} {eta:>8}")
-    total = eta_seconds(states, runs)
-    done = sum(s.state == "done" for s in states)
-    print(f"{done}/{len(states)} runs done" + (f"; about {total / 60:.0f} min of training left" if total else ""))
+    first = sampling_settings(runs[0])[0]
+    print(f"latest fid: the newest evaluation point, {first.sampler} {first.sampling_steps} steps, cfg {first.cfg_scale:g}")
+    print(grid_progress(states, runs))

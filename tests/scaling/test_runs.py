@@ -57,6 +57,7 @@ def test_a_grid_killed_in_its_second_run_resumes_to_the_same_table(tmp_path):
     assert [run_state(tmp_path / "killed", r).state for r in runs] == ["done", "training"]
     resumed = run_grid(path, tmp_path / "killed")
     assert resumed.wait(timeout=600) == 0, resumed.stdout.read()
+    assert "1 done, 1 started, 0 not started of 2 runs" in resumed.stdout.readline()  # what it found on disk
     assert whole.wait(timeout=600) == 0, whole.stdout.read()
     expect, got = read_results(tmp_path / "whole"), read_results(tmp_path / "killed")
     assert len(expect) == 6  # 2 runs x evaluation points 4, 8, 12
