@@ -277,9 +277,11 @@ def eta_seconds(states: list[RunState], runs: list[RunSpec]) -> float | None:
     flops = {r.name: gflops(r.dit_config()) for r in runs}
     measured = [(flops[s.name], s.seconds_per_step) for s in states if s.seconds_per_step]
     left = [s for s in states if s.state != "done"]
-    if not measured or any(not s.seconds_per_step for s in left) and len({x for x, _ in measured}) < 2:
+    unstarted = [s for s in left if not s.seconds_per_step]
+    if not measured or unstarted and len({x for x, _ in measured}) < 2:
         return None
-    x, y = np.array(measured).T
-    rate, overhead = np.polyfit(x, y, 1) if len(set(x)) > 1 else (0.0, y.mean())
-    guess = lambda name: max(float(overhead), 0.0) + max(float(rate), 0.0) * flops[name]
-    return sum((s.steps - s.step) * (s.seconds_per_step or guess(s.name)) for s in left)
+    timed = sum((s.steps - s.step) * s.seconds_per_step for s in left if s.seconds_per_step)
+    if not unstarted:
+        return timed
+    rate, overhead = (max(float(c), 0.0) for c in np.polyfit(*np.array(measured).T, 1))
+    return timed + sum((s.steps - s.step) * (overhead + rate * flops[s.name]) for s in unstarted)
