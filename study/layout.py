@@ -1,0 +1,170 @@
+"""Every path and file name of a grid directory and of a run directory, in one place.
+
+A grid directory (`scaling run-grid --out GRID_DIR`)::
+
+    grid.yaml                       the resolved grid spec
+    runs/<run>/                     one run directory per run ('/' in the run's name -> '-')
+    reference-<data>-<res>px-<features>.npz   reference statistics made from the data
+    results.parquet, results.csv    the results table
+    report/report.html, report/report.pdf, report/figures/
+    slurm/                          submitit's job folders and sbatch scripts
+
+A run directory (`scaling train --run-dir RUN_DIR`)::
+
+    config.json                     the exact config the run trained with
+    train-log.jsonl                 one JSON record per logged step
+    checkpoints/step_NNNNNNN.pt
+    samples/step_NNNNNNN.png, samples/progress.gif   EMA previews
+    eval/step_NNNNNNN/<setting>.json (and .npz)      one record per evaluation point and setting
+    lr-find.json, lr-find.png       the learning-rate range test, when one ran
+"""
+import dataclasses
+import re
+from pathlib import Path
+
+STEP_PATTERN = re.compile(r"^step_(\d{7,})$")
+
+
+def step_name(step: int) -> str:
+    """12 -> 'step_0000012': file and folder names sort in step order."""
+    return f"step_{step:07d}"
+
+
+def parse_step(path) -> int | None:
+    """The step of a file or folder named by `step_name` (any suffix), or None."""
+    match = STEP_PATTERN.match(Path(path).name.split(".")[0])
+    return int(match.group(1)) if match else None
+
+
+def dir_name(run: str) -> str:
+    """'DiT-B/4-cross-attn' -> 'DiT-B-4-cross-attn' (file names replace '/' by '-')."""
+    return run.replace("/", "-")
+
+
+def steps_in(folder, suffix: str) -> list[tuple[int, Path]]:
+    """(step, path) of every `step_NNNNNNN<suffix>` file in folder, oldest first."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    found = [(parse_step(p), p) for p in folder.iterdir() if p.name.endswith(suffix)]
+    return sorted((step, p) for step, p in found if step is not None and p.name == f"{step_name(step)}{suffix}")
+
+
+@dataclasses.dataclass(frozen=True)
+class RunLayout:
+    """The files of one run directory."""
+
+    root: Path
+
+    def __post_init__(self):
+        object.__setattr__(self, "root", Path(self.root))
+
+    @property
+    def config(self) -> Path:
+        return self.root / "config.json"
+
+    @property
+    def train_log(self) -> Path:
+        return self.root / "train-log.jsonl"
+
+    @property
+    def checkpoints_dir(self) -> Path:
+        return self.root / "checkpoints"
+
+    def checkpoint(self, step: int) -> Path:
+        return self.checkpoints_dir / f"{step_name(step)}.pt"
+
+    @property
+    def samples_dir(self) -> Path:
+        return self.root / "samples"
+
+    def preview(self, step: int) -> Path:
+        return self.samples_dir / f"{step_name(step)}.png"
+
+    @property
+    def progress_gif(self) -> Path:
+        return self.samples_dir / "progress.gif"
+
+    @property
+    def eval_dir(self) -> Path:
+        return self.root / "eval"
+
+    def eval_record(self, step: int, setting: str) -> Path:
+        return self.eval_dir / step_name(step) / f"{setting}.json"
+
+    @property
+    def lr_find_json(self) -> Path:
+        return self.root / "lr-find.json"
+
+    @property
+    def lr_find_png(self) -> Path:
+        return self.root / "lr-find.png"
+
+
+@dataclasses.dataclass(frozen=True)
+class GridLayout:
+    """The files of one grid directory."""
+
+    root: Path
+
+    def __post_init__(self):
+        object.__setattr__(self, "root", Path(self.root))
+
+    @property
+    def spec(self) -> Path:
+        return self.root / "grid.yaml"
+
+    @property
+    def runs_dir(self) -> Path:
+        return self.root / "runs"
+
+    def run(self, name: str) -> RunLayout:
+        return RunLayout(self.runs_dir / dir_name(name))
+
+    def run_dirs(self) -> dict[str, Path]:
+        """Directory name -> path of every run directory present, sorted by name."""
+        if not self.runs_dir.is_dir():
+            return {}
+        return {p.name: p for p in sorted(self.runs_dir.iterdir()) if p.is_dir()}
+
+    def reference(self, dataset: str, resolution: int, features: str) -> Path:
+        data = dataset.replace("/", "-").strip("-.")
+        return self.root / f"reference-{data}-{resolution}px-{features}.npz"
+
+    @property
+    def results_parquet(self) -> Path:
+        return self.root / "results.parquet"
+
+    @property
+    def results_csv(self) -> Path:
+        return self.root / "results.csv"
+
+    @property
+    def report_dir(self) -> Path:
+        return self.root / "report"
+
+    @property
+    def slurm_dir(self) -> Path:
+        return self.root / "slurm"
+
+
+@dataclasses.dataclass(frozen=True)
+class ReportLayout:
+    """The files of a report folder (GRID_DIR/report unless another is named)."""
+
+    root: Path
+
+    def __post_init__(self):
+        object.__setattr__(self, "root", Path(self.root))
+
+    @property
+    def html(self) -> Path:
+        return self.root / "report.html"
+
+    @property
+    def pdf(self) -> Path:
+        return self.root / "report.pdf"
+
+    @property
+    def figures_dir(self) -> Path:
+        return self.root / "figures"
