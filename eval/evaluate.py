@@ -16,7 +16,6 @@ from eval.features import Features, get_extractor
 from eval.images import NpzImages, check_value_range
 from eval.reference import ReferenceStats, read_reference, stats_from_features
 
-METRICS = ("fid", "sfid", "inception_score", "precision", "recall", "class_accuracy")  # results-table column names
 LABELS_KEY = "arr_1"
 
 
@@ -116,4 +115,4 @@ def _check_sample_count(num: int, dims: dict, strict: bool):
     warnings.warn(message, SmallSampleWarning)
 
 
-__all__ = ["METRICS", "compute_metrics", "evaluate_samples"]
+__all__ = ["compute_metrics", "evaluate_samples"]

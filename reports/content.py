@@ -6,7 +6,6 @@ a one-line note in its place; a malformed table or an unknown metric is a ValueE
 """
 import dataclasses
 import datetime
-import re
 from pathlib import Path
 
 import numpy as np
@@ -15,64 +14,16 @@ import pandas as pd
 from reports import figures as F
 from reports import rundirs
 from reports import table as T
+from reports.document import Code, Picture, Plot, Report, Section, Table, Text, format_number, format_table
 from reports.fits import fit_power_law
 from reports.paper import paper_citation, paper_table
 from reports.style import Metric, get_metric, run_style
+from study.layout import GridLayout, RunLayout, dir_name
 
 PAPER_FID_STEP = 400_000
-GRID_YAML = "grid.yaml"
-NUMBER = re.compile(r"[-+]?[\d,]*\.?\d+(e[-+]?\d+)?")
+RUN_FILES = RunLayout(".")  # the names of a run directory's files, for captions
 RESULT_COLUMNS = ("run", "step", "sampler", "sampling_steps", "cfg_scale", "features", "num_samples", "gflops",
                   "train_compute_gflops", "fid", "sfid", "inception_score", "precision", "recall", "wall_seconds")
-
-
-@dataclasses.dataclass(frozen=True)
-class Text:
-    text: str
-    note: bool = False  # a note says what is missing and why
-
-
-@dataclasses.dataclass(frozen=True)
-class Table:
-    df: pd.DataFrame  # already formatted as strings
-    caption: str
-
-
-@dataclasses.dataclass(frozen=True)
-class Plot:
-    name: str  # file stem under figures/
-    figure: object  # matplotlib Figure
-    caption: str
-    vector: bool = True  # also saved as SVG (not for figures that are only images)
-
-
-@dataclasses.dataclass(frozen=True)
-class Picture:
-    path: Path  # a PNG a run wrote itself
-    caption: str
-
-
-@dataclasses.dataclass(frozen=True)
-class Code:
-    title: str
-    text: str
-
-
-@dataclasses.dataclass
-class Section:
-    title: str
-    anchor: str
-    blocks: list
-
-
-@dataclasses.dataclass
-class Report:
-    title: str
-    subtitle: str
-    sections: list
-
-    def plots(self) -> list[Plot]:
-        return [b for s in self.sections for b in s.blocks if isinstance(b, Plot)]
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -86,32 +37,6 @@ class Context:
     target: float | None
     run_dirs: dict  # directory name -> Path, runs of the table first in the paper's order
     run_names: dict  # directory name -> run name, for runs in the table
-
-
-def format_number(value) -> str:
-    """Numbers as a reader wants them in a table: ints with separators, big floats in e-notation."""
-    if value is None or (not isinstance(value, str) and pd.isna(value)):
-        return ""
-    if isinstance(value, (bool, np.bool_)):
-        return str(value)
-    if isinstance(value, (int, np.integer)):
-        return f"{value:,}"
-    if isinstance(value, (float, np.floating)):
-        if value != 0 and (abs(value) >= 1e5 or abs(value) < 1e-3):
-            return f"{value:.3g}"
-        return f"{value:.4g}" if abs(value) < 1 else f"{value:,.2f}"
-    return str(value)
-
-
-def format_table(df: pd.DataFrame) -> pd.DataFrame:
-    """Every cell as display text (empty for missing)."""
-    return pd.DataFrame({c: [format_number(v) for v in df[c].astype(object)] for c in df.columns})
-
-
-def is_numeric_column(cells) -> bool:
-    """Whether formatted cells hold numbers (aligned right) rather than names (aligned left)."""
-    cells = [c for c in cells if c]
-    return bool(cells) and all(NUMBER.fullmatch(c) is not None for c in cells)
 
 
 def _attempt(blocks: list, what: str, build):
@@ -227,11 +152,11 @@ def training_section(ctx: Context) -> Section:
     blocks = []
     _attempt(blocks, "Training curves", lambda: Plot("training-curves", F.plot_training_curves(logs, _styles(ctx)),
              "Training loss (mse + vb), its noise-prediction MSE and its variational-bound term per run, from "
-             "train-log.jsonl, smoothed by a running mean (the paper's Fig. 13)."))
+             f"{RUN_FILES.train_log.name}, smoothed by a running mean (the paper's Fig. 13)."))
     for name, path in ctx.run_dirs.items():
         image = rundirs.lr_find_image(path)
         if image is not None:
-            blocks.append(Picture(image, f"{ctx.run_names.get(name, name)}: learning-rate range test (lr-find.png)."))
+            blocks.append(Picture(image, f"{ctx.run_names.get(name, name)}: learning-rate range test ({image.name})."))
     return Section("Training", "training", blocks)
 
 
@@ -351,15 +276,15 @@ def samples_section(ctx: Context) -> Section:
 
 def configs_section(ctx: Context) -> Section:
     blocks = []
-    spec = ctx.grid_dir / GRID_YAML
+    spec = GridLayout(ctx.grid_dir).spec
     if spec.exists():
-        blocks.append(Code(GRID_YAML, spec.read_text()))
-    for name, path in ctx.run_dirs.items():
+        blocks.append(Code(spec.name, spec.read_text()))
+    for path in ctx.run_dirs.values():
         text = rundirs.read_config_text(path)
         if text is not None:
-            blocks.append(Code(f"runs/{name}/config.json", text))
+            blocks.append(Code(RunLayout(path).config.relative_to(ctx.grid_dir).as_posix(), text))
     if not blocks:
-        blocks.append(Text("No grid.yaml and no run config.json found.", note=True))
+        blocks.append(Text(f"No {spec.name} and no run {RUN_FILES.config.name} found.", note=True))
     return Section("Exact configs", "configs", blocks)
 
 
@@ -373,7 +298,7 @@ def build_report(grid_dir, df: pd.DataFrame, *, metric: str = "fid", step=None, 
     T.require(df, T.RUN_COLUMNS + ("step", "dataset", "resolution", "train_compute_gflops") + T.SETTING + (m.column,),
               "the report")
     grid_dir = Path(grid_dir)
-    names = {rundirs.run_dir_name(run): run for run in T.runs(df)["run"]}
+    names = {dir_name(run): run for run in T.runs(df)["run"]}
     found = rundirs.run_dirs(grid_dir)
     ordered = {d: found[d] for d in names if d in found} | found
     ctx = Context(grid_dir=grid_dir, df=df, metric=m, step=step, target=target, run_dirs=ordered, run_names=names)

@@ -16,6 +16,7 @@ from scipy import stats
 from reports import table as T
 from reports.style import (BLOCK_COLOURS, BLOCK_MARKERS, METRICS, PATCH_LINESTYLES, SIZE_COLOURS, get_metric,
                            run_style)
+from study.layout import RunLayout
 
 PATCH_MARKERS = {2: "o", 4: "s", 8: "^"}
 FIGSIZE = (8.0, 4.6)
@@ -296,12 +297,12 @@ def plot_metrics_vs_train_compute(df: pd.DataFrame) -> Figure:
 def plot_training_curves(logs: dict[str, pd.DataFrame], styles: dict[str, dict] | None = None,
                          keys=("loss", "mse", "vb")) -> Figure:
     """Training loss, its MSE and its variational-bound term against steps, one line per run
-    (the paper's Fig. 13). `logs` maps a run name to its train-log.jsonl DataFrame; values are
+    (the paper's Fig. 13). `logs` maps a run name to its train log (a DataFrame); values are
     smoothed with a running mean over 1/20 of the logged points."""
     logs = {run: log for run, log in logs.items() if not log.empty and "step" in log.columns}
     present = [k for k in keys if any(k in log.columns and log[k].notna().any() for log in logs.values())]
     if not present:
-        raise T.NoData("no run has a train-log.jsonl with loss values yet")
+        raise T.NoData(f"no run has a {RunLayout('.').train_log.name} with loss values yet")
     styles = styles or {}
     fig, axes = _figure(ncols=len(present), size=(max(FIGSIZE[0], 3.6 * len(present)), 3.8))
     for ax, key in zip(axes, present):

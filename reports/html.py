@@ -5,7 +5,7 @@ import html
 import string
 from importlib import resources
 
-from reports.content import Code, Picture, Plot, Report, Table, Text, is_numeric_column
+from reports.document import Code, Picture, Plot, Report, Table, Text, is_numeric_column
 
 
 def _img(png: bytes, alt: str) -> str:

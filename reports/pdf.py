@@ -12,7 +12,7 @@ from matplotlib.backends.backend_pdf import PdfPages
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from reports.content import Code, Picture, Plot, Report, Section, Table, Text, is_numeric_column
+from reports.document import Code, Picture, Plot, Report, Section, Table, Text, is_numeric_column
 from reports.figures import plot_image
 
 PAGE = (11.69, 8.27)  # A4 landscape, inches

@@ -1,4 +1,4 @@
-"""Render a grid directory's report: figures (PNG + SVG), report.html and report.pdf, each written
+"""Render a grid directory's report: figures (PNG + SVG), the HTML page and the PDF, each written
 atomically so a crash mid-render leaves the previous good file in place.
 
 `render_report` is what `scaling report` and `scaling run-grid` (after each evaluation point) call.
@@ -8,21 +8,16 @@ from pathlib import Path
 
 import pandas as pd
 
-from dit.io import atomic_path
-from reports.content import Report, build_report
+from dit.io import atomic_path, atomic_write_bytes
+from reports.content import build_report
+from reports.document import Report
 from reports.html import render_html
 from reports.pdf import write_pdf
-from scaling.results import read_results
+from study.layout import GridLayout, ReportLayout
+from study.schema import read_results
 
 FORMATS = ("html", "pdf")
-REPORT_DIR = "report"
-FIGURES_DIR = "figures"
 DPI = 150
-
-
-def _write(path: Path, data: bytes):
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(data)
 
 
 def check_formats(formats) -> tuple[str, ...]:
@@ -60,9 +55,9 @@ def write_figures(report: Report, directory: Path) -> dict[str, bytes]:
     pngs = {}
     for plot in report.plots():
         pngs[plot.name] = _figure_bytes(plot.figure, "png")
-        _write(directory / f"{plot.name}.png", pngs[plot.name])
+        atomic_write_bytes(directory / f"{plot.name}.png", pngs[plot.name])
         if plot.vector:
-            _write(directory / f"{plot.name}.svg", _figure_bytes(plot.figure, "svg"))
+            atomic_write_bytes(directory / f"{plot.name}.svg", _figure_bytes(plot.figure, "svg"))
     current = {f"{p.name}.png" for p in report.plots()} | {f"{p.name}.svg" for p in report.plots() if p.vector}
     for stale in list(directory.glob("*.png")) + list(directory.glob("*.svg")):
         if stale.name not in current:
@@ -81,14 +76,14 @@ def render_report(grid_dir, out_dir=None, formats=FORMATS, *, metric: str = "fid
     formats = check_formats(formats)
     grid_dir = Path(grid_dir)
     report = build_report(grid_dir, load_table(grid_dir), metric=metric, step=step, target=target)
-    out_dir = Path(out_dir) if out_dir is not None else grid_dir / REPORT_DIR
-    paths = {"figures": out_dir / FIGURES_DIR}
+    out = ReportLayout(out_dir) if out_dir is not None else GridLayout(grid_dir).report
+    paths = {"figures": out.figures_dir}
     pngs = write_figures(report, paths["figures"])
     if "html" in formats:
-        paths["html"] = out_dir / "report.html"
-        _write(paths["html"], render_html(report, pngs).encode("utf-8"))
+        paths["html"] = out.html
+        atomic_write_bytes(paths["html"], render_html(report, pngs).encode("utf-8"))
     if "pdf" in formats:
-        paths["pdf"] = out_dir / "report.pdf"
+        paths["pdf"] = out.pdf
         with atomic_path(paths["pdf"]) as tmp:
             write_pdf(report, tmp)
     return paths

@@ -8,7 +8,7 @@ paper did is DDPM-250, no guidance.
 import numpy as np
 import pandas as pd
 
-from scaling.results import check_columns
+from study.schema import check_columns
 
 SETTING = ("sampler", "sampling_steps", "cfg_scale", "features")
 SIZE_ORDER = ("T", "M", "S", "B", "L", "XL")

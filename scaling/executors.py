@@ -4,6 +4,11 @@
   `gpus_per_run` GPUs in parallel, each a `scaling run-one` process (under torchrun for several).
 - slurm: one submitit job per run (multi-node DDP from submitit's environment), or with
   dry_run the sbatch scripts only. Scheduling is submitit's and SLURM's, never ours.
+
+`on_results(grid_dir)` is called after each evaluation point that rebuilt the table. A run in this
+process or in a SLURM job calls it itself (it must be picklable: a module-level function); a
+`scaling run-one` process cannot take a function, so there it means run-one's report (and None
+means `--no-report`).
 """
 import os
 import subprocess
@@ -13,29 +18,28 @@ from pathlib import Path
 
 from scaling.grid import RunSpec
 from scaling.runs import execute_run, run_state
+from study.layout import GridLayout, dir_name
 
-SLURM_DIR = "slurm"
 
-
-def run_command(grid_dir, run: RunSpec, gpus: int) -> list[str]:
+def run_command(grid_dir, run: RunSpec, gpus: int, *, report: bool = True) -> list[str]:
     """The command that executes one run: `scaling run-one`, under torchrun when it spans several GPUs."""
-    base = ["-m", "scaling.cli", "run-one", str(grid_dir), run.name]
+    base = ["-m", "scaling.cli", "run-one", str(grid_dir), run.name, *([] if report else ["--no-report"])]
     if gpus > 1:
         return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={gpus}", *base]
     return [sys.executable, *base]
 
 
-def local(runs: list[RunSpec], grid_dir, *, progress: bool = True, on_done=None, **_):
+def local(runs: list[RunSpec], grid_dir, *, progress: bool = True, on_done=None, on_results=None, **_):
     """Run on this machine: sequentially in-process on a CPU, or a run per free GPU group in parallel."""
     pending = [r for r in runs if run_state(grid_dir, r).state != "done"]
     gpus = runs[0].executor.gpus_per_run if runs else 0
     if gpus == 0:
         for run in pending:
-            execute_run(run, grid_dir, progress=progress)
+            execute_run(run, grid_dir, progress=progress, on_results=on_results)
             if on_done:
                 on_done(run)
         return
-    _run_on_gpus(pending, grid_dir, gpus, on_done)
+    _run_on_gpus(pending, grid_dir, gpus, on_done, report=on_results is not None)
 
 
 def _visible_gpus() -> list[str]:
@@ -45,19 +49,20 @@ def _visible_gpus() -> list[str]:
     return ids.split(",") if ids else [str(i) for i in range(torch.cuda.device_count())]
 
 
-def _run_on_gpus(runs: list[RunSpec], grid_dir, gpus_per_run: int, on_done):
+def _run_on_gpus(runs: list[RunSpec], grid_dir, gpus_per_run: int, on_done, *, report: bool):
     free = _visible_gpus()
     if len(free) < gpus_per_run:
         raise ValueError(f"runs ask for {gpus_per_run} GPUs each but {len(free)} are visible; lower executor.gpus_per_run")
     queue, running, failed = list(runs), {}, []
-    logs = Path(grid_dir) / "logs"
-    logs.mkdir(parents=True, exist_ok=True)
+    grid = GridLayout(grid_dir)
+    grid.logs_dir.mkdir(parents=True, exist_ok=True)
     while queue or running:
         while queue and len(free) >= gpus_per_run:
             run, ids = queue.pop(0), [free.pop(0) for _ in range(gpus_per_run)]
             env = dict(os.environ, CUDA_VISIBLE_DEVICES=",".join(ids))
-            log = open(logs / f"{run.dir_name}.log", "a")
-            running[subprocess.Popen(run_command(grid_dir, run, gpus_per_run), env=env, stdout=log, stderr=subprocess.STDOUT)] = (run, ids, log)
+            log = open(grid.run_log(run.name), "a")
+            command = run_command(grid_dir, run, gpus_per_run, report=report)
+            running[subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)] = (run, ids, log)
         time.sleep(2)
         for proc in [p for p in running if p.poll() is not None]:
             run, ids, log = running.pop(proc)
@@ -65,14 +70,14 @@ def _run_on_gpus(runs: list[RunSpec], grid_dir, gpus_per_run: int, on_done):
             free += ids
             (failed.append(run.name) if proc.returncode else on_done and on_done(run))
     if failed:
-        raise RuntimeError(f"runs failed: {', '.join(failed)}; see {logs}/<run>.log, then re-run to resume them")
+        raise RuntimeError(f"runs failed: {', '.join(failed)}; see {grid.logs_dir}/<run>.log, then re-run to resume them")
 
 
 def _slurm_executor(runs: list[RunSpec], grid_dir, cluster: str | None):
     import submitit
 
     slurm = runs[0].executor.slurm
-    executor = submitit.AutoExecutor(folder=str(Path(grid_dir) / SLURM_DIR / "%j"), cluster=cluster)
+    executor = submitit.AutoExecutor(folder=str(GridLayout(grid_dir).slurm_dir / "%j"), cluster=cluster)  # %j: the job id
     params = dict(nodes=slurm.nodes, gpus_per_node=slurm.gpus_per_node, tasks_per_node=max(1, slurm.gpus_per_node),
                   timeout_min=slurm.time, slurm_array_parallelism=slurm.array_parallelism, name=runs[0].grid)
     if executor.cluster == "slurm":
@@ -86,25 +91,26 @@ def _slurm_executor(runs: list[RunSpec], grid_dir, cluster: str | None):
 class SlurmJob:
     """A picklable job: sets up torch.distributed from submitit's environment, then executes the run."""
 
-    def __init__(self, run: RunSpec, grid_dir):
-        self.run, self.grid_dir = run, str(grid_dir)
+    def __init__(self, run: RunSpec, grid_dir, on_results=None):
+        self.run, self.grid_dir, self.on_results = run, str(grid_dir), on_results
 
     def __call__(self):
         import submitit
 
         if submitit.JobEnvironment().num_tasks > 1:
             submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
-        execute_run(self.run, self.grid_dir, progress=False)
+        execute_run(self.run, self.grid_dir, progress=False, on_results=self.on_results)
         return self.run.name
 
     def checkpoint(self):
         """On preemption or time-out, requeue the same job: it resumes from the run directory."""
         import submitit
 
-        return submitit.helpers.DelayedSubmission(SlurmJob(self.run, self.grid_dir))
+        return submitit.helpers.DelayedSubmission(SlurmJob(self.run, self.grid_dir, self.on_results))
 
 
-def slurm(runs: list[RunSpec], grid_dir, *, dry_run: bool = False, cluster: str | None = None, on_done=None, **_):
+def slurm(runs: list[RunSpec], grid_dir, *, dry_run: bool = False, cluster: str | None = None, on_done=None,
+          on_results=None, **_):
     """One submitit job per unfinished run; waits for them. dry_run writes the sbatch scripts only."""
     pending = [r for r in runs if run_state(grid_dir, r).state != "done"]
     if not pending:
@@ -112,33 +118,35 @@ def slurm(runs: list[RunSpec], grid_dir, *, dry_run: bool = False, cluster: str 
     if runs[0].executor.slurm is None:
         raise ValueError("the slurm executor needs an executor.slurm section (partition, nodes, gpus_per_node, time, ...) in the grid file")
     if dry_run:
-        write_sbatch_scripts(pending, grid_dir)
+        write_sbatch_scripts(pending, grid_dir, report=on_results is not None)
         return
     executor = _slurm_executor(pending, grid_dir, cluster)
-    jobs = executor.submit_array([SlurmJob(run, grid_dir) for run in pending]) if executor.cluster == "slurm" else [executor.submit(SlurmJob(run, grid_dir)) for run in pending]
-    print(f"submitted {len(jobs)} jobs: {', '.join(j.job_id for j in jobs)} (logs in {Path(grid_dir) / SLURM_DIR})")
+    work = [SlurmJob(run, grid_dir, on_results) for run in pending]
+    jobs = executor.submit_array(work) if executor.cluster == "slurm" else [executor.submit(job) for job in work]
+    print(f"submitted {len(jobs)} jobs: {', '.join(j.job_id for j in jobs)} (logs in {GridLayout(grid_dir).slurm_dir})")
     for run, job in zip(pending, jobs):
         job.result()
         if on_done:
             on_done(run)
 
 
-def write_sbatch_scripts(runs: list[RunSpec], grid_dir) -> list[Path]:
+def write_sbatch_scripts(runs: list[RunSpec], grid_dir, *, report: bool = True) -> list[Path]:
     """The sbatch script of each run, as it would be submitted (one task per GPU, `scaling run-one`)."""
     from submitit.slurm.slurm import _make_sbatch_string
 
     slurm = runs[0].executor.slurm
-    folder = Path(grid_dir) / SLURM_DIR / "dry-run"
-    folder.mkdir(parents=True, exist_ok=True)
+    grid = GridLayout(grid_dir)
+    grid.sbatch_dir.mkdir(parents=True, exist_ok=True)
     paths = []
     for run in runs:
-        command = " ".join(run_command(grid_dir, run, 1)).replace(sys.executable, "python")
+        command = " ".join(run_command(grid_dir, run, 1, report=report)).replace(sys.executable, "python")
         text = _make_sbatch_string(
-            command=f"srun --unbuffered {command}", folder=str(folder), job_name=f"{run.grid}-{run.dir_name}",
+            command=f"srun --unbuffered {command}", folder=str(grid.sbatch_dir),
+            job_name=f"{run.grid}-{dir_name(run.name)}",
             partition=slurm.partition, account=slurm.account, nodes=slurm.nodes, ntasks_per_node=max(1, slurm.gpus_per_node),
             gpus_per_node=slurm.gpus_per_node, time=slurm.time,
         )
-        path = folder / f"{run.dir_name}.sbatch"
+        path = grid.sbatch_script(run.name)
         path.write_text(text)
         paths.append(path)
     return paths

@@ -1,93 +1,52 @@
-"""The results table: one schema, one pandas DataFrame, written atomically beside the grid's runs.
+"""A grid's results table, built from its runs' evaluation records and written atomically beside them.
 
-One row is one evaluation point: a run (model x patch x block x recipe) at a training step,
-sampled with one sampler / step count / guidance scale, and scored with one feature extractor.
-Every writer and reader of results goes through this module.
+What a row holds is `study.schema`'s; this module adds what needs the model and the disk: each run's
+own columns (parameters through `dit.models`, Gflops through fvcore) and the atomic write.
 """
+import json
 from pathlib import Path
 
 import pandas as pd
 
 from dit.io import atomic_path
-
-# column -> (pandas dtype, meaning)
-SCHEMA = {
-    "run": ("string", "run name: the model plus what differs, e.g. DiT-B/4-cross-attn"),
-    "model": ("string", "paper model name, e.g. DiT-XL/2"),
-    "size": ("string", "model size: T, M, S, B, L, XL or custom"),
-    "patch_size": ("Int64", "patch side p"),
-    "block": ("string", "conditioning block: in-context, cross-attn, adaln, adaln-zero"),
-    "params": ("Int64", "parameter count"),
-    "gflops": ("float64", "forward Gflops of one sample (fvcore, one multiply-add = one flop)"),
-    "dataset": ("string", "training data set, e.g. mnist32 or imagenet256"),
-    "resolution": ("Int64", "image side in pixels"),
-    "batch_size": ("Int64", "global training batch size"),
-    "step": ("Int64", "training step of the evaluated checkpoint"),
-    "images_seen": ("Int64", "step x batch_size"),
-    "train_compute_gflops": ("float64", "gflops x batch_size x step x 3 (the paper's training compute)"),
-    "sampler": ("string", "ddpm or ddim"),
-    "sampling_steps": ("Int64", "number of sampling steps"),
-    "cfg_scale": ("float64", "classifier-free guidance scale (1 = none)"),
-    "sampling_compute_gflops": ("float64", "gflops x sampling_steps, doubled under guidance, per image"),
-    "num_samples": ("Int64", "number of generated samples evaluated"),
-    "features": ("string", "feature extractor: inception or mnist"),
-    "fid": ("float64", "Frechet Inception Distance"),
-    "sfid": ("float64", "spatial FID"),
-    "inception_score": ("float64", "Inception Score"),
-    "precision": ("float64", "improved precision (k = 3)"),
-    "recall": ("float64", "improved recall (k = 3)"),
-    "class_accuracy": ("float64", "share of samples classified as their conditioning label (mnist features)"),
-    "wall_seconds": ("float64", "wall-clock seconds of training up to this step"),
-}
-COLUMNS = tuple(SCHEMA)
-KEY = ("run", "step", "sampler", "sampling_steps", "cfg_scale", "features")
-PARQUET_NAME, CSV_NAME = "results.parquet", "results.csv"
+from scaling.grid import RunSpec
+from study.layout import GridLayout
+from study.schema import KEY, result_row
 
 
-def train_compute_gflops(gflops: float, batch_size: int, steps: int) -> float:
-    """Training compute as the paper defines it: Gflops x batch size x steps x 3 (forward + backward)."""
-    return gflops * batch_size * steps * 3
+def run_columns(run: RunSpec) -> dict:
+    """The results-table columns that describe the run itself (study.schema.RUN_COLUMNS)."""
+    import torch
+
+    from dit.models import DiT, count_params
+    from scaling.flops import gflops
+
+    config = run.dit_config()
+    with torch.device("meta"):
+        params = count_params(DiT(config))
+    return {
+        "run": run.name, "model": config.name, "size": config.size, "patch_size": config.patch_size,
+        "block": config.block, "params": params, "gflops": gflops(config), "dataset": run.data.dataset, "resolution": run.data.resolution,
+        "batch_size": run.train.batch_size,
+    }
 
 
-def sampling_compute_gflops(gflops: float, sampling_steps: int, cfg_scale: float) -> float:
-    """Sampling compute of one image: Gflops x sampling steps, doubled when guidance runs two passes."""
-    return gflops * sampling_steps * (2 if cfg_scale != 1.0 else 1)
-
-
-def to_table(records: list[dict]) -> pd.DataFrame:
-    """Records (dicts of schema columns) -> the typed results table; unknown keys are a bug."""
-    for record in records:
-        unknown = set(record) - set(COLUMNS)
-        assert not unknown, f"results record has columns outside the schema: {sorted(unknown)}"
-    df = pd.DataFrame.from_records(records, columns=list(COLUMNS))
-    return df.astype({name: dtype for name, (dtype, _) in SCHEMA.items()})
-
-
-def check_columns(df: pd.DataFrame, needed, what: str = "this"):
-    """ValueError naming the first missing column, for readers that need some of them."""
-    missing = [c for c in needed if c not in df.columns]
-    if missing:
-        raise ValueError(f"the results table has no column {missing[0]!r}, which {what} needs; re-run `scaling results` on the grid directory")
+def results_records(grid_dir, runs: list[RunSpec]) -> list[dict]:
+    """One row per evaluation record of every run."""
+    grid = GridLayout(grid_dir)
+    records = []
+    for run in runs:
+        columns = run_columns(run)
+        records += [result_row(columns, json.loads(path.read_text())) for path in grid.run(run.name).eval_records()]
+    return records
 
 
 def write_results(df: pd.DataFrame, directory) -> tuple[Path, Path]:
-    """Write results.parquet and results.csv atomically into `directory`."""
-    directory = Path(directory)
+    """Write the table as parquet and CSV atomically into the grid directory `directory`."""
+    grid = GridLayout(directory)
     df = df.sort_values(list(KEY), kind="stable").reset_index(drop=True)
-    with atomic_path(directory / PARQUET_NAME) as tmp:
+    with atomic_path(grid.results_parquet) as tmp:
         df.to_parquet(tmp, index=False)
-    with atomic_path(directory / CSV_NAME) as tmp:
+    with atomic_path(grid.results_csv) as tmp:
         df.to_csv(tmp, index=False)
-    return directory / PARQUET_NAME, directory / CSV_NAME
-
-
-def read_results(directory) -> pd.DataFrame:
-    """The results table of a grid directory (or a results.parquet / .csv path)."""
-    path = Path(directory)
-    if path.is_dir():
-        path = path / PARQUET_NAME if (path / PARQUET_NAME).exists() else path / CSV_NAME
-    if not path.exists():
-        raise ValueError(f"no results table at {path}; run `scaling run-grid` first, or give the grid directory")
-    df = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
-    known = {name: dtype for name, (dtype, _) in SCHEMA.items() if name in df.columns}
-    return df.astype(known)
+    return grid.results_parquet, grid.results_csv

@@ -1,24 +1,22 @@
 """Executing one run of a grid, and the run's state as its directory shows it.
 
 A run trains to each evaluation point (resuming from its last checkpoint), samples and scores
-that checkpoint for every sampling setting, then refreshes the grid's results table and report.
-Nothing is remembered outside the run directory: a finished evaluation point is one JSON file,
-a finished run is one whose last point is evaluated, so re-running skips what is done.
+that checkpoint for every sampling setting, then rebuilds the grid's results table and tells the
+caller (`on_results`: the command that runs the grid renders the report there). Nothing is
+remembered outside the run directory: a finished evaluation point is one JSON file, a finished
+run is one whose last point is evaluated, so re-running skips what is done.
 """
 import dataclasses
 import json
-import time
 import warnings
 from pathlib import Path
 
-from dit.checkpoint import checkpoint_path, list_checkpoints
+from dit.checkpoint import list_checkpoints
 from dit.io import atomic_write_text
-from eval.evaluate import METRICS
 from scaling.grid import GridSpec, RunSpec, plan
-from scaling.results import sampling_compute_gflops, to_table, train_compute_gflops, write_results
-
-RUNS_DIR, EVAL_DIR, GRID_FILE = "runs", "eval", "grid.yaml"
-REPORT_INTERVAL = 60.0  # seconds: while runs go on, the report is re-rendered at most this often
+from scaling.results import results_records, write_results
+from study.layout import GridLayout, RunLayout
+from study.schema import to_table
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,12 +38,8 @@ def sampling_settings(run: RunSpec) -> list[SamplingSetting]:
     return [SamplingSetting(e.sampler, steps, cfg, e.features) for steps in e.sampling_steps for cfg in e.cfg_scales]
 
 
-def run_dir(grid_dir, run: RunSpec) -> Path:
-    return Path(grid_dir) / RUNS_DIR / run.dir_name
-
-
-def eval_record_path(directory: Path, step: int, setting: SamplingSetting) -> Path:
-    return directory / EVAL_DIR / f"step_{step:07d}" / f"{setting.file_stem}.json"
+def run_layout(grid_dir, run: RunSpec) -> RunLayout:
+    return GridLayout(grid_dir).run(run.name)
 
 
 def run_train_config(run: RunSpec):
@@ -68,27 +62,26 @@ class RunState:
 
 def run_state(grid_dir, run: RunSpec) -> RunState:
     """The state of a run, read from its directory alone."""
-    directory = run_dir(grid_dir, run)
-    checkpoints = list_checkpoints(directory)
+    layout = run_layout(grid_dir, run)
+    checkpoints = list_checkpoints(layout.root)
     step = checkpoints[-1][0] if checkpoints else 0
     points = run.eval_points()
     settings = sampling_settings(run)
-    done = [p for p in points if all(eval_record_path(directory, p, s).exists() for s in settings)]
-    scored = [eval_record_path(directory, p, settings[0]) for p in points]
+    done = [p for p in points if all(layout.eval_record(p, s.file_stem).exists() for s in settings)]
+    scored = [layout.eval_record(p, settings[0].file_stem) for p in points]
     scored = [path for path in scored if path.exists()]
     latest = json.loads(scored[-1].read_text()) if scored else None
     finished = step >= run.train.steps and len(done) == len(points)
-    started = step or done or (directory / "train-log.jsonl").exists()
+    started = step or done or layout.train_log.exists()
     state = "done" if finished else ("training" if started else "pending")
-    return RunState(run.name, state, step, run.train.steps, len(done), len(points), latest, seconds_per_step(directory))
+    return RunState(run.name, state, step, run.train.steps, len(done), len(points), latest, seconds_per_step(layout))
 
 
-def seconds_per_step(directory: Path) -> float | None:
-    """Training wall-clock seconds per step, from the last record of train-log.jsonl."""
-    log = directory / "train-log.jsonl"
-    if not log.exists():
+def seconds_per_step(layout: RunLayout) -> float | None:
+    """Training wall-clock seconds per step, from the last record of the train log."""
+    if not layout.train_log.exists():
         return None
-    lines = log.read_text().splitlines()
+    lines = layout.train_log.read_text().splitlines()
     try:
         last = json.loads(lines[-1])
     except (IndexError, json.JSONDecodeError):
@@ -97,19 +90,22 @@ def seconds_per_step(directory: Path) -> float | None:
 
 
 # ---- execution ---------------------------------------------------------------------------------
-def execute_run(run: RunSpec, grid_dir, *, progress: bool = True, report: bool = True):
-    """Train the run to each evaluation point, evaluate it, refresh the grid's table (and report)."""
+def execute_run(run: RunSpec, grid_dir, *, progress: bool = True, on_results=None):
+    """Train the run to each evaluation point, evaluate it, rebuild the grid's table, then call
+    `on_results(grid_dir)` (on the main process; e.g. to render the report)."""
     from dit import distributed
     from dit.train import train
 
     grid_dir = Path(grid_dir)
-    directory = run_dir(grid_dir, run)
+    directory = run_layout(grid_dir, run).root
     config = run_train_config(run)
     for point in run.eval_points():
         train(config, directory, until=point, progress=progress)
         evaluated = [evaluate_point(run, grid_dir, point, s, progress=progress) for s in sampling_settings(run)]
         if any(evaluated) and distributed.setup(config.device).is_main:
-            refresh_results(grid_dir, report=report, report_interval=REPORT_INTERVAL)
+            refresh_results(grid_dir)
+            if on_results:
+                on_results(grid_dir)
     train(config, directory, progress=progress)  # the steps after the last evaluation point, if any
 
 
@@ -119,20 +115,20 @@ def evaluate_point(run: RunSpec, grid_dir: Path, step: int, setting: SamplingSet
     from dit.sample import SampleConfig, generate_samples
     from eval.evaluate import SmallSampleWarning, evaluate_samples
 
-    directory = run_dir(grid_dir, run)
-    record_path = eval_record_path(directory, step, setting)
+    layout = run_layout(grid_dir, run)
+    record_path = layout.eval_record(step, setting.file_stem)
     if record_path.exists():
         return False
     reference = reference_stats(grid_dir, run, progress=progress)
-    samples = record_path.with_suffix(".npz")
+    samples = layout.eval_samples(step, setting.file_stem)
     config = SampleConfig(num=run.eval.num_samples, steps=setting.sampling_steps, sampler=setting.sampler,
                           cfg_scale=setting.cfg_scale, batch_size=run.eval.batch_size, seed=run.train.seed)
-    generate_samples(checkpoint_path(directory, step), samples, config, device=run.train.device, progress=progress)
+    generate_samples(layout.checkpoint(step), samples, config, device=run.train.device, progress=progress)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", SmallSampleWarning)  # said once for the whole grid by sample_count_note
         metrics = evaluate_samples(samples, reference, setting.features, progress=progress)
     if distributed.setup(run.train.device).is_main:
-        record = {"step": step, **dataclasses.asdict(setting), **metrics, "wall_seconds": training_seconds(directory, step)}
+        record = {"step": step, **dataclasses.asdict(setting), **metrics, "wall_seconds": training_seconds(layout, step)}
         atomic_write_text(record_path, json.dumps(record, indent=1) + "\n")
         if not run.eval.keep_samples:
             samples.unlink(missing_ok=True)
@@ -140,9 +136,9 @@ def evaluate_point(run: RunSpec, grid_dir: Path, step: int, setting: SamplingSet
     return True
 
 
-def training_seconds(directory: Path, step: int) -> float | None:
-    """Wall-clock training seconds up to `step`, from train-log.jsonl."""
-    log = directory / "train-log.jsonl"
+def training_seconds(layout: RunLayout, step: int) -> float | None:
+    """Wall-clock training seconds up to `step`, from the train log."""
+    log = layout.train_log
     for line in reversed(log.read_text().splitlines() if log.exists() else []):
         record = json.loads(line)
         if record["step"] <= step:
@@ -158,7 +154,7 @@ def reference_stats(grid_dir: Path, run: RunSpec, *, progress: bool = True) -> P
     from eval.reference import make_reference
 
     d = run.data
-    path = grid_dir / f"reference-{d.dataset.replace('/', '-').strip('-.')}-{d.resolution}px-{run.eval.features}.npz"
+    path = GridLayout(grid_dir).reference(d.dataset, d.resolution, run.eval.features)
     if not path.exists() and distributed.setup(run.train.device).is_main:
         make_reference(d.dataset, path, run.eval.features, resolution=d.resolution, progress=progress)
     distributed.barrier()
@@ -177,70 +173,19 @@ def sample_count_note(spec: GridSpec) -> str | None:
 
 
 # ---- the results table -------------------------------------------------------------------------
-def run_columns(run: RunSpec) -> dict:
-    """The results-table columns that describe the run itself."""
-    import torch
-
-    from dit.models import DiT, count_params
-    from scaling.flops import gflops
-
-    config = run.dit_config()
-    with torch.device("meta"):
-        params = count_params(DiT(config))
-    return {
-        "run": run.name, "model": config.name, "size": config.size, "patch_size": config.patch_size, "block": config.block,
-        "params": params, "gflops": gflops(config), "dataset": run.data.dataset, "resolution": run.data.resolution,
-        "batch_size": run.train.batch_size,
-    }
-
-
-def results_records(grid_dir, runs: list[RunSpec]) -> list[dict]:
-    records = []
-    for run in runs:
-        base = run_columns(run)
-        for path in sorted(run_dir(grid_dir, run).glob(f"{EVAL_DIR}/step_*/*.json")):
-            r = json.loads(path.read_text())
-            records.append({
-                **base, "step": r["step"], "images_seen": r["step"] * base["batch_size"],
-                "train_compute_gflops": train_compute_gflops(base["gflops"], base["batch_size"], r["step"]),
-                "sampler": r["sampler"], "sampling_steps": r["sampling_steps"], "cfg_scale": r["cfg_scale"],
-                "sampling_compute_gflops": sampling_compute_gflops(base["gflops"], r["sampling_steps"], r["cfg_scale"]),
-                "num_samples": r["num_samples"], "features": r["features"],
-                **{m: r.get(m) for m in METRICS},
-                "wall_seconds": r.get("wall_seconds"),
-            })
-    return records
-
-
-def refresh_results(grid_dir, *, report: bool = True, report_interval: float = 0.0):
-    """Rebuild results.parquet / results.csv from every evaluation record, then the report
-    (unless it was rendered less than `report_interval` seconds ago)."""
-    grid_dir = Path(grid_dir)
+def refresh_results(grid_dir):
+    """Rebuild the grid's results table (parquet and CSV) from every evaluation record."""
     spec = read_grid(grid_dir)
     write_results(to_table(results_records(grid_dir, plan(spec))), grid_dir)
-    if report and report_age(grid_dir) >= report_interval:
-        from reports.render import render_report
-
-        try:
-            render_report(grid_dir)
-        except Exception as exc:  # a broken report must not stop a study that is training
-            print(f"warning: the report was not refreshed: {type(exc).__name__}: {exc}")
-
-
-def report_age(grid_dir: Path) -> float:
-    from reports.render import REPORT_DIR
-
-    html = grid_dir / REPORT_DIR / "report.html"
-    return time.time() - html.stat().st_mtime if html.exists() else float("inf")
 
 
 # ---- the grid directory ------------------------------------------------------------------------
 def read_grid(grid_dir) -> GridSpec:
     from scaling.grid import load_grid
 
-    path = Path(grid_dir) / GRID_FILE
+    path = GridLayout(grid_dir).spec
     if not path.exists():
-        raise ValueError(f"{grid_dir} holds no {GRID_FILE}; give the directory a `scaling run-grid` wrote")
+        raise ValueError(f"{grid_dir} holds no {path.name}; give the directory a `scaling run-grid` wrote")
     return load_grid(path)
 
 
@@ -248,14 +193,14 @@ def claim_grid_dir(grid_dir, spec: GridSpec):
     """Write the resolved spec into grid_dir, refusing a directory that holds another grid's runs."""
     from scaling.grid import dump_grid
 
-    grid_dir = Path(grid_dir)
-    if (grid_dir / GRID_FILE).exists():
+    grid = GridLayout(grid_dir)
+    if grid.spec.exists():
         existing = read_grid(grid_dir)
         if existing.name != spec.name:
             raise ValueError(f"{grid_dir} holds the runs of grid {existing.name!r}, not {spec.name!r}; choose another --out")
-    elif (grid_dir / RUNS_DIR).exists() and any((grid_dir / RUNS_DIR).iterdir()):
-        raise ValueError(f"{grid_dir} holds runs but no {GRID_FILE}; choose another --out")
-    atomic_write_text(grid_dir / GRID_FILE, dump_grid(spec))
+    elif grid.runs_dir.exists() and any(grid.runs_dir.iterdir()):
+        raise ValueError(f"{grid_dir} holds runs but no {grid.spec.name}; choose another --out")
+    atomic_write_text(grid.spec, dump_grid(spec))
 
 
 def grid_progress(states: list[RunState], runs: list[RunSpec]) -> str:

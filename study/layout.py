@@ -7,7 +7,8 @@ A grid directory (`scaling run-grid --out GRID_DIR`)::
     reference-<data>-<res>px-<features>.npz   reference statistics made from the data
     results.parquet, results.csv    the results table
     report/report.html, report/report.pdf, report/figures/
-    slurm/                          submitit's job folders and sbatch scripts
+    logs/<run>.log                  the output of each run's process (local executor on GPUs)
+    slurm/                          submitit's job folders; slurm/dry-run/<run>.sbatch
 
 A run directory (`scaling train --run-dir RUN_DIR`)::
 
@@ -81,6 +82,10 @@ class RunLayout:
     def preview(self, step: int) -> Path:
         return self.samples_dir / f"{step_name(step)}.png"
 
+    def previews(self) -> list[tuple[int, Path]]:
+        """(step, path) of every preview the run wrote, oldest first."""
+        return steps_in(self.samples_dir, ".png")
+
     @property
     def progress_gif(self) -> Path:
         return self.samples_dir / "progress.gif"
@@ -91,6 +96,14 @@ class RunLayout:
 
     def eval_record(self, step: int, setting: str) -> Path:
         return self.eval_dir / step_name(step) / f"{setting}.json"
+
+    def eval_samples(self, step: int, setting: str) -> Path:
+        """The samples an evaluation scored, beside its record (kept only when the grid asks)."""
+        return self.eval_record(step, setting).with_suffix(".npz")
+
+    def eval_records(self) -> list[Path]:
+        """Every evaluation record of the run, sorted by path (step, then setting)."""
+        return sorted(self.eval_dir.glob("step_*/*.json"))
 
     @property
     def lr_find_json(self) -> Path:
@@ -144,8 +157,27 @@ class GridLayout:
         return self.root / "report"
 
     @property
+    def report(self) -> "ReportLayout":
+        return ReportLayout(self.report_dir)
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.root / "logs"
+
+    def run_log(self, name: str) -> Path:
+        """The output of the `scaling run-one` process of a run (the local GPU executor)."""
+        return self.logs_dir / f"{dir_name(name)}.log"
+
+    @property
     def slurm_dir(self) -> Path:
         return self.root / "slurm"
+
+    @property
+    def sbatch_dir(self) -> Path:
+        return self.slurm_dir / "dry-run"
+
+    def sbatch_script(self, name: str) -> Path:
+        return self.sbatch_dir / f"{dir_name(name)}.sbatch"
 
 
 @dataclasses.dataclass(frozen=True)

@@ -30,7 +30,7 @@ def add_parser(subparsers):
 def plan_rows(runs) -> list[dict]:
     """One row per run: what it trains and what it costs."""
     from scaling.flops import gflops, params
-    from scaling.results import train_compute_gflops
+    from study.schema import train_compute_gflops
 
     rows = []
     for run in runs:

@@ -5,17 +5,25 @@ Render a grid directory's report from its results table and run directories: the
 figures (metric vs steps, vs Gflops, vs training compute with the compute-efficient frontier, vs
 sampling compute, block ablation, training curves, sample grids), the DiT paper's published numbers
 beside the grid's, saturating power-law fits (metric = a * C^(-b) + c) with confidence intervals,
-and each run's exact config. Writes GRID_DIR/report/report.html (one file, images inlined, opens
-offline), report.pdf and figures/*.png|svg, each atomically. Trains and evaluates nothing."""
+and each run's exact config. Writes {html} (one file, images inlined, opens
+offline), {pdf} and {figures}/*.png|svg, each atomically. Trains and evaluates nothing."""
+REPORT_INTERVAL = 60.0  # seconds: while runs go on, the report is re-rendered at most this often
 
 
 def add_parser(subparsers):
     import argparse
 
+    from study.layout import GridLayout
+
+    grid = GridLayout("GRID_DIR")
+    report = grid.report
+    description = DESCRIPTION.format(html=report.html, pdf=report.pdf.name, figures=report.figures_dir.name)
     p = subparsers.add_parser("report", help="render the scaling figures, fits and an HTML + PDF report of a grid",
-                              description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("grid_dir", metavar="GRID_DIR", help="the --out directory of `scaling run-grid` (holds results.parquet and runs/)")
-    p.add_argument("--out", default=None, metavar="DIR", help="where to write the report (default: GRID_DIR/report)")
+                              description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("grid_dir", metavar="GRID_DIR",
+                   help=f"the --out directory of `scaling run-grid` (holds {grid.results_parquet.name} and "
+                   f"{grid.runs_dir.name}/)")
+    p.add_argument("--out", default=None, metavar="DIR", help=f"where to write the report (default: {grid.report_dir})")
     p.add_argument("--format", default="html,pdf", help="comma-separated formats to write: html, pdf (default: html,pdf)")
     p.add_argument("--metric", default="fid",
                    help="metric of the main figures and fits: fid, sfid, inception_score (or is), precision, recall (default: fid)")
@@ -32,3 +40,25 @@ def run(args):
     paths = render_report(args.grid_dir, args.out, args.format, metric=args.metric, step=args.step, target=args.target)
     for kind, path in paths.items():
         print(f"{kind}: {path}")
+
+
+def refresh_report(grid_dir, *, interval: float = 0.0):
+    """Render GRID_DIR's report as `scaling report` does, unless it was rendered less than `interval`
+    seconds ago. A failure is one warning line: a broken report must not stop a study that is training."""
+    import time
+
+    from reports.render import render_report
+    from study.layout import GridLayout
+
+    html = GridLayout(grid_dir).report.html
+    if html.exists() and time.time() - html.stat().st_mtime < interval:
+        return
+    try:
+        render_report(grid_dir)
+    except Exception as exc:
+        print(f"warning: the report was not refreshed: {type(exc).__name__}: {exc}")
+
+
+def refresh_report_while_training(grid_dir):
+    """The `on_results` of a grid's runs: the report after an evaluation point, at most every REPORT_INTERVAL s."""
+    refresh_report(grid_dir, interval=REPORT_INTERVAL)

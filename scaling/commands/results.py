@@ -18,11 +18,11 @@ TABLE_COLUMNS = ["run", "params", "gflops", "step", "train_compute_gflops", "sam
 def run(args):
     import pandas as pd
 
-    from scaling.results import read_results
     from scaling.runs import refresh_results
+    from study.schema import read_results
 
     if args.refresh:
-        refresh_results(args.grid_dir, report=False)
+        refresh_results(args.grid_dir)
     df = read_results(args.grid_dir)
     if args.format == "csv":
         print(df.to_csv(index=False), end="")

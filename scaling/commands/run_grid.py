@@ -2,16 +2,20 @@
 
 
 def add_parser(subparsers):
+    from study.layout import GridLayout
+
+    grid = GridLayout("GRID_DIR")
     p = subparsers.add_parser(
         "run-grid", help="run a grid (preset or YAML) end to end: train, evaluate, results table, report",
-        description="Plan the grid's runs, train each to every evaluation point, sample and score it, and keep "
-        "GRID_DIR/results.parquet (+ .csv) and the report current after every evaluation point. Re-running the "
+        description=f"Plan the grid's runs, train each to every evaluation point, sample and score it, and keep "
+        f"{grid.results_parquet} (+ .csv) and the report current after every evaluation point. Re-running the "
         "same command skips finished runs and evaluation points and resumes interrupted runs from their last "
         "checkpoint. Example: scaling run-grid --preset demo --out runs/demo",
     )
     p.add_argument("grid", nargs="?", help="grid spec YAML file (or use --preset)")
     p.add_argument("--preset", help="a shipped preset: demo, demo-long, paper, blocks")
-    p.add_argument("--out", required=True, help="grid directory (runs/, results.parquet, report/)")
+    p.add_argument("--out", required=True, help=f"grid directory ({grid.runs_dir.name}/, {grid.results_parquet.name}, "
+                   f"{grid.report_dir.name}/)")
     p.add_argument("--executor", help="override the grid's executor: local or slurm")
     p.add_argument("--dry-run", action="store_true", help="slurm: write the sbatch scripts without submitting; local: print the plan")
     p.add_argument("--no-report", action="store_true", help="do not render the report")
@@ -32,15 +36,18 @@ def run(args):
     import time
     from pathlib import Path
 
+    from scaling.commands.report import refresh_report, refresh_report_while_training
     from scaling.executors import get_executor
     from scaling.grid import plan
     from scaling.runs import claim_grid_dir, grid_progress, refresh_results, run_state, sample_count_note
+    from study.layout import GridLayout
 
     spec = load_spec(args)
     if args.executor:
         spec = dataclasses.replace(spec, executor=dataclasses.replace(spec.executor, kind=args.executor))
     runs = plan(spec)
     grid_dir = Path(args.out)
+    grid = GridLayout(grid_dir)
     if args.dry_run and spec.executor.kind == "local":
         for r in runs:
             print(r.name)
@@ -58,9 +65,13 @@ def run(args):
     note = sample_count_note(spec)
     if note:
         print(note)
-    get_executor(spec.executor.kind)(runs, grid_dir, progress=not args.no_progress, dry_run=args.dry_run, on_done=on_done)
+    on_results = None if args.no_report else refresh_report_while_training
+    get_executor(spec.executor.kind)(runs, grid_dir, progress=not args.no_progress, dry_run=args.dry_run, on_done=on_done,
+                                     on_results=on_results)
     if args.dry_run:
-        print(f"wrote sbatch scripts to {grid_dir / 'slurm' / 'dry-run'}")
+        print(f"wrote sbatch scripts to {grid.sbatch_dir}")
         return
-    refresh_results(grid_dir, report=not args.no_report)
-    print(f"results: {grid_dir / 'results.csv'}" + ("" if args.no_report else f"; report: {grid_dir / 'report' / 'report.html'}"))
+    refresh_results(grid_dir)
+    if not args.no_report:
+        refresh_report(grid_dir)
+    print(f"results: {grid.results_csv}" + ("" if args.no_report else f"; report: {grid.report.html}"))

@@ -9,15 +9,18 @@ def add_parser(subparsers):
     )
     p.add_argument("grid_dir", help="grid directory written by `scaling run-grid`")
     p.add_argument("run", help="run name, e.g. DiT-B/4")
+    p.add_argument("--no-report", action="store_true", help="do not render the grid's report after an evaluation point")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
 
 
 def run(args):
+    from scaling.commands.report import refresh_report_while_training
     from scaling.grid import plan
     from scaling.runs import execute_run, read_grid
 
     runs = {r.name: r for r in plan(read_grid(args.grid_dir))}
     if args.run not in runs:
         raise ValueError(f"no run {args.run!r} in {args.grid_dir}; runs: {', '.join(runs)}")
-    execute_run(runs[args.run], args.grid_dir, progress=not args.no_progress)
+    on_results = None if args.no_report else refresh_report_while_training
+    execute_run(runs[args.run], args.grid_dir, progress=not args.no_progress, on_results=on_results)

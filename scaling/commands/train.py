@@ -22,16 +22,19 @@ HELP = {
 
 def add_parser(subparsers):
     from dit.config import TrainConfig
+    from study.layout import RunLayout
 
+    run = RunLayout("RUN_DIR")
     p = subparsers.add_parser(
         "train", help="train a DiT in a run directory (re-run the same command to resume)",
         description="Train a DiT with the paper's recipe by default (AdamW 1e-4, batch 256, EMA 0.9999). "
-        "Options come from the defaults, then RUN_DIR/config.json when resuming, then --config, then flags. "
+        f"Options come from the defaults, then {run.config} when resuming, then --config, then flags. "
         "Re-running the same command resumes from the latest checkpoint; for several GPUs launch it with "
         "`torchrun --nproc_per_node=N -m scaling.cli train ...`.",
         argument_default=argparse.SUPPRESS,
     )
-    p.add_argument("--run-dir", required=True, help="run directory (config.json, checkpoints/, train-log.jsonl, samples/)")
+    p.add_argument("--run-dir", required=True, help=f"run directory ({run.config.name}, {run.checkpoints_dir.name}/, "
+                   f"{run.train_log.name}, {run.samples_dir.name}/)")
     p.add_argument("--config", help="JSON or YAML file of training options")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     for field in dataclasses.fields(TrainConfig):
@@ -51,14 +54,14 @@ def add_field_option(parser, field, hint):
 
 
 def resolve_config(args):
-    """Defaults < the run directory's config.json < --config < flags given on the command line."""
+    """Defaults < the run directory's stored config < --config < flags given on the command line."""
     import dataclasses as dc
-    from pathlib import Path
 
     from dit.config import TrainConfig, config_from_dict, read_options
+    from study.layout import RunLayout
 
     fields = {}
-    stored = Path(args.run_dir) / "config.json"
+    stored = RunLayout(args.run_dir).config
     if stored.exists():
         fields.update(read_options(stored))
     if getattr(args, "config", None):

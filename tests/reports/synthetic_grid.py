@@ -1,4 +1,4 @@
-"""A synthetic grid directory for the report tests: a results table (through scaling.results) and
+"""A synthetic grid directory for the report tests: a results table (through study.schema) and
 run directories with config.json, train-log.jsonl and sample PNGs, made in milliseconds.
 
 FID follows a known law so the figures have the paper's shape: bigger models (more Gflops) reach a
@@ -11,7 +11,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from scaling.results import sampling_compute_gflops, to_table, train_compute_gflops, write_results
+from scaling.results import write_results
+from study.schema import sampling_compute_gflops, to_table, train_compute_gflops
 
 # The paper's forward Gflops (Table 4), so the synthetic grid spans the same range.
 PAPER_GFLOPS = {"S/8": 0.36, "S/4": 1.41, "S/2": 6.06, "B/8": 1.42, "B/4": 5.56, "B/2": 23.01,

@@ -8,10 +8,12 @@ from html.parser import HTMLParser
 import pytest
 
 from reports import pdf
-from reports.content import Code, Picture, Plot, Table, Text, build_report
+from reports.content import build_report
+from reports.document import Code, Picture, Plot, Table, Text
 from reports.render import render_report
 from scaling.cli import main
-from scaling.results import read_results, to_table, write_results
+from scaling.results import write_results
+from study.schema import read_results, to_table
 from tests.reports.synthetic_grid import make_grid
 
 TINY = dict(sizes=("S",), patches=(4, 2), steps=(500, 1000), samples=False, logs=False)

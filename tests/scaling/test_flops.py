@@ -14,7 +14,7 @@ from fvcore.nn import FlopCountAnalysis
 from dit.blocks import BLOCKS
 from dit.models import create_dit, dit_config
 from scaling.flops import SDPA_HANDLES, count_flops, flop_analysis, gflops, params
-from scaling.results import train_compute_gflops
+from study.schema import train_compute_gflops
 
 # The paper's Gflops of one forward pass at 256 px (latent 32 x 32 x 4, 1000 classes) for its 12
 # models, and of DiT-XL/2 at 512 px (latent 64 x 64 x 4).

@@ -10,8 +10,8 @@ import pytest
 
 from scaling.executors import slurm, write_sbatch_scripts
 from scaling.grid import parse_grid, plan
-from scaling.results import read_results
 from scaling.runs import claim_grid_dir, run_state
+from study.schema import read_results
 
 GRID = """
 name: {name}

@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from scaling.results import read_results
+from study.schema import read_results
 
 BUDGET_SECONDS = 600
 

@@ -1,0 +1,100 @@
+"""The results table: one schema, one pandas DataFrame, for every package that writes or reads results.
+
+One row is one evaluation point: a run (model x patch x block x recipe) at a training step,
+sampled with one sampler / step count / guidance scale, and scored with one feature extractor.
+A row is the run's own columns (RUN_COLUMNS) plus one evaluation record (`result_row`). The
+table is written (atomically, sorted by KEY) by `scaling.results.write_results`, which needs `dit.io`.
+"""
+from pathlib import Path
+
+import pandas as pd
+
+from study.layout import GridLayout
+
+# column -> (pandas dtype, meaning)
+SCHEMA = {
+    "run": ("string", "run name: the model plus what differs, e.g. DiT-B/4-cross-attn"),
+    "model": ("string", "paper model name, e.g. DiT-XL/2"),
+    "size": ("string", "model size: T, M, S, B, L, XL or custom"),
+    "patch_size": ("Int64", "patch side p"),
+    "block": ("string", "conditioning block: in-context, cross-attn, adaln, adaln-zero"),
+    "params": ("Int64", "parameter count"),
+    "gflops": ("float64", "forward Gflops of one sample (fvcore, one multiply-add = one flop)"),
+    "dataset": ("string", "training data set, e.g. mnist32 or imagenet256"),
+    "resolution": ("Int64", "image side in pixels"),
+    "batch_size": ("Int64", "global training batch size"),
+    "step": ("Int64", "training step of the evaluated checkpoint"),
+    "images_seen": ("Int64", "step x batch_size"),
+    "train_compute_gflops": ("float64", "gflops x batch_size x step x 3 (the paper's training compute)"),
+    "sampler": ("string", "ddpm or ddim"),
+    "sampling_steps": ("Int64", "number of sampling steps"),
+    "cfg_scale": ("float64", "classifier-free guidance scale (1 = none)"),
+    "sampling_compute_gflops": ("float64", "gflops x sampling_steps, doubled under guidance, per image"),
+    "num_samples": ("Int64", "number of generated samples evaluated"),
+    "features": ("string", "feature extractor: inception or mnist"),
+    "fid": ("float64", "Frechet Inception Distance"),
+    "sfid": ("float64", "spatial FID"),
+    "inception_score": ("float64", "Inception Score"),
+    "precision": ("float64", "improved precision (k = 3)"),
+    "recall": ("float64", "improved recall (k = 3)"),
+    "class_accuracy": ("float64", "share of samples classified as their conditioning label (mnist features)"),
+    "wall_seconds": ("float64", "wall-clock seconds of training up to this step"),
+}
+COLUMNS = tuple(SCHEMA)
+KEY = ("run", "step", "sampler", "sampling_steps", "cfg_scale", "features")
+RUN_COLUMNS = ("run", "model", "size", "patch_size", "block", "params", "gflops", "dataset", "resolution", "batch_size")
+METRICS = ("fid", "sfid", "inception_score", "precision", "recall", "class_accuracy")  # as evaluations name them
+
+
+def train_compute_gflops(gflops: float, batch_size: int, steps: int) -> float:
+    """Training compute as the paper defines it: Gflops x batch size x steps x 3 (forward + backward)."""
+    return gflops * batch_size * steps * 3
+
+
+def sampling_compute_gflops(gflops: float, sampling_steps: int, cfg_scale: float) -> float:
+    """Sampling compute of one image: Gflops x sampling steps, doubled when guidance runs two passes."""
+    return gflops * sampling_steps * (2 if cfg_scale != 1.0 else 1)
+
+
+def result_row(run: dict, record: dict) -> dict:
+    """One row: the run's own columns (RUN_COLUMNS) and one evaluation record (step, setting, metrics)."""
+    step, gflops, batch_size = record["step"], run["gflops"], run["batch_size"]
+    return {
+        **run, "step": step, "images_seen": step * batch_size,
+        "train_compute_gflops": train_compute_gflops(gflops, batch_size, step),
+        "sampler": record["sampler"], "sampling_steps": record["sampling_steps"], "cfg_scale": record["cfg_scale"],
+        "sampling_compute_gflops": sampling_compute_gflops(gflops, record["sampling_steps"], record["cfg_scale"]),
+        "num_samples": record["num_samples"], "features": record["features"],
+        **{m: record.get(m) for m in METRICS},
+        "wall_seconds": record.get("wall_seconds"),
+    }
+
+
+def to_table(records: list[dict]) -> pd.DataFrame:
+    """Records (dicts of schema columns) -> the typed results table; unknown keys are a bug."""
+    for record in records:
+        unknown = set(record) - set(COLUMNS)
+        assert not unknown, f"results record has columns outside the schema: {sorted(unknown)}"
+    df = pd.DataFrame.from_records(records, columns=list(COLUMNS))
+    return df.astype({name: dtype for name, (dtype, _) in SCHEMA.items()})
+
+
+def check_columns(df: pd.DataFrame, needed, what: str = "this"):
+    """ValueError naming the first missing column, for readers that need some of them."""
+    missing = [c for c in needed if c not in df.columns]
+    if missing:
+        raise ValueError(f"the results table has no column {missing[0]!r}, which {what} needs; "
+                         "re-run `scaling results` on the grid directory")
+
+
+def read_results(directory) -> pd.DataFrame:
+    """The results table of a grid directory (or a .parquet / .csv path)."""
+    path = Path(directory)
+    if path.is_dir():
+        grid = GridLayout(path)
+        path = grid.results_parquet if grid.results_parquet.exists() else grid.results_csv
+    if not path.exists():
+        raise ValueError(f"no results table at {path}; run `scaling run-grid` first, or give the grid directory")
+    df = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
+    known = {name: dtype for name, (dtype, _) in SCHEMA.items() if name in df.columns}
+    return df.astype(known)
