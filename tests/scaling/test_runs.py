@@ -110,3 +110,27 @@ def test_eta_fits_a_line_to_timed_runs_and_waits_for_two_sizes(tmp_path):
     line_at = lambda f: 0.5 + (0.9 - 0.5) * (f - f8) / (f4 - f8)
     states = both_timed + [RunState("copy-of-p8", "pending", 0, 100, 0, 1, None, None)]
     assert eta_seconds(states, runs + [third]) == pytest.approx(70 * 0.9 + 100 * line_at(f8))
+
+
+def test_the_report_is_refreshed_at_most_every_interval_and_a_failed_render_is_one_warning(tmp_path, monkeypatch, capsys):
+    import os
+
+    from scaling.commands.report import refresh_report
+
+    calls = []
+    monkeypatch.setattr("reports.render.render_report", lambda grid_dir: calls.append(grid_dir))
+    html = tmp_path / "report" / "report.html"
+    html.parent.mkdir()
+    html.write_text("rendered just now")
+    refresh_report(tmp_path, interval=60.0)
+    assert calls == []
+    os.utime(html, (time.time() - 61, time.time() - 61))
+    refresh_report(tmp_path, interval=60.0)
+    assert calls == [tmp_path]
+
+    def crash(grid_dir):
+        raise RuntimeError("no fonts")
+
+    monkeypatch.setattr("reports.render.render_report", crash)
+    refresh_report(tmp_path)
+    assert capsys.readouterr().out == "warning: the report was not refreshed: RuntimeError: no fonts\n"
