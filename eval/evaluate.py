@@ -15,8 +15,8 @@ from eval.extract import default_device, default_precision, extract_features
 from eval.features import Features, get_extractor
 from eval.images import NpzImages, check_value_range
 from eval.reference import ReferenceStats, read_reference, stats_from_features
+from study.metrics import METRICS  # results-table column names
 
-METRICS = ("fid", "sfid", "inception_score", "precision", "recall", "class_accuracy")  # results-table column names
 LABELS_KEY = "arr_1"
 
 

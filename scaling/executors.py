@@ -13,6 +13,7 @@ from pathlib import Path
 
 from scaling.grid import RunSpec
 from scaling.runs import execute_run, run_state
+from study.registry import Registry
 
 SLURM_DIR = "slurm"
 
@@ -144,10 +145,5 @@ def write_sbatch_scripts(runs: list[RunSpec], grid_dir) -> list[Path]:
     return paths
 
 
-EXECUTORS = {"local": local, "slurm": slurm}
-
-
-def get_executor(name: str):
-    if name not in EXECUTORS:
-        raise ValueError(f"unknown executor {name!r}; choose one of {', '.join(EXECUTORS)}")
-    return EXECUTORS[name]
+EXECUTORS = Registry("executor", {"local": local, "slurm": slurm})
+get_executor = EXECUTORS.get

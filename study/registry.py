@@ -49,6 +49,9 @@ class Registry(Generic[T]):
     def items(self):
         return self._entries.items()
 
+    def values(self):
+        return self._entries.values()
+
     __getitem__ = get
 
     def __contains__(self, name) -> bool:
