@@ -236,7 +236,7 @@ def report_age(grid_dir: Path) -> float:
 
 # ---- the grid directory ------------------------------------------------------------------------
 def read_grid(grid_dir) -> GridSpec:
-    from scaling.grid import load_grid
+    from scaling.gridfile import load_grid
 
     path = Path(grid_dir) / GRID_FILE
     if not path.exists():
@@ -246,7 +246,7 @@ def read_grid(grid_dir) -> GridSpec:
 
 def claim_grid_dir(grid_dir, spec: GridSpec):
     """Write the resolved spec into grid_dir, refusing a directory that holds another grid's runs."""
-    from scaling.grid import dump_grid
+    from scaling.gridfile import dump_grid
 
     grid_dir = Path(grid_dir)
     if (grid_dir / GRID_FILE).exists():
