@@ -31,7 +31,8 @@ def cosine_betas(num_steps: int) -> np.ndarray:
     def alpha_bar(u):
         return math.cos((u + COSINE_OFFSET) / (1 + COSINE_OFFSET) * math.pi / 2) ** 2
 
-    betas = [min(1 - alpha_bar((i + 1) / num_steps) / alpha_bar(i / num_steps), COSINE_MAX_BETA) for i in range(num_steps)]
+    steps = range(num_steps)
+    betas = [min(1 - alpha_bar((i + 1) / num_steps) / alpha_bar(i / num_steps), COSINE_MAX_BETA) for i in steps]
     return np.array(betas, dtype=np.float64)
 
 

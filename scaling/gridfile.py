@@ -1,4 +1,4 @@
-"""Grid files: YAML in (a file, or a preset shipped in scaling/presets/) and out, to and from `scaling.grid`'s dataclasses.
+"""Grid files: YAML (a file, or a preset shipped in scaling/presets/) to `scaling.grid`'s dataclasses and back.
 
 Each YAML node is converted to the type its dataclass field declares (a dataclass, tuple[X, ...],
 X | None, int, float, str, bool). A malformed file, an unknown or missing key, a value of the

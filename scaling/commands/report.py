@@ -19,7 +19,8 @@ def add_parser(subparsers):
     p.add_argument("--out", default=None, metavar="DIR", help="where to write the report (default: GRID_DIR/report)")
     p.add_argument("--format", default="html,pdf", help="comma-separated formats to write: html, pdf (default: html,pdf)")
     p.add_argument("--metric", default="fid",
-                   help=f"metric of the main figures and fits: {', '.join(PAPER_METRICS)}; is = inception_score (default: fid)")
+                   help=f"metric of the main figures and fits: {', '.join(PAPER_METRICS)}; "
+                   "is = inception_score (default: fid)")
     p.add_argument("--step", type=int, default=None,
                    help="training step of the metric-vs-Gflops figure and fit (default: the last step every run reached)")
     p.add_argument("--target", type=float, default=None,

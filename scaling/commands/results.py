@@ -13,7 +13,8 @@ def add_parser(subparsers):
     p.set_defaults(func=run)
 
 
-TABLE_COLUMNS = ["run", "params", "gflops", "step", "train_compute_gflops", "sampling_steps", "cfg_scale", *PAPER_METRICS]
+TABLE_COLUMNS = ["run", "params", "gflops", "step", "train_compute_gflops", "sampling_steps", "cfg_scale",
+                 *PAPER_METRICS]
 
 
 def run(args):
