@@ -9,7 +9,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-ATTENTION_IMPLS = ("sdpa", "math")
+from study.registry import Registry
+
+ATTENTION_IMPLS = Registry("attention", ("sdpa", "math"))
 
 
 def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, impl: str) -> torch.Tensor:
@@ -154,12 +156,12 @@ class AdaLNZeroBlock(AdaLNBlock):
         return x + gate_mlp.unsqueeze(1) * self.mlp(modulate(self.norm2(x), shift_mlp, scale_mlp))  # (N, T, D)
 
 
-BLOCKS = {
+BLOCKS = Registry("block", {
     "in-context": InContextBlock,
     "cross-attn": CrossAttentionBlock,
     "adaln": AdaLNBlock,
     "adaln-zero": AdaLNZeroBlock,
-}
+})
 
 
 class AdaptiveFinalLayer(nn.Module):

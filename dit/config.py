@@ -13,8 +13,9 @@ from dit.blocks import ATTENTION_IMPLS, BLOCKS
 from dit.diffusion import NOISE_SCHEDULES, NUM_TRAIN_TIMESTEPS
 from dit.latents import CODECS
 from dit.schedules import LR_SCHEDULES
+from study.registry import Registry
 
-PRECISIONS = ("fp32", "bf16")
+PRECISIONS = Registry("precision", ("fp32", "bf16"))  # of training and sampling (bf16: autocast)
 DEFAULT_VAE = "stabilityai/sd-vae-ft-ema"
 
 
@@ -67,13 +68,12 @@ class TrainConfig:
     num_workers: int = 4
 
     def __post_init__(self):
-        choices = {
+        registries = {
             "block": BLOCKS, "attention": ATTENTION_IMPLS, "codec": CODECS, "precision": PRECISIONS,
             "noise_schedule": NOISE_SCHEDULES, "lr_schedule": LR_SCHEDULES,
         }
-        for name, valid in choices.items():
-            if getattr(self, name) not in valid:
-                raise ValueError(f"unknown {name} {getattr(self, name)!r}; choose one of {', '.join(valid)}")
+        for name, registry in registries.items():
+            registry.check(getattr(self, name), what=name)
         positive = ("steps", "batch_size", "log_every", "ckpt_every", "keep_last", "diffusion_steps", "sample_images", "sample_steps")
         for name in positive:
             if getattr(self, name) < 1:

@@ -12,27 +12,36 @@ import math
 import numpy as np
 import torch
 
+from study.registry import Registry
+
 NUM_TRAIN_TIMESTEPS = 1000
 LINEAR_BETA_START = 1e-4  # for T = 1000; scaled by 1000 / T otherwise
 LINEAR_BETA_END = 2e-2
 COSINE_OFFSET = 0.008  # s in alpha_bar(t) = cos((t/T + s) / (1 + s) * pi/2)^2 (IDDPM Eq. 17)
 COSINE_MAX_BETA = 0.999
-NOISE_SCHEDULES = ("linear", "cosine")
+def linear_betas(num_steps: int) -> np.ndarray:
+    """DDPM's linear schedule (Ho et al. Sec. 4), rescaled so that any T spans the same noise levels."""
+    scale = 1000 / num_steps
+    return np.linspace(scale * LINEAR_BETA_START, scale * LINEAR_BETA_END, num_steps, dtype=np.float64)
+
+
+def cosine_betas(num_steps: int) -> np.ndarray:
+    """IDDPM's cosine schedule (Eq. 17), each beta clipped at COSINE_MAX_BETA."""
+
+    def alpha_bar(u):
+        return math.cos((u + COSINE_OFFSET) / (1 + COSINE_OFFSET) * math.pi / 2) ** 2
+
+    steps = range(num_steps)
+    betas = [min(1 - alpha_bar((i + 1) / num_steps) / alpha_bar(i / num_steps), COSINE_MAX_BETA) for i in steps]
+    return np.array(betas, dtype=np.float64)
+
+
+NOISE_SCHEDULES = Registry("noise schedule", {"linear": linear_betas, "cosine": cosine_betas})
 
 
 def make_betas(schedule: str, num_steps: int = NUM_TRAIN_TIMESTEPS) -> np.ndarray:
     """The beta_t of a named schedule, float64, shape (num_steps,)."""
-    if schedule == "linear":
-        scale = 1000 / num_steps
-        return np.linspace(scale * LINEAR_BETA_START, scale * LINEAR_BETA_END, num_steps, dtype=np.float64)
-    if schedule == "cosine":
-
-        def alpha_bar(u):
-            return math.cos((u + COSINE_OFFSET) / (1 + COSINE_OFFSET) * math.pi / 2) ** 2
-
-        betas = [min(1 - alpha_bar((i + 1) / num_steps) / alpha_bar(i / num_steps), COSINE_MAX_BETA) for i in range(num_steps)]
-        return np.array(betas, dtype=np.float64)
-    raise ValueError(f"unknown noise schedule {schedule!r}; choose one of {', '.join(NOISE_SCHEDULES)}")
+    return NOISE_SCHEDULES.get(schedule)(num_steps)
 
 
 def space_timesteps(num_steps: int, spec: str | int | list[int]) -> list[int]:

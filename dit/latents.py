@@ -26,6 +26,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from dit.io import atomic_write_text, fsync_dir
+from study.registry import Registry
 
 SD_VAE_SCALE = 0.18215  # latents = SD_VAE_SCALE * z gives roughly unit variance (LDM, Rombach et al.; DiT Sec. 3.1)
 CACHE_FORMAT = "dit-latent-cache/1"
@@ -152,13 +153,12 @@ def _quiet_load(offline: bool):
         diffusers_logging.set_verbosity(verbosity)
 
 
-CODECS = {"identity": IdentityCodec, "sd-vae": SDVAECodec}
+CODECS = Registry("codec", {"identity": IdentityCodec, "sd-vae": SDVAECodec})
 
 
 def get_codec(name: str, *, vae: str | None = None, device="cpu", dtype=torch.float32, download: bool = False):
     """The latent codec `name` ('identity' for pixels, 'sd-vae' with `vae` a hub id or local folder)."""
-    if name not in CODECS:
-        raise ValueError(f"unknown codec {name!r}; choose one of {', '.join(CODECS)}")
+    CODECS.check(name)
     if name == "identity":
         if vae:
             raise ValueError("the identity codec (pixel space) takes no VAE; drop --vae or use --codec sd-vae")

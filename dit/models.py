@@ -12,17 +12,18 @@ from torch.utils.checkpoint import checkpoint
 
 from dit.blocks import ATTENTION_IMPLS, BLOCKS, AdaptiveFinalLayer, PlainFinalLayer
 from dit.embeddings import LabelEmbedder, PatchEmbed, TimestepEmbedder, sincos_2d
+from study.registry import Registry
 
 # name -> (depth, hidden size, heads). S/B/L/XL are the paper's Table 1; T and M are tiny sizes
 # for CPU work (the offline demo and the tests), listed beside them.
-MODEL_SIZES = {
+MODEL_SIZES = Registry("model size", {
     "T": (4, 128, 4),
     "M": (6, 192, 6),
     "S": (12, 384, 6),
     "B": (12, 768, 12),
     "L": (24, 1024, 16),
     "XL": (28, 1152, 16),
-}
+})
 PAPER_SIZES = ("S", "B", "L", "XL")
 PAPER_PATCH_SIZES = (2, 4, 8)
 CUSTOM_SIZE = "custom"
@@ -33,12 +34,12 @@ _NAME_PATTERN = re.compile(r"^DiT-(?P<size>[A-Za-z]+)/(?P<patch>\d+)$")
 def parse_model_name(name: str) -> tuple[str, int]:
     """'DiT-XL/2' -> ('XL', 2). Raises ValueError naming the valid choices."""
     match = _NAME_PATTERN.match(name.strip())
-    sizes = ", ".join(MODEL_SIZES)
     if not match:
-        raise ValueError(f"model name {name!r} is not of the form DiT-<size>/<patch> (sizes: {sizes}), e.g. DiT-XL/2")
+        raise ValueError(f"model name {name!r} is not of the form DiT-<size>/<patch> "
+                         f"(sizes: {', '.join(MODEL_SIZES)}), e.g. DiT-XL/2")
     size, patch = match["size"], int(match["patch"])
     if size not in MODEL_SIZES and size != CUSTOM_SIZE:
-        raise ValueError(f"unknown model size {size!r} in {name!r}; choose one of {sizes}")
+        raise MODEL_SIZES.error(size, where=f" in {name!r}")
     return size, patch
 
 
@@ -61,10 +62,8 @@ class DiTConfig:
     attention: str = "sdpa"
 
     def __post_init__(self):
-        if self.block not in BLOCKS:
-            raise ValueError(f"unknown block {self.block!r}; choose one of {', '.join(BLOCKS)}")
-        if self.attention not in ATTENTION_IMPLS:
-            raise ValueError(f"unknown attention {self.attention!r}; choose one of {', '.join(ATTENTION_IMPLS)}")
+        BLOCKS.check(self.block)
+        ATTENTION_IMPLS.check(self.attention)
         if self.patch_size < 1 or self.input_size % self.patch_size:
             raise ValueError(
                 f"patch size {self.patch_size} does not divide input size {self.input_size}; "

@@ -16,7 +16,7 @@ from tqdm.auto import tqdm
 
 from dit import distributed
 from dit.checkpoint import is_project_checkpoint, load_model, read_checkpoint
-from dit.config import DEFAULT_VAE
+from dit.config import DEFAULT_VAE, PRECISIONS
 from dit.diffusion import create_diffusion
 from dit.images import image_grid, to_uint8
 from dit.io import atomic_path
@@ -47,8 +47,7 @@ class SampleConfig:
             raise ValueError("num, batch_size and steps must be at least 1")
         if self.cfg_scale < 1.0:
             raise ValueError(f"cfg scale {self.cfg_scale} is below 1 (1 means no guidance)")
-        if self.precision not in ("fp32", "bf16"):
-            raise ValueError(f"unknown precision {self.precision!r}; choose fp32 or bf16")
+        PRECISIONS.check(self.precision)
 
 
 def run_metadata(ckpt: dict) -> dict:

@@ -11,6 +11,7 @@ import torch
 from tqdm.auto import tqdm
 
 from dit.diffusion import GaussianDiffusion, extract
+from study.registry import Registry
 
 ModelFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -61,13 +62,8 @@ def sample_ddim(diffusion, model_fn: ModelFn, x_T, *, generator=None, progress=F
     return _reverse_loop(diffusion, x_T, step, progress, callback)
 
 
-SAMPLERS = {"ddpm": sample_ddpm, "ddim": sample_ddim}
-
-
-def get_sampler(name: str):
-    if name not in SAMPLERS:
-        raise ValueError(f"unknown sampler {name!r}; choose one of {', '.join(SAMPLERS)}")
-    return SAMPLERS[name]
+SAMPLERS = Registry("sampler", {"ddpm": sample_ddpm, "ddim": sample_ddim})
+get_sampler = SAMPLERS.get
 
 
 def guided_model_fn(model, y: torch.Tensor, cfg_scale: float = 1.0, guidance_channels: int | None = None) -> ModelFn:

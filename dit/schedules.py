@@ -4,6 +4,8 @@ Each is a pure function lr(step, base_lr, total_steps, warmup_steps) -> float.
 """
 import math
 
+from study.registry import Registry
+
 
 def constant(step, base_lr, total_steps, warmup_steps):
     """The paper's schedule (a constant 1e-4), with an optional linear warmup."""
@@ -29,10 +31,5 @@ def one_cycle(step, base_lr, total_steps, warmup_steps):
     return end + (base_lr - end) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
-LR_SCHEDULES = {"constant": constant, "cosine": cosine, "one-cycle": one_cycle}
-
-
-def get_lr_schedule(name: str):
-    if name not in LR_SCHEDULES:
-        raise ValueError(f"unknown learning-rate schedule {name!r}; choose one of {', '.join(LR_SCHEDULES)}")
-    return LR_SCHEDULES[name]
+LR_SCHEDULES = Registry("learning-rate schedule", {"constant": constant, "cosine": cosine, "one-cycle": one_cycle})
+get_lr_schedule = LR_SCHEDULES.get

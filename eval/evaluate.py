@@ -15,6 +15,7 @@ from eval.extract import default_device, default_precision, extract_features
 from eval.features import Features, get_extractor
 from eval.images import NpzImages, check_value_range
 from eval.reference import ReferenceStats, read_reference, stats_from_features
+from study.metrics import METRICS  # results-table column names
 
 LABELS_KEY = "arr_1"
 

@@ -15,7 +15,9 @@ from importlib import resources
 
 import pandas as pd
 
-PAPER_TABLES = ("fid_400k", "blocks_400k", "xl2_final")
+from study.registry import Registry
+
+PAPER_TABLES = Registry("paper table", ("fid_400k", "blocks_400k", "xl2_final"))
 
 
 @functools.cache
@@ -30,9 +32,7 @@ def paper_citation() -> str:
 
 def paper_table(name: str) -> pd.DataFrame:
     """One of the paper's tables as a DataFrame; its source sentence is in `df.attrs["source"]`."""
-    if name not in PAPER_TABLES:
-        raise ValueError(f"unknown paper table {name!r}; choose one of {', '.join(PAPER_TABLES)}")
-    table = _paper_json()[name]
+    table = _paper_json()[PAPER_TABLES.check(name)]
     df = pd.DataFrame(table["rows"], columns=table["columns"])
     df.attrs["source"] = table["source"]
     return df

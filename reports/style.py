@@ -3,28 +3,10 @@
 As in the paper's figures, colour says the model size and line style says the patch size; the
 marker says the conditioning block, so block variants of one model stay apart.
 """
-import dataclasses
-
 import pandas as pd
 
+from study.metrics import METRICS, Metric
 
-@dataclasses.dataclass(frozen=True, kw_only=True)
-class Metric:
-    """A column of the results table that the report can plot and fit."""
-
-    column: str
-    label: str
-    lower_is_better: bool
-
-
-METRICS = {
-    "fid": Metric(column="fid", label="FID", lower_is_better=True),
-    "sfid": Metric(column="sfid", label="sFID", lower_is_better=True),
-    "inception_score": Metric(column="inception_score", label="Inception Score", lower_is_better=False),
-    "precision": Metric(column="precision", label="Precision", lower_is_better=False),
-    "recall": Metric(column="recall", label="Recall", lower_is_better=False),
-    "class_accuracy": Metric(column="class_accuracy", label="Class accuracy", lower_is_better=False),
-}
 ALIASES = {"is": "inception_score"}
 
 
@@ -32,7 +14,7 @@ def get_metric(name: str) -> Metric:
     """The metric called `name` (a results column, or `is`); ValueError naming the choices."""
     key = ALIASES.get(name.strip().lower(), name.strip().lower())
     if key not in METRICS:
-        raise ValueError(f"unknown metric {name!r}; choose one of {', '.join(METRICS)}")
+        raise METRICS.error(name)
     return METRICS[key]
 
 

@@ -14,19 +14,18 @@ from dit.distributed import pick_device
 from dit.models import create_dit
 from dit.samplers import guided_model_fn, sample_ddpm
 from dit.train import make_optimizer, train_step
+from study.registry import Registry
 
 # The official release trains in fp32 (TF32 matmuls), timm's explicit attention, a Python loop for
 # the EMA and no compilation; the fast path changes each of those.
-PATHS = {
+PATHS = Registry("benchmark path", {
     "reference": dict(precision="fp32", attention="math", fused_ema=False, fused_optimizer=False, compile=False),
     "fast": dict(precision="bf16", attention="sdpa", fused_ema=True, fused_optimizer=True, compile=True),
-}
+})
 
 
 def path_options(name: str, device: torch.device) -> dict:
-    if name not in PATHS:
-        raise ValueError(f"unknown benchmark path {name!r}; choose one of {', '.join(PATHS)}")
-    options = dict(PATHS[name])
+    options = dict(PATHS.get(name))
     if device.type != "cuda":  # bf16 matmuls and compilation pay off on GPUs; on CPUs they slow down
         options.update(precision="fp32", compile=False)
     return options

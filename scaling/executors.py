@@ -19,6 +19,7 @@ from pathlib import Path
 from scaling.grid import RunSpec
 from scaling.runs import execute_run, run_state
 from study.layout import GridLayout, dir_name
+from study.registry import Registry
 
 
 def run_command(grid_dir, run: RunSpec, gpus: int, *, report: bool = True) -> list[str]:
@@ -152,10 +153,5 @@ def write_sbatch_scripts(runs: list[RunSpec], grid_dir, *, report: bool = True) 
     return paths
 
 
-EXECUTORS = {"local": local, "slurm": slurm}
-
-
-def get_executor(name: str):
-    if name not in EXECUTORS:
-        raise ValueError(f"unknown executor {name!r}; choose one of {', '.join(EXECUTORS)}")
-    return EXECUTORS[name]
+EXECUTORS = Registry("executor", {"local": local, "slurm": slurm})
+get_executor = EXECUTORS.get

@@ -1,8 +1,8 @@
 """Grid specs: which DiT models a scaling study trains, on what data, with which recipe, evaluated how.
 
-A grid spec is read from YAML (a file, or a preset shipped in scaling/presets/) into frozen
-dataclasses; `plan(spec)` expands it into one `RunSpec` per model x patch size x block, the unit
-that executors train and evaluate. The paper's grid (Sec. 4): DiT-S/B/L/XL x p in {2, 4, 8},
+A grid spec is a tree of frozen dataclasses, each validated in `__post_init__` (read from YAML
+by `scaling.gridfile`); `plan(spec)` expands it into one `RunSpec` per model x patch size x block,
+the unit that executors train and evaluate. The paper's grid (Sec. 4): DiT-S/B/L/XL x p in {2, 4, 8},
 adaLN-Zero, ImageNet 256 through the SD VAE, batch 256, 400K steps, FID-50K every 50K steps.
 
     name: my-grid
@@ -12,15 +12,10 @@ adaLN-Zero, ImageNet 256 through the SD VAE, batch 256, 400K steps, FID-50K ever
     eval: {every: 1000, features: mnist, num_samples: 500, sampler: ddim, sampling_steps: [25]}
     executor: {kind: local, gpus_per_run: 0}
 
-A malformed file, an unknown key or a bad value fails with one line naming the key and its line.
+A bad value fails with a `SpecError` naming its key, so the file reader can point at the line.
 """
 import dataclasses
 import re
-import types
-import typing
-from pathlib import Path
-
-import yaml
 
 from dit.blocks import BLOCKS
 from dit.config import DEFAULT_VAE, TrainConfig
@@ -28,10 +23,10 @@ from dit.latents import CODECS, SD_VAE_CONFIG
 from dit.models import CUSTOM_SIZE, MODEL_SIZES, PAPER_PATCH_SIZES, DiTConfig, dit_config, parse_model_name
 from dit.samplers import SAMPLERS
 from eval.features import EXTRACTORS
+from study import layout
+from study.registry import Registry
 
-PRESET_DIR = Path(__file__).parent / "presets"
 DEFAULT_BLOCK = "adaln-zero"  # the paper's block; run names mention a block only when it is another
-EXECUTORS = ("local", "slurm")
 # The SD VAE's geometry without loading it: 8x downsampling (one per down block after the first), 4 channels.
 SD_VAE_DOWNSAMPLE = 2 ** (len(SD_VAE_CONFIG["block_out_channels"]) - 1)
 SD_VAE_CHANNELS = SD_VAE_CONFIG["latent_channels"]
@@ -45,20 +40,16 @@ class SpecError(ValueError):
         self.key = key
 
 
-class GridFileError(ValueError):
-    """A grid file error already located: '<source> line N: <key>: <problem>'."""
-
-
 def _require(condition: bool, key: str, message: str):
     if not condition:
         raise SpecError(key, message)
 
 
-def _choice(value, valid, key: str, what: str):
-    _require(value in valid, key, f"unknown {what} {value!r}; choose one of {', '.join(valid)}")
-
-
-# ----------------------------------------------------------------------------- the spec
+def _choice(value, registry: Registry, key: str):
+    try:
+        registry.check(value)
+    except ValueError as exc:
+        raise SpecError(key, str(exc)) from None
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -80,7 +71,7 @@ class ModelEntry:
         except ValueError as exc:
             raise SpecError("name", str(exc)) from None
         if self.block is not None:
-            _choice(self.block, BLOCKS, "block", "block")
+            _choice(self.block, BLOCKS, "block")
         arch = (self.depth, self.hidden_size, self.num_heads)
         if size == CUSTOM_SIZE:
             _require(None not in arch, "name", f"{self.name} needs depth, hidden_size and num_heads")
@@ -100,12 +91,12 @@ class ModelGrid:
 
     def __post_init__(self):
         for size in self.sizes:
-            _choice(size, tuple(MODEL_SIZES), "sizes", "model size")
+            _choice(size, MODEL_SIZES, "sizes")
         for patch in self.patch_sizes:
             _require(patch >= 1, "patch_sizes", f"patch size {patch} must be at least 1")
         _require(len(self.blocks) > 0, "blocks", "list at least one block")
         for block in self.blocks:
-            _choice(block, tuple(BLOCKS), "blocks", "block")
+            _choice(block, BLOCKS, "blocks")
         _require(bool(self.sizes) or bool(self.include), "sizes", "list model sizes or models under include")
         _require(not self.sizes or bool(self.patch_sizes), "patch_sizes", "list the patch sizes of the model sizes")
 
@@ -134,7 +125,7 @@ class DataSpec:
 
     def __post_init__(self):
         _require(bool(self.dataset), "dataset", "name the data set: mnist32, an image folder or a latent cache")
-        _choice(self.codec, tuple(CODECS), "codec", "codec")
+        _choice(self.codec, CODECS, "codec")
         _require(self.resolution >= 1, "resolution", f"resolution {self.resolution} must be positive")
         _require(self.channels >= 1, "channels", f"channels {self.channels} must be positive")
         _require(self.num_classes >= 1, "num_classes", f"num_classes {self.num_classes} must be positive")
@@ -211,9 +202,9 @@ class EvalSpec:
     def __post_init__(self):
         _require(self.batch_size >= 1, "batch_size", f"batch_size {self.batch_size} must be at least 1")
         _require(self.every >= 1, "every", f"every {self.every} must be at least 1 step")
-        _choice(self.features, tuple(EXTRACTORS), "features", "feature extractor")
+        _choice(self.features, EXTRACTORS, "features")
         _require(self.num_samples >= 1, "num_samples", f"num_samples {self.num_samples} must be at least 1")
-        _choice(self.sampler, tuple(SAMPLERS), "sampler", "sampler")
+        _choice(self.sampler, SAMPLERS, "sampler")
         _require(bool(self.sampling_steps) and min(self.sampling_steps) >= 1, "sampling_steps", "list sampling step counts of at least 1")
         _require(bool(self.cfg_scales) and min(self.cfg_scales) >= 1.0, "cfg_scales", "list guidance scales of at least 1 (1 = no guidance)")
 
@@ -248,7 +239,9 @@ class ExecutorSpec:
     slurm: SlurmSpec | None = None
 
     def __post_init__(self):
-        _choice(self.kind, EXECUTORS, "kind", "executor")
+        from scaling.executors import EXECUTORS  # executors run RunSpecs, so they import this module
+
+        _choice(self.kind, EXECUTORS, "kind")
         _require(self.gpus_per_run >= 0, "gpus_per_run", f"gpus_per_run {self.gpus_per_run} must be 0 (CPU) or more")
         _require(self.kind != "slurm" or self.slurm is not None, "kind",
                  "executor kind slurm needs an executor.slurm section (partition, account, nodes, gpus_per_node, time, array_parallelism)")
@@ -290,7 +283,7 @@ class RunSpec:
     @property
     def dir_name(self) -> str:
         """The run's directory under GRID_DIR/runs: its name with '/' replaced by '-'."""
-        return self.name.replace("/", "-")
+        return layout.dir_name(self.name)
 
     @property
     def size(self) -> str:
@@ -352,139 +345,3 @@ def plan(spec: GridSpec) -> list[RunSpec]:
     twice = sorted({n for n in names if names.count(n) > 1})
     _require(not twice, "models", f"run {twice[0] if twice else ''} is listed twice; list each model x block once")
     return runs
-
-
-# ----------------------------------------------------------------------------- YAML in and out
-
-
-def _fail(source: str, node: yaml.Node, path: str, message: str):
-    where = f"{source} line {node.start_mark.line + 1}"
-    raise GridFileError(f"{where}: {path}: {message}" if path else f"{where}: {message}")
-
-
-_SCALAR = yaml.constructor.SafeConstructor()
-_TYPE_NAMES = {int: "an integer", float: "a number", str: "text", bool: "true or false"}
-
-
-def _scalar(node: yaml.Node, tp: type, path: str, source: str):
-    if not isinstance(node, yaml.ScalarNode):
-        _fail(source, node, path, f"expected {_TYPE_NAMES.get(tp, tp.__name__)}, got a {'list' if isinstance(node, yaml.SequenceNode) else 'mapping'}")
-    value = _SCALAR.construct_object(node)
-    if tp is float and isinstance(value, str):  # YAML 1.1 reads 1e-4 (no dot) as text
-        try:
-            return float(value)
-        except ValueError:
-            pass
-    if tp is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if not isinstance(value, tp) or (tp is int and isinstance(value, bool)):
-        _fail(source, node, path, f"expected {_TYPE_NAMES.get(tp, tp.__name__)}, got {value!r}")
-    return value
-
-
-def _convert(node: yaml.Node, tp, path: str, source: str):
-    """The value of `node` as type `tp` (a dataclass, tuple[X, ...], X | None, int, float, str, bool)."""
-    origin, args = typing.get_origin(tp), typing.get_args(tp)
-    if origin in (typing.Union, types.UnionType):
-        if isinstance(node, yaml.ScalarNode) and node.tag == "tag:yaml.org,2002:null":
-            return None
-        options = [a for a in args if a is not type(None)]
-        for option in options[:-1]:
-            try:
-                return _convert(node, option, path, source)
-            except GridFileError:
-                pass
-        return _convert(node, options[-1], path, source)
-    if origin is tuple:
-        items = node.value if isinstance(node, yaml.SequenceNode) else [node]  # a single value is a list of one
-        return tuple(_convert(item, args[0], f"{path}[{i}]", source) for i, item in enumerate(items))
-    if tp is ModelEntry and isinstance(node, yaml.ScalarNode):  # `- DiT-B/4` is short for `- name: DiT-B/4`
-        return _build(tp, yaml.MappingNode("tag:yaml.org,2002:map", [(yaml.ScalarNode("tag:yaml.org,2002:str", "name", node.start_mark), node)], node.start_mark), path, source)
-    if dataclasses.is_dataclass(tp):
-        return _build(tp, node, path, source)
-    return _scalar(node, tp, path, source)
-
-
-def _build(cls, node: yaml.Node, path: str, source: str):
-    """A `cls` from a YAML mapping node; errors name the key and its line."""
-    section = path or "the grid"
-    if not isinstance(node, yaml.MappingNode):
-        _fail(source, node, path, f"{section} must be a mapping of keys to values")
-    hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    kwargs, key_nodes = {}, {}
-    for key_node, value_node in node.value:
-        key = key_node.value
-        dotted = f"{path}.{key}" if path else str(key)
-        if key not in fields:
-            _fail(source, key_node, "", f"unknown key {dotted!r}; valid keys in {section}: {', '.join(fields)}")
-        if key in kwargs:
-            _fail(source, key_node, "", f"key {dotted!r} appears twice")
-        kwargs[key] = _convert(value_node, hints[key], dotted, source)
-        key_nodes[key] = key_node
-    missing = [k for k, f in fields.items() if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING and k not in kwargs]
-    if missing:
-        _fail(source, node, "", f"{section} is missing the key {missing[0]!r}")
-    try:
-        return cls(**kwargs)
-    except SpecError as exc:
-        dotted = f"{path}.{exc.key}" if path and exc.key else (exc.key or path)
-        _fail(source, key_nodes.get(exc.key, node), dotted, str(exc))
-
-
-def parse_grid(text: str, source: str = "<grid>") -> GridSpec:
-    """A GridSpec from YAML text; `source` names it in errors ('grid.yaml line 12: train.lr: ...')."""
-    try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = f" line {mark.line + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise GridFileError(f"{source}{line}: malformed YAML: {problem}") from None
-    if root is None:
-        raise GridFileError(f"{source}: the grid file is empty")
-    return _build(GridSpec, root, "", source)
-
-
-def load_grid(path) -> GridSpec:
-    """A GridSpec from a YAML file."""
-    path = Path(path)
-    if not path.is_file():
-        raise ValueError(f"no grid file {path}; give a YAML grid file or a preset ({', '.join(preset_names())})")
-    return parse_grid(path.read_text(), source=str(path))
-
-
-def preset_names() -> tuple[str, ...]:
-    return tuple(sorted(p.stem for p in PRESET_DIR.glob("*.yaml")))
-
-
-def load_preset(name: str) -> GridSpec:
-    """A grid shipped with the package: paper, blocks, demo, demo-long."""
-    if name not in preset_names():
-        raise ValueError(f"unknown preset {name!r}; choose one of {', '.join(preset_names())}")
-    return parse_grid((PRESET_DIR / f"{name}.yaml").read_text(), source=f"preset {name} ({name}.yaml)")
-
-
-def load_grid_or_preset(name_or_path: str) -> GridSpec:
-    """A grid file if `name_or_path` is one, else the preset of that name."""
-    if Path(name_or_path).is_file() or name_or_path not in preset_names():
-        return load_grid(name_or_path)
-    return load_preset(name_or_path)
-
-
-def grid_to_dict(spec: GridSpec) -> dict:
-    """The resolved spec (every default filled in) as plain YAML/JSON values."""
-
-    def plain(value):
-        if isinstance(value, dict):
-            return {k: plain(v) for k, v in value.items()}
-        if isinstance(value, (list, tuple)):
-            return [plain(v) for v in value]
-        return value
-
-    return plain(dataclasses.asdict(spec))
-
-
-def dump_grid(spec: GridSpec) -> str:
-    """The resolved spec as YAML; parse_grid(dump_grid(spec)) == spec."""
-    return yaml.safe_dump(grid_to_dict(spec), sort_keys=False)

@@ -181,7 +181,7 @@ def refresh_results(grid_dir):
 
 # ---- the grid directory ------------------------------------------------------------------------
 def read_grid(grid_dir) -> GridSpec:
-    from scaling.grid import load_grid
+    from scaling.gridfile import load_grid
 
     path = GridLayout(grid_dir).spec
     if not path.exists():
@@ -191,7 +191,7 @@ def read_grid(grid_dir) -> GridSpec:
 
 def claim_grid_dir(grid_dir, spec: GridSpec):
     """Write the resolved spec into grid_dir, refusing a directory that holds another grid's runs."""
-    from scaling.grid import dump_grid
+    from scaling.gridfile import dump_grid
 
     grid = GridLayout(grid_dir)
     if grid.spec.exists():

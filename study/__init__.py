@@ -1,2 +1,3 @@
-"""Leaf modules that every package reads: where a grid's and a run's files live (`layout`) and
-what the results table holds (`schema`). They import nothing from `dit`, `eval`, `scaling` or `reports`."""
+"""Leaf modules that every package reads: where a grid's and a run's files live (`layout`), what the
+results table holds (`schema`, `metrics`) and the checked name lookup behind every registry (`registry`).
+They import nothing from `dit`, `eval`, `scaling` or `reports`."""

@@ -10,6 +10,7 @@ from pathlib import Path
 import pandas as pd
 
 from study.layout import GridLayout
+from study.metrics import METRICS
 
 # column -> (pandas dtype, meaning)
 SCHEMA = {
@@ -43,7 +44,6 @@ SCHEMA = {
 COLUMNS = tuple(SCHEMA)
 KEY = ("run", "step", "sampler", "sampling_steps", "cfg_scale", "features")
 RUN_COLUMNS = ("run", "model", "size", "patch_size", "block", "params", "gflops", "dataset", "resolution", "batch_size")
-METRICS = ("fid", "sfid", "inception_score", "precision", "recall", "class_accuracy")  # as evaluations name them
 
 
 def train_compute_gflops(gflops: float, batch_size: int, steps: int) -> float:

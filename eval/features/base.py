@@ -1,8 +1,16 @@
-"""What every feature extractor returns, and the input conversions they share."""
+"""What every feature extractor returns, the registry they join, and the input conversions they share."""
+import dataclasses
+from collections.abc import Callable
 from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
+from torch import nn
+
+from study.registry import Registry
+
+# fp32: exact; tf32: TF32 convolutions and matmuls on GPUs; bf16: autocast. Extractors that are small run in fp32.
+PRECISIONS = Registry("precision", ("fp32", "tf32", "bf16"))
 
 
 class Features(NamedTuple):
@@ -15,6 +23,27 @@ class Features(NamedTuple):
     @classmethod
     def cat(cls, parts: list["Features"]) -> "Features":
         return cls(*(torch.cat(tensors) for tensors in zip(*parts)))
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Extractor:
+    """A registered feature extractor: its dimensions, known without building it, and how to build it.
+
+    `build(device, *, weights=None, precision="fp32")` returns an nn.Module taking uint8 images
+    (N, C, H, W) and returning `Features`.
+    """
+
+    name: str
+    dims: dict  # {"pool": D, "spatial": Ds, "logits": K}
+    build: Callable[..., nn.Module]
+
+
+EXTRACTORS: Registry[Extractor] = Registry("feature extractor")
+
+
+def register_extractor(name: str, *, dims: dict, build: Callable[..., nn.Module]) -> Extractor:
+    """Make an extractor known by `name` (each extractor's module calls this once)."""
+    return EXTRACTORS.register(name, Extractor(name=name, dims=dict(dims), build=build))
 
 
 def to_channels(x: torch.Tensor, channels: int) -> torch.Tensor:

@@ -23,12 +23,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from eval.features.base import Features, flatten_spatial, to_channels
+from eval.features.base import PRECISIONS, Features, flatten_spatial, register_extractor, to_channels
 
 WEIGHTS_ENV = "DIT_INCEPTION_WEIGHTS"
 SPATIAL_LAYER = "Mixed_6d.branch1x1"  # the TF graph's mixed_6/conv
 SPATIAL_CHANNELS = 7  # ADM: spatial[..., :7] -> 7 x 17 x 17 = 2,023 dims
-PRECISIONS = ("fp32", "tf32", "bf16")
 
 
 def weights_url() -> str:
@@ -109,14 +108,9 @@ class InceptionFeatures(nn.Module):
     classifies_labels = False  # ImageNet's 1008 logits, not the data set's labels
     dims = {"pool": 2048, "spatial": SPATIAL_CHANNELS * 17 * 17, "logits": 1008}
 
-    @classmethod
-    def feature_dims(cls) -> dict:
-        return dict(cls.dims)
-
     def __init__(self, net: nn.Module, precision: str = "fp32"):
         super().__init__()
-        if precision not in PRECISIONS:
-            raise ValueError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
+        PRECISIONS.check(precision)
         self.net, self.precision, self._spatial = net, precision, None
         net.get_submodule(SPATIAL_LAYER).register_forward_hook(self._keep_spatial)
 
@@ -157,3 +151,6 @@ def build(device="cpu", *, weights=None, precision: str = "fp32") -> InceptionFe
     if torch.device(device).type == "cuda":
         extractor = extractor.to(memory_format=torch.channels_last)
     return extractor
+
+
+register_extractor("inception", dims=InceptionFeatures.dims, build=build)  # ADM's InceptionV3: the paper's metrics

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from eval.features.base import Features, flatten_spatial, resize, to_channels
+from eval.features.base import Features, flatten_spatial, register_extractor, resize, to_channels
 
 IMAGE_SIZE = 32
 
@@ -159,3 +159,5 @@ def build(device="cpu", *, weights=None, precision: str = "fp32", recipe: Recipe
     model, accuracy = load_classifier(recipe)
     return MNISTFeatures(model, recipe, accuracy).to(device).eval()
 
+
+register_extractor("mnist", dims=MNISTFeatures.feature_dims(), build=build)  # a small digit classifier for MNIST-32

@@ -21,25 +21,27 @@ examples:
   scaling encode --data faces/ --vae ./sd-vae-ft-mse --out latents/faces128 --resolution 128
   scaling encode --data mnist32 --codec identity --out latents/mnist32"""
 
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+VAE_DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}  # --precision -> torch dtype name
 
 
 def add_parser(subparsers):
     import argparse
+
+    from dit.latents import CODECS
 
     p = subparsers.add_parser("encode", help="encode a dataset once into a latent cache (VAE posterior of each image and its flip)",
                               description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", required=True, metavar="DIR", help="image folder (class_name/*.JPEG, labels by sorted class name) or 'mnist32'")
     p.add_argument("--vae", metavar="ID_OR_PATH", help="VAE weights: a local folder or a hub id such as stabilityai/sd-vae-ft-ema (needed for --codec sd-vae)")
     p.add_argument("--out", required=True, metavar="LATENTS", help="cache folder to create (must not exist)")
-    p.add_argument("--codec", default="sd-vae", choices=("sd-vae", "identity"), help="sd-vae (default) or identity (pixel space, no VAE)")
+    p.add_argument("--codec", default="sd-vae", choices=CODECS.names(), help="sd-vae (default) or identity (pixel space, no VAE)")
     p.add_argument("--flip", action=argparse.BooleanOptionalAction, default=None,
                    help="store each image's mirror too, so training draws random flips (default: on for image folders, off for mnist32, whose digits must not be mirrored)")
     p.add_argument("--resolution", type=int, default=None, help="image side after ADM's centre crop (default 256 for image folders; MNIST-32 keeps 32)")
     p.add_argument("--batch-size", type=int, default=64, help="images per VAE call (each is encoded with its flip, so the VAE sees twice as many) (default 64)")
     p.add_argument("--num-workers", type=int, default=None, help="data loader processes decoding images (default: min(8, CPU count))")
     p.add_argument("--device", default="auto", help="auto (cuda when available, else cpu), cpu, cuda or cuda:N (default auto)")
-    p.add_argument("--precision", default="auto", choices=PRECISIONS, help="VAE precision; auto = bf16 on GPU, fp32 on CPU (default auto)")
+    p.add_argument("--precision", default="auto", choices=("auto", *VAE_DTYPES), help="VAE precision; auto = bf16 on GPU, fp32 on CPU (default auto)")
     p.add_argument("--download", action="store_true", help="download a hub id that is not in the local Hugging Face cache (needs network)")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
     p.set_defaults(func=run)
@@ -52,7 +54,7 @@ def resolve_device_dtype(device: str, precision: str):
     device = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
     if precision == "auto":
         precision = "bf16" if torch.device(device).type == "cuda" else "fp32"
-    return device, {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+    return device, getattr(torch, VAE_DTYPES[precision])
 
 
 def run(args):

@@ -1,6 +1,9 @@
 """`scaling eval`: FID, sFID, Inception Score, Precision and Recall of a samples .npz against a reference."""
 import contextlib
 
+from eval.features import EXTRACTORS, PRECISIONS
+from study.metrics import METRICS
+
 
 def add_parser(subparsers):
     p = subparsers.add_parser(
@@ -20,14 +23,14 @@ def add_parser(subparsers):
 
 def add_feature_options(p):
     """Options shared by eval, ref-stats and fid: which features, on what, how."""
-    p.add_argument("--features", default="inception", choices=("inception", "mnist"),
+    p.add_argument("--features", default="inception", choices=EXTRACTORS.names(),
                    help="inception: ADM's InceptionV3 (the paper's metrics); mnist: a small digit classifier for the MNIST-32 demo")
     p.add_argument("--inception-weights", metavar="PATH",
                    help="InceptionV3 weights file (torch-fidelity's weights-inception-2015-12-05-6726825d.pth); "
                    "default: $DIT_INCEPTION_WEIGHTS, else the torch hub cache, downloading it when online")
     p.add_argument("--device", help="cpu or cuda (default: cuda when available)")
     p.add_argument("--batch-size", type=int, help="images per feature batch (default: 250 on GPU, 50 on CPU)")
-    p.add_argument("--precision", choices=("fp32", "tf32", "bf16"),
+    p.add_argument("--precision", choices=PRECISIONS.names(),
                    help="feature network precision: fp32 (exact), tf32 (GPU default, as PyTorch and TF run convolutions "
                    "there; features within about 5e-4) or bf16 (about 4e-3; faster). See benchmarks/bench_eval.py")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -60,10 +63,9 @@ def report(result: dict, json_path: str | None):
 
 
 def format_metrics(result: dict) -> str:
-    rows = [("FID", "fid"), ("sFID", "sfid"), ("Inception Score", "inception_score"), ("Precision", "precision"), ("Recall", "recall")]
-    if result["class_accuracy"] == result["class_accuracy"]:  # not NaN: the extractor reads the labels
-        rows.append(("Class accuracy", "class_accuracy"))
-    lines = [f"{label:<16} {result[key]:.4f}" for label, key in rows]
+    # class_accuracy is NaN unless the extractor reads the labels; then it is left out
+    shown = [m for m in METRICS.values() if m.paper or result[m.column] == result[m.column]]
+    lines = [f"{m.label:<16} {result[m.column]:.4f}" for m in shown]
     lines.append(f"{'samples':<16} {result['num_samples']} ({result['features']} features)")
     return "\n".join(lines)
 

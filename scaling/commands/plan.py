@@ -56,7 +56,8 @@ def describe(spec) -> str:
 
 def run(args):
     from scaling.commands.gflops import TABLE_FORMATTERS, format_rows
-    from scaling.grid import load_grid_or_preset, load_preset, plan
+    from scaling.grid import plan
+    from scaling.gridfile import load_grid_or_preset, load_preset
 
     if (args.grid is None) == (args.preset is None):
         raise ValueError("give a grid file or preset name, or --preset NAME (one of them)")

@@ -1,4 +1,5 @@
 """`scaling report GRID_DIR`: the scaling figures, fits and a self-contained HTML + PDF report."""
+from study.metrics import PAPER_METRICS
 
 DESCRIPTION = """\
 Render a grid directory's report from its results table and run directories: the paper's scaling
@@ -26,7 +27,8 @@ def add_parser(subparsers):
     p.add_argument("--out", default=None, metavar="DIR", help=f"where to write the report (default: {grid.report_dir})")
     p.add_argument("--format", default="html,pdf", help="comma-separated formats to write: html, pdf (default: html,pdf)")
     p.add_argument("--metric", default="fid",
-                   help="metric of the main figures and fits: fid, sfid, inception_score (or is), precision, recall (default: fid)")
+                   help=f"metric of the main figures and fits: {', '.join(PAPER_METRICS)}; "
+                   "is = inception_score (default: fid)")
     p.add_argument("--step", type=int, default=None,
                    help="training step of the metric-vs-Gflops figure and fit (default: the last step every run reached)")
     p.add_argument("--target", type=float, default=None,

@@ -1,4 +1,6 @@
 """`scaling results`: the grid's results table as a table, CSV or JSON."""
+from scaling.commands.gflops import FORMATS
+from study.metrics import PAPER_METRICS
 
 
 def add_parser(subparsers):
@@ -6,13 +8,13 @@ def add_parser(subparsers):
                               description="Print GRID_DIR's results table (one row per run x step x sampling setting). "
                               "--refresh rebuilds it from the runs' evaluation records first.")
     p.add_argument("grid_dir", help="grid directory written by `scaling run-grid`")
-    p.add_argument("--format", choices=("table", "csv", "json"), default="table", help="output format")
+    p.add_argument("--format", choices=FORMATS, default="table", help="output format")
     p.add_argument("--refresh", action="store_true", help="rebuild the table from the evaluation records first")
     p.set_defaults(func=run)
 
 
-TABLE_COLUMNS = ["run", "params", "gflops", "step", "train_compute_gflops", "sampling_steps", "cfg_scale", "fid", "sfid",
-                 "inception_score", "precision", "recall"]
+TABLE_COLUMNS = ["run", "params", "gflops", "step", "train_compute_gflops", "sampling_steps", "cfg_scale",
+                 *PAPER_METRICS]
 
 
 def run(args):

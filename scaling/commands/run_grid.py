@@ -24,7 +24,7 @@ def add_parser(subparsers):
 
 
 def load_spec(args):
-    from scaling.grid import load_grid, load_preset
+    from scaling.gridfile import load_grid, load_preset
 
     if bool(args.grid) == bool(args.preset):
         raise ValueError("give either a grid file or --preset NAME (e.g. --preset demo)")

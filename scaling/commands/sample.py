@@ -2,6 +2,8 @@
 
 
 def add_parser(subparsers):
+    from dit.config import PRECISIONS
+
     p = subparsers.add_parser(
         "sample", help="sample a checkpoint into samples.npz (ADM layout), resumable",
         description="Sample images from a checkpoint of this project (EMA weights by default) or an official DiT "
@@ -17,7 +19,7 @@ def add_parser(subparsers):
     p.add_argument("--raw-weights", action="store_true", help="use the raw model weights, not the EMA")
     p.add_argument("--vae", help="VAE for latent models: diffusers hub id or local folder (default: the run's own, else stabilityai/sd-vae-ft-ema)")
     p.add_argument("--guidance-channels", type=int, help="guide only the first K noise channels (3 reproduces the official release)")
-    p.add_argument("--precision", default="fp32", help="fp32 or bf16")
+    p.add_argument("--precision", default="fp32", help=" or ".join(PRECISIONS))
     p.add_argument("--compile", action="store_true", help="torch.compile the model (faster long jobs on GPUs)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     p.add_argument("--grid", help="also write a PNG grid of the first 64 samples here")

@@ -7,9 +7,8 @@ import pytest
 
 from dit.config import TrainConfig
 from scaling.cli import main
-from scaling.grid import (
-    ModelEntry, dump_grid, load_grid, load_grid_or_preset, load_preset, parse_grid, plan, preset_names,
-)
+from scaling.grid import ModelEntry, plan
+from scaling.gridfile import dump_grid, load_grid, load_grid_or_preset, load_preset, parse_grid, preset_names
 
 GRID = textwrap.dedent("""\
     name: tiny

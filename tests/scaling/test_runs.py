@@ -9,7 +9,8 @@ import pandas as pd
 import pytest
 
 from scaling.executors import slurm, write_sbatch_scripts
-from scaling.grid import parse_grid, plan
+from scaling.grid import plan
+from scaling.gridfile import parse_grid
 from scaling.runs import claim_grid_dir, run_state
 from study.schema import read_results
 

@@ -1,0 +1,26 @@
+"""The evaluation metrics by their results-table column: label and direction, named once for every package."""
+import dataclasses
+
+from study.registry import Registry
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Metric:
+    """A metric column of the results table: what figures and tables call it, which way is better."""
+
+    column: str
+    label: str
+    lower_is_better: bool
+    paper: bool = True  # one of the paper's five (Table 4); False for this project's additions
+
+
+METRICS: Registry[Metric] = Registry("metric", {m.column: m for m in (
+    Metric(column="fid", label="FID", lower_is_better=True),
+    Metric(column="sfid", label="sFID", lower_is_better=True),
+    Metric(column="inception_score", label="Inception Score", lower_is_better=False),
+    Metric(column="precision", label="Precision", lower_is_better=False),
+    Metric(column="recall", label="Recall", lower_is_better=False),
+    # the share of samples classified as the label they were sampled for (extractors that read the labels)
+    Metric(column="class_accuracy", label="Class accuracy", lower_is_better=False, paper=False),
+)})
+PAPER_METRICS = tuple(name for name, metric in METRICS.items() if metric.paper)
