@@ -136,7 +136,7 @@ def run(args):
     spec = load_preset(args.preset) if args.preset else load_grid_or_preset(args.grid)
     runs = plan(spec)
     rows = plan_rows(runs)
-    costed = args.throughput or gpus or price
+    costed = args.throughput or args.device or gpus or price
     if costed:
         rates = grid_rates(spec.executor, args.throughput, args.device)
         cost = grid_cost(runs, rates, gpus)
