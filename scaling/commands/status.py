@@ -21,7 +21,8 @@ def cost_left_lines(spec, runs, states, args) -> list[str]:
     from scaling.cost import device_type, grid_cost, grid_rates
 
     gpus, price = cost_options(args)
-    if device_type(spec.executor) != "cuda" and not args.throughput or all(s.state == "done" for s in states):
+    applies = device_type(spec.executor) == "cuda" or args.throughput  # CPU grids: the ETA of grid_progress alone
+    if not applies or all(s.state == "done" for s in states):
         return []
     rates = grid_rates(spec.executor, args.throughput, args.device)
     return total_lines(grid_cost(runs, rates, gpus, states=states), price, what=f"left ({rates.device})")

@@ -174,3 +174,22 @@ def test_status_of_a_gpu_grid_estimates_what_is_left_as_plan_does(tmp_path, caps
     assert main(["status", str(tmp_path / "grid"), "--throughput", str(path), "--gpus", "4"]) == 0
     whole = grid_cost(runs, rates, 4)
     assert f"left (Test GPU 40GB): {whole.gpu_hours:,.1f} GPU-hours" in capsys.readouterr().out
+
+
+def test_bench_rows_are_a_table_a_cpu_grid_can_be_planned_from(tmp_path, capsys):
+    from scaling.throughput import bench_rows
+
+    r8, _, r2 = runs_of()
+    identity = dict(device="laptop", device_type="cpu", torch="x", cuda=None, date="2026-01-01")
+    options = dict(precision="fp32", attention="sdpa", compile=False)
+    for run, rate in ((r8, 90.0), (r2, 10.0)):
+        measured = dict(path="fast", train_images_per_sec=rate, peak_mem_gb=float("nan"), sample_images_per_sec=rate / 100)
+        rows = bench_rows(measured, model=run.model, gflops=gflops(run.dit_config()), geometry={}, batch_size=32,
+                          options=options, sampling=dict(sampler="ddpm", steps=10, cfg_scale=1.0, batch_size=16), identity=identity)
+        save_rows(tmp_path / "cpu.json", rows)
+    cpu_grid = tmp_path / "cpu.yaml"
+    cpu_grid.write_text(GRID.replace("gpus_per_run: 2", "gpus_per_run: 0").replace("batch_size: 64", "batch_size: 32"))
+    assert main(["plan", str(cpu_grid), "--throughput", str(tmp_path / "cpu.json"), "--format", "json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert rows[0]["train_gpu_hours"] == pytest.approx(1000 * 32 / 90.0 / 3600) and rows[1]["train_basis"] == "interpolated"
+    assert rows[1]["start_hours"] == pytest.approx(rows[0]["end_hours"])  # the local executor on CPU: one after another
