@@ -13,6 +13,7 @@ evaluation, wall time on N GPUs and money, read from a throughput table (`scalin
 - Wall time: runs in the grid's order, each on its GPUs as soon as enough are free (greedy list
   scheduling, as the local executor starts them), at most `runs_at_once` together (SLURM's array).
 """
+
 import dataclasses
 import heapq
 import math
@@ -73,8 +74,9 @@ def model_points(rows: list[dict], batch: int) -> list[dict]:
     return list(best.values())
 
 
-def rate_of(points: list[dict], value, model: str, gflops: float, batch: int,
-            fallback_slope: float = COMPUTE_BOUND_SLOPE) -> tuple[Rate, RateLine]:
+def rate_of(
+    points: list[dict], value, model: str, gflops: float, batch: int, fallback_slope: float = COMPUTE_BOUND_SLOPE
+) -> tuple[Rate, RateLine]:
     """The rate of `model` (`value(row)` of its measured row, else the fitted line at its Gflops) and the line."""
     line = fit_rate_line([(p["gflops"], value(p)) for p in points], fallback_slope)
     for p in points:
@@ -122,8 +124,7 @@ class Rates:
     def required(self, kind: str, precision: str, compile: bool) -> list[dict]:
         rows = self.of(kind, precision, compile)
         if not rows:
-            raise ValueError(f"{self.source} has no {kind} row at {precision} for {self.device}; "
-                             f"{MEASURE_HINT}")
+            raise ValueError(f"{self.source} has no {kind} row at {precision} for {self.device}; {MEASURE_HINT}")
         return rows
 
     def single(self, kind: str, key: str, value: str, precision: str | None = None) -> float | None:
@@ -135,14 +136,19 @@ class Rates:
 
 def device_rates(rows: list[dict], kind_of_device: str, device: str | None, source: str) -> Rates:
     """The rows of the one device of type `kind_of_device` (cuda or cpu) whose name contains `device`."""
-    candidates = [r for r in rows if r["device_type"] == kind_of_device and (not device or device.lower() in r["device"].lower())]
+    candidates = [
+        r for r in rows if r["device_type"] == kind_of_device and (not device or device.lower() in r["device"].lower())
+    ]
     names = sorted({r["device"] for r in candidates})
     if not names:
         named = f" named like {device!r}" if device else ""
-        raise ValueError(f"{source} has no usable row for a {kind_of_device} device{named}, which this grid runs on; "
-                         f"{MEASURE_HINT}")
+        raise ValueError(
+            f"{source} has no usable row for a {kind_of_device} device{named}, which this grid runs on; {MEASURE_HINT}"
+        )
     if len(names) > 1:
-        raise ValueError(f"{source} holds several {kind_of_device} devices ({'; '.join(names)}); choose one with --device")
+        raise ValueError(
+            f"{source} holds several {kind_of_device} devices ({'; '.join(names)}); choose one with --device"
+        )
     return Rates(device=names[0], rows=tuple(r for r in candidates if r["device"] == names[0]), source=source)
 
 
@@ -172,15 +178,23 @@ def eval_point_gpu_seconds(run: RunSpec, rates: Rates, passes: float) -> float:
     """GPU-seconds of one evaluation point: for each sampling setting, sampling, decoding and features."""
     e = run.eval
     settings = [(steps, cfg) for steps in e.sampling_steps for cfg in e.cfg_scales]
-    decode = rates.single("decode", "codec", run.data.codec, sampling_precision()) if run.data.codec != "identity" else None
+    decode = (
+        rates.single("decode", "codec", run.data.codec, sampling_precision()) if run.data.codec != "identity" else None
+    )
     features = rates.single("features", "features", e.features)
     per_sample = sum(steps * guidance_passes(cfg) / passes for steps, cfg in settings)
     per_sample += len(settings) * ((1 / decode if decode else 0.0) + (1 / features if features else 0.0))
     return e.num_samples * per_sample
 
 
-def run_cost(run: RunSpec, rates: Rates, *, steps: int | None = None, points: int | None = None,
-             seconds_per_step: float | None = None) -> RunCost:
+def run_cost(
+    run: RunSpec,
+    rates: Rates,
+    *,
+    steps: int | None = None,
+    points: int | None = None,
+    seconds_per_step: float | None = None,
+) -> RunCost:
     """The cost of `steps` training steps (all by default) and `points` evaluation points (all) of a run;
     `seconds_per_step` (the run's own, measured on its GPUs) replaces the table's training rate."""
     from scaling.flops import gflops
@@ -191,16 +205,30 @@ def run_cost(run: RunSpec, rates: Rates, *, steps: int | None = None, points: in
     points = len(run.eval_points()) if points is None else points
     per_gpu_batch = max(1, run.train.batch_size // gpus)
     train_rows = rates.required("train", run.train.precision, run.train.compile)
-    train, line = rate_of(model_points(train_rows, per_gpu_batch), lambda r: r["images_per_sec"], run.model, g, per_gpu_batch)
+    train, line = rate_of(
+        model_points(train_rows, per_gpu_batch), lambda r: r["images_per_sec"], run.model, g, per_gpu_batch
+    )
     sample_rows = rates.required("sample", sampling_precision(), False)
-    sample, _ = rate_of(model_points(sample_rows, run.eval.batch_size), passes_per_sec, run.model, g, run.eval.batch_size,
-                        fallback_slope=line.slope)
+    sample, _ = rate_of(
+        model_points(sample_rows, run.eval.batch_size),
+        passes_per_sec,
+        run.model,
+        g,
+        run.eval.batch_size,
+        fallback_slope=line.slope,
+    )
     if seconds_per_step:
         train = Rate(run.train.batch_size / (seconds_per_step * gpus), "this run's own")
     train_seconds = steps * run.train.batch_size / train.value
     eval_seconds = points * eval_point_gpu_seconds(run, rates, sample.value)
-    return RunCost(run=run.name, gpus=gpus, train=train, sample=sample,
-                   train_gpu_hours=train_seconds / SECONDS_PER_HOUR, eval_gpu_hours=eval_seconds / SECONDS_PER_HOUR)
+    return RunCost(
+        run=run.name,
+        gpus=gpus,
+        train=train,
+        sample=sample,
+        train_gpu_hours=train_seconds / SECONDS_PER_HOUR,
+        eval_gpu_hours=eval_seconds / SECONDS_PER_HOUR,
+    )
 
 
 # ---- the grid ------------------------------------------------------------------------------------
@@ -209,12 +237,16 @@ def parallel_groups(gpus_per_run: int, total_gpus: int, runs_at_once: int | None
     if total_gpus < 1:
         raise ValueError(f"the number of GPUs must be at least 1, not {total_gpus}")
     if gpus_per_run > total_gpus:
-        raise ValueError(f"the grid's runs take {gpus_per_run} GPUs each, more than the {total_gpus} given; "
-                         f"give --gpus {gpus_per_run} or more")
+        raise ValueError(
+            f"the grid's runs take {gpus_per_run} GPUs each, more than the {total_gpus} given; "
+            f"give --gpus {gpus_per_run} or more"
+        )
     return min(total_gpus // gpus_per_run, runs_at_once or total_gpus)
 
 
-def schedule(hours: list[float], gpus_per_run: int, total_gpus: int, runs_at_once: int | None = None) -> list[tuple[float, float]]:
+def schedule(
+    hours: list[float], gpus_per_run: int, total_gpus: int, runs_at_once: int | None = None
+) -> list[tuple[float, float]]:
     """(start, end) hours of each run: in order, each starts on the first group of `gpus_per_run` GPUs
     to come free (greedy list scheduling), with at most `runs_at_once` runs together."""
     free_at = [0.0] * parallel_groups(gpus_per_run, total_gpus, runs_at_once)
@@ -267,12 +299,21 @@ def grid_cost(runs: list[RunSpec], rates: Rates, total_gpus: int | None = None, 
         costs = [run_cost(run, rates) for run in runs]
     else:
         left = [(run, s) for run, s in zip(runs, states) if s.state != "done"]
-        costs = [run_cost(run, rates, steps=s.steps - s.step, points=s.points - s.evaluated,
-                          seconds_per_step=s.seconds_per_step) for run, s in left]
+        costs = [
+            run_cost(
+                run, rates, steps=s.steps - s.step, points=s.points - s.evaluated, seconds_per_step=s.seconds_per_step
+            )
+            for run, s in left
+        ]
     spans = schedule([c.hours for c in costs], gpus_per_run, total_gpus, at_once)
-    return GridCost(runs=tuple(costs), spans=tuple(spans), total_gpus=total_gpus, gpus_per_run=gpus_per_run,
-                    runs_at_once=parallel_groups(gpus_per_run, total_gpus, at_once),
-                    unit="GPU" if device_type(runs[0].executor) == "cuda" else "CPU")
+    return GridCost(
+        runs=tuple(costs),
+        spans=tuple(spans),
+        total_gpus=total_gpus,
+        gpus_per_run=gpus_per_run,
+        runs_at_once=parallel_groups(gpus_per_run, total_gpus, at_once),
+        unit="GPU" if device_type(runs[0].executor) == "cuda" else "CPU",
+    )
 
 
 def grid_rates(executor: ExecutorSpec, path=None, device: str | None = None) -> Rates:
@@ -297,7 +338,9 @@ def basis_lines(run: RunSpec, rates: Rates) -> list[str]:
     train_line = fit_rate_line([(p["gflops"], p["images_per_sec"]) for p in train_points])
     sample_points = model_points(rates.required("sample", sampling_precision(), False), run.eval.batch_size)
     sample_line = fit_rate_line([(p["gflops"], passes_per_sec(p)) for p in sample_points], train_line.slope)
-    versions = sorted({f"torch {r['torch']}" for r in rates.rows if r.get("torch")} | {r["date"] for r in rates.rows if r.get("date")})
+    versions = sorted(
+        {f"torch {r['torch']}" for r in rates.rows if r.get("torch")} | {r["date"] for r in rates.rows if r.get("date")}
+    )
     compiled = ", compiled" if train_rows[0].get("compile") else ""
     return [
         f"throughput: {rates.device} ({', '.join(versions)}), from {rates.source}",
@@ -306,7 +349,8 @@ def basis_lines(run: RunSpec, rates: Rates) -> list[str]:
         f"log(images/s) = {train_line.intercept:.2f} {train_line.slope:+.3f} log(Gflops)"
         + (" (one model: images/s x Gflops held constant)" if len(train_points) == 1 else ""),
         f"sampling: forward passes/s of one GPU (images x steps x passes; a guided step is 2 passes, cfg 1 is 1); "
-        f"{sampling_precision()} rows measured for {_measured(sample_points)}; other models on the slope {sample_line.slope:+.3f}"
+        f"{sampling_precision()} rows measured for {_measured(sample_points)}; "
+        f"other models on the slope {sample_line.slope:+.3f}"
         + (" of the training line" if len(sample_points) == 1 else " fitted on them"),
         evaluation_line(run, rates),
     ]
@@ -315,12 +359,24 @@ def basis_lines(run: RunSpec, rates: Rates) -> list[str]:
 def evaluation_line(run: RunSpec, rates: Rates) -> str:
     """What one run's evaluation consists of, and what of it the table can price."""
     e = run.eval
-    settings = [f"{e.sampler} {s} steps cfg {c:g} ({guidance_passes(c)} pass{'es' if guidance_passes(c) > 1 else ''})"
-                for s in e.sampling_steps for c in e.cfg_scales]
-    decode = rates.single("decode", "codec", run.data.codec, sampling_precision()) if run.data.codec != "identity" else None
+    settings = [
+        f"{e.sampler} {s} steps cfg {c:g} ({guidance_passes(c)} pass{'es' if guidance_passes(c) > 1 else ''})"
+        for s in e.sampling_steps
+        for c in e.cfg_scales
+    ]
+    decode = (
+        rates.single("decode", "codec", run.data.codec, sampling_precision()) if run.data.codec != "identity" else None
+    )
     features = rates.single("features", "features", e.features)
-    extras = [f"{run.data.codec} decoding at {decode:,.0f} img/s" if decode else
-              (f"{run.data.codec} decoding: not in the table, not counted" if run.data.codec != "identity" else ""),
-              f"{e.features} features at {features:,.0f} img/s" if features else f"{e.features} features: not in the table, not counted"]
-    return (f"evaluation per run: {len(run.eval_points())} points x {e.num_samples:,} samples x [{'; '.join(settings)}]"
-            f" + {' + '.join(x for x in extras if x)}")
+    extras = [
+        f"{run.data.codec} decoding at {decode:,.0f} img/s"
+        if decode
+        else (f"{run.data.codec} decoding: not in the table, not counted" if run.data.codec != "identity" else ""),
+        f"{e.features} features at {features:,.0f} img/s"
+        if features
+        else f"{e.features} features: not in the table, not counted",
+    ]
+    return (
+        f"evaluation per run: {len(run.eval_points())} points x {e.num_samples:,} samples x [{'; '.join(settings)}]"
+        f" + {' + '.join(x for x in extras if x)}"
+    )

@@ -12,6 +12,7 @@ measured rate, each with device, device_type (cuda or cpu), images_per_sec, date
     decode    the VAE decoder on samples                codec, precision
     features  feature extraction for the metrics        features
 """
+
 import datetime
 import json
 import math
@@ -27,12 +28,26 @@ KINDS = {
 }
 COMMON_KEYS = ("device", "device_type", "images_per_sec")
 # What makes two rows the same measurement: a later save replaces an earlier row with the same key.
-KEY_FIELDS = ("kind", "device", "model", "input_size", "in_channels", "batch_size", "precision", "attention", "compile",
-              "sampler", "steps", "cfg_scale", "codec", "features")
+KEY_FIELDS = (
+    "kind",
+    "device",
+    "model",
+    "input_size",
+    "in_channels",
+    "batch_size",
+    "precision",
+    "attention",
+    "compile",
+    "sampler",
+    "steps",
+    "cfg_scale",
+    "codec",
+    "features",
+)
 
 
 def guidance_passes(cfg_scale: float) -> int:
-    """Network forward passes per sampling step: 2 with classifier-free guidance (conditional and null class), else 1."""
+    """Network forward passes per sampling step: 2 with classifier-free guidance (conditional, null class), else 1."""
     return 1 if cfg_scale == 1.0 else 2
 
 
@@ -64,7 +79,7 @@ def load_table(path=None) -> list[dict]:
     try:
         rows = json.loads(path.read_text())["rows"]
     except (json.JSONDecodeError, KeyError, TypeError) as exc:
-        raise ValueError(f"{path} is not a throughput table ({{\"rows\": [...]}}): {exc}") from None
+        raise ValueError(f'{path} is not a throughput table ({{"rows": [...]}}): {exc}') from None
     if not isinstance(rows, list):
         raise ValueError(f"{path}: rows must be a list")
     for i, row in enumerate(rows):
@@ -95,22 +110,49 @@ def device_identity(device) -> dict:
     """Device name and type and the versions a measurement ran with."""
     import torch
 
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else (platform.processor() or platform.machine() or "cpu")
+    name = (
+        torch.cuda.get_device_name(device)
+        if device.type == "cuda"
+        else (platform.processor() or platform.machine() or "cpu")
+    )
     versions = {"torch": torch.__version__, "cuda": torch.version.cuda if device.type == "cuda" else None}
     return {"device": name, "device_type": device.type, **versions, "date": datetime.date.today().isoformat()}
 
 
-def bench_rows(measured: dict, *, model: str, gflops: float, geometry: dict, batch_size: int, options: dict,
-               sampling: dict | None, identity: dict) -> list[dict]:
+def bench_rows(
+    measured: dict,
+    *,
+    model: str,
+    gflops: float,
+    geometry: dict,
+    batch_size: int,
+    options: dict,
+    sampling: dict | None,
+    identity: dict,
+) -> list[dict]:
     """Table rows from one path of `scaling bench`: its training rate and, when timed, its sampling rate.
 
     `options` are the path's settings (precision, attention, compile), `sampling` the benchmark's
     sampler, steps, cfg_scale and batch_size (None when sampling was skipped).
     """
-    base = {**identity, "model": model, "gflops": gflops, **geometry, "precision": options["precision"],
-            "attention": options["attention"], "compile": options["compile"]}
-    rows = [{"kind": "train", **base, "batch_size": batch_size, "images_per_sec": measured["train_images_per_sec"],
-             "peak_mem_gb": None if math.isnan(measured["peak_mem_gb"]) else measured["peak_mem_gb"]}]
+    base = {
+        **identity,
+        "model": model,
+        "gflops": gflops,
+        **geometry,
+        "precision": options["precision"],
+        "attention": options["attention"],
+        "compile": options["compile"],
+    }
+    rows = [
+        {
+            "kind": "train",
+            **base,
+            "batch_size": batch_size,
+            "images_per_sec": measured["train_images_per_sec"],
+            "peak_mem_gb": None if math.isnan(measured["peak_mem_gb"]) else measured["peak_mem_gb"],
+        }
+    ]
     if sampling:
         rows.append({"kind": "sample", **base, **sampling, "images_per_sec": measured["sample_images_per_sec"]})
     return rows

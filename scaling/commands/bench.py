@@ -22,8 +22,9 @@ def add_parser(subparsers):
     p.add_argument("--paths", nargs="+", default=["reference", "fast"], help="paths to time: reference, fast")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     p.add_argument("--json", help="also write the figures to this JSON file")
-    p.add_argument("--save", metavar="FILE.json", help="merge the figures into this throughput table (with device, settings "
-                   "and versions) for `scaling plan --throughput`; a row measured again replaces the old one")
+    p.add_argument("--save", metavar="FILE.json",
+                   help="merge the figures into this throughput table (with device, settings and versions) for "
+                   "`scaling plan --throughput`; a row measured again replaces the old one")
     p.set_defaults(func=run)
 
 
@@ -40,9 +41,10 @@ def save_throughput(path, args, rows: list[dict]):
     g = gflops(dit_config(args.model, **geometry))
     sampling = (dict(sampler="ddpm", steps=args.sample_steps, cfg_scale=args.cfg_scale, batch_size=args.sample_images)
                 if args.sample_images else None)
-    table = [r for row in rows for r in bench_rows(row, model=args.model, gflops=g, geometry=geometry, batch_size=args.batch_size,
-                                                    options=path_options(row["path"], device), sampling=sampling,
-                                                    identity=device_identity(device))]
+    identity = device_identity(device)
+    table = [r for row in rows for r in bench_rows(
+        row, model=args.model, gflops=g, geometry=geometry, batch_size=args.batch_size,
+        options=path_options(row["path"], device), sampling=sampling, identity=identity)]
     save_rows(path, table)
     print(f"saved {len(table)} rows to {path}")
 

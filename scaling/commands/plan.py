@@ -35,7 +35,8 @@ def add_parser(subparsers):
 
 
 def add_cost_arguments(p):
-    p.add_argument("--throughput", metavar="FILE.json", help="measured throughput (`scaling bench --save`); default: the shipped H100 table")
+    p.add_argument("--throughput", metavar="FILE.json",
+                   help="measured throughput (`scaling bench --save`); default: the shipped H100 table")
     p.add_argument("--gpus", metavar="N", help="GPUs the grid has in all (default: what its executor runs at once)")
     p.add_argument("--gpu-hour-price", metavar="P", help="price of one GPU-hour, for the cost of each run and the grid")
     p.add_argument("--device", metavar="NAME", help="device of the throughput file to read, a part of its name (H100)")
@@ -59,7 +60,8 @@ def _positive(text: str | None, option: str, integer: bool):
 
 def cost_options(args) -> tuple[int | None, float | None]:
     """--gpus and --gpu-hour-price, checked."""
-    return _positive(args.gpus, "--gpus", integer=True), _positive(args.gpu_hour_price, "--gpu-hour-price", integer=False)
+    gpus = _positive(args.gpus, "--gpus", integer=True)
+    return gpus, _positive(args.gpu_hour_price, "--gpu-hour-price", integer=False)
 
 
 def cost_columns(cost, price: float | None) -> list[dict]:
@@ -80,7 +82,8 @@ def total_lines(cost, price: float | None, what: str = "in all") -> list[str]:
     unit = cost.unit
     lines = [f"{what}: {cost.gpu_hours:,.1f} {unit}-hours: training {cost.train_gpu_hours:,.1f}, evaluation "
              f"{cost.eval_gpu_hours:,.1f} ({100 * cost.eval_share:.0f}% of the total)",
-             f"wall time on {cost.total_gpus} {unit}s ({cost.runs_at_once} run(s) at once x {cost.gpus_per_run} {unit}(s) each): "
+             f"wall time on {cost.total_gpus} {unit}s ({cost.runs_at_once} run(s) at once x {cost.gpus_per_run} "
+             f"{unit}(s) each): "
              f"{cost.wall_hours:,.1f} h ({cost.wall_hours / 24:.1f} days)"]
     if price:
         lines.append(f"cost at {price:g} per {unit}-hour: {cost.gpu_hours * price:,.0f}")

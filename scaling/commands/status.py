@@ -8,7 +8,7 @@ def add_parser(subparsers):
                               description="Show each run's state (pending, training, done), its step, evaluation points "
                               "done, its latest FID and the training time left, all read from GRID_DIR. For a grid on "
                               "GPUs (or with --throughput), also the GPU-hours of training and evaluation left and the "
-                              "wall time on --gpus, estimated as `scaling plan` does (runs that have trained for a while "
+                              "wall time on --gpus, estimated as `scaling plan` does (runs that have trained a while "
                               "with their own seconds per step).")
     p.add_argument("grid_dir", help="grid directory written by `scaling run-grid`")
     add_cost_arguments(p)
