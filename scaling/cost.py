@@ -115,14 +115,10 @@ class Rates:
     rows: tuple[dict, ...]
     source: str
 
-    def of(self, kind: str, precision: str | None = None, compile: bool | None = None) -> list[dict]:
-        """Rows of `kind` at `precision`, those with the same `compile` setting when there are any."""
-        rows = [r for r in self.rows if r["kind"] == kind and precision in (None, r.get("precision"))]
-        same_compile = [r for r in rows if r.get("compile") == compile]
-        return same_compile or rows
-
     def required(self, kind: str, precision: str, compile: bool) -> list[dict]:
-        rows = self.of(kind, precision, compile)
+        """Rows of `kind` at `precision`, those with the same `compile` setting when there are any; one needed."""
+        rows = [r for r in self.rows if r["kind"] == kind and r.get("precision") == precision]
+        rows = [r for r in rows if r.get("compile") == compile] or rows
         if not rows:
             raise ValueError(f"{self.source} has no {kind} row at {precision} for {self.device}; {MEASURE_HINT}")
         return rows
