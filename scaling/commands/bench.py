@@ -22,7 +22,31 @@ def add_parser(subparsers):
     p.add_argument("--paths", nargs="+", default=["reference", "fast"], help="paths to time: reference, fast")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     p.add_argument("--json", help="also write the figures to this JSON file")
+    p.add_argument("--save", metavar="FILE.json",
+                   help="merge the figures into this throughput table (with device, settings and versions) for "
+                   "`scaling plan --throughput`; a row measured again replaces the old one")
     p.set_defaults(func=run)
+
+
+def save_throughput(path, args, rows: list[dict]):
+    """Merge the measured rows into the throughput table at `path`."""
+    from dit.distributed import pick_device
+    from dit.models import dit_config
+    from scaling.bench import path_options
+    from scaling.flops import gflops
+    from scaling.throughput import bench_rows, device_identity, save_rows
+
+    device = pick_device(args.device)
+    geometry = dict(input_size=args.input_size, in_channels=args.in_channels, num_classes=args.num_classes)
+    g = gflops(dit_config(args.model, **geometry))
+    sampling = (dict(sampler="ddpm", steps=args.sample_steps, cfg_scale=args.cfg_scale, batch_size=args.sample_images)
+                if args.sample_images else None)
+    identity = device_identity(device)
+    table = [r for row in rows for r in bench_rows(
+        row, model=args.model, gflops=g, geometry=geometry, batch_size=args.batch_size,
+        options=path_options(row["path"], device), sampling=sampling, identity=identity)]
+    save_rows(path, table)
+    print(f"saved {len(table)} rows to {path}")
 
 
 def run(args):
@@ -51,3 +75,5 @@ def run(args):
         print()
     if args.json:
         atomic_write_text(args.json, json.dumps(rows, indent=2) + "\n")
+    if args.save:
+        save_throughput(args.save, args, rows)

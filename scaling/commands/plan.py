@@ -5,13 +5,19 @@ List the runs a grid spec (a YAML file or a shipped preset) would train: one per
 size x block, with parameters, forward Gflops of one sample (as the paper counts them) and
 training compute = Gflops x batch size x steps x 3 (the paper's definition). Nothing runs.
 
+With --gpus, --throughput or --gpu-hour-price it adds what the grid costs: per run and in all,
+training and evaluation GPU-hours (from measured images/s of one GPU; models that were not measured
+are estimated from those that were, and marked so), the wall time on N GPUs with the executor's
+GPUs per run, and the price. Without --throughput it reads the shipped table (our H100 figures).
+
 A malformed grid file, an unknown key or a model that does not fit the data fails with one
 line naming the key and its line in the file.
 
 examples:
   scaling plan --preset paper
-  scaling plan demo --format csv
-  scaling plan my-grid.yaml"""
+  scaling plan --preset paper --gpus 64 --gpu-hour-price 2.5
+  scaling plan my-grid.yaml --throughput my-gpus.json --gpus 16    (my-gpus.json: scaling bench --save)
+  scaling plan demo --format csv"""
 
 
 def add_parser(subparsers):
@@ -24,7 +30,64 @@ def add_parser(subparsers):
     p.add_argument("grid", nargs="?", metavar="GRID_OR_PRESET", help="grid spec YAML file, or the name of a preset")
     p.add_argument("--preset", metavar="NAME", help="a shipped preset: paper, blocks, demo, demo-long")
     add_format_argument(p)
+    add_cost_arguments(p)
     p.set_defaults(func=run)
+
+
+def add_cost_arguments(p):
+    p.add_argument("--throughput", metavar="FILE.json",
+                   help="measured throughput (`scaling bench --save`); default: the shipped H100 table")
+    p.add_argument("--gpus", metavar="N", help="GPUs the grid has in all (default: what its executor runs at once)")
+    p.add_argument("--gpu-hour-price", metavar="P", help="price of one GPU-hour, for the cost of each run and the grid")
+    p.add_argument("--device", metavar="NAME", help="device of the throughput file to read, a part of its name (H100)")
+
+
+def _positive(text: str | None, option: str, integer: bool):
+    """A positive number from an option's text, or None when it is absent; one line of error otherwise."""
+    import math
+
+    if text is None:
+        return None
+    try:
+        value = int(text) if integer else float(text)
+    except ValueError:
+        value = None
+    if value is None or not math.isfinite(value) or value <= 0:
+        what = "a whole number of GPUs, at least 1" if integer else "a positive number (the price of one GPU-hour)"
+        raise ValueError(f"{option} must be {what}, not {text!r}")
+    return value
+
+
+def cost_options(args) -> tuple[int | None, float | None]:
+    """--gpus and --gpu-hour-price, checked."""
+    gpus = _positive(args.gpus, "--gpus", integer=True)
+    return gpus, _positive(args.gpu_hour_price, "--gpu-hour-price", integer=False)
+
+
+def cost_columns(cost, price: float | None) -> list[dict]:
+    """Per run: its GPUs, rates and their basis, GPU-hours, its place in the schedule and its price."""
+    rows = []
+    for run, (start, end) in zip(cost.runs, cost.spans):
+        rows.append(dict(
+            gpus=run.gpus, train_img_per_s=run.train.value, train_basis=run.train.basis,
+            sample_passes_per_s=run.sample.value, sample_basis=run.sample.basis, train_gpu_hours=run.train_gpu_hours,
+            eval_gpu_hours=run.eval_gpu_hours, gpu_hours=run.gpu_hours, start_hours=start, end_hours=end,
+            **({"cost": run.gpu_hours * price} if price else {}),
+        ))
+    return rows
+
+
+def total_lines(cost, price: float | None, what: str = "in all") -> list[str]:
+    """GPU-hours in all (or `what`), the evaluation's share, the wall time on the grid's GPUs and the price."""
+    unit = cost.unit
+    lines = [f"{what}: {cost.gpu_hours:,.1f} {unit}-hours: training {cost.train_gpu_hours:,.1f}, evaluation "
+             f"{cost.eval_gpu_hours:,.1f} ({100 * cost.eval_share:.0f}% of the total)",
+             f"wall time on {cost.total_gpus} {unit}s ({cost.runs_at_once} run(s) at once x {cost.gpus_per_run} "
+             f"{unit}(s) each): "
+             f"{cost.wall_hours:,.1f} h ({cost.wall_hours / 24:.1f} days)"]
+    if price:
+        lines.append(f"cost at {price:g} per {unit}-hour: {cost.gpu_hours * price:,.0f}")
+    return lines
 
 
 def plan_rows(runs) -> list[dict]:
@@ -54,19 +117,43 @@ def describe(spec) -> str:
     return f"grid {spec.name}: {data}\nevaluation: {evaluation}; executor: {spec.executor.kind}"
 
 
+def rate_text(value: float) -> str:
+    return f"{value:,.0f}" if value >= 100 else f"{value:.3g}"
+
+
+COST_FORMATTERS = {
+    "train_img_per_s": rate_text, "sample_passes_per_s": rate_text, "train_gpu_hours": "{:,.1f}".format,
+    "eval_gpu_hours": "{:,.1f}".format, "gpu_hours": "{:,.1f}".format, "start_hours": "{:,.1f}".format,
+    "end_hours": "{:,.1f}".format, "cost": "{:,.0f}".format,
+}
+
+
 def run(args):
     from scaling.commands.gflops import TABLE_FORMATTERS, format_rows
+    from scaling.cost import basis_lines, grid_cost, grid_rates
     from scaling.grid import plan
     from scaling.gridfile import load_grid_or_preset, load_preset
 
     if (args.grid is None) == (args.preset is None):
         raise ValueError("give a grid file or preset name, or --preset NAME (one of them)")
+    gpus, price = cost_options(args)
     spec = load_preset(args.preset) if args.preset else load_grid_or_preset(args.grid)
-    rows = plan_rows(plan(spec))
+    runs = plan(spec)
+    rows = plan_rows(runs)
+    costed = args.throughput or args.device or gpus or price
+    if costed:
+        rates = grid_rates(spec.executor, args.throughput, args.device)
+        cost = grid_cost(runs, rates, gpus)
+        cost_rows = [{"run": row["run"], **c} for row, c in zip(rows, cost_columns(cost, price))]
     if args.format != "table":
-        print(format_rows(rows, args.format))
+        print(format_rows([{**row, **c} for row, c in zip(rows, cost_rows)] if costed else rows, args.format))
         return
     print(describe(spec))
     print(format_rows(rows, "table", {**TABLE_FORMATTERS, "train_compute_gflops": "{:.3e}".format}))
     total = sum(row["train_compute_gflops"] for row in rows)
     print(f"{len(rows)} runs, training compute {total:.3e} Gflops in all")
+    if costed:
+        print()
+        print("\n".join(basis_lines(runs[0], rates)))
+        print(format_rows(cost_rows, "table", COST_FORMATTERS))
+        print("\n".join(total_lines(cost, price)))

@@ -2,19 +2,40 @@
 
 
 def add_parser(subparsers):
+    from scaling.commands.plan import add_cost_arguments
+
     p = subparsers.add_parser("status", help="show the state of each run of a grid directory",
                               description="Show each run's state (pending, training, done), its step, evaluation points "
-                              "done, its latest FID and the training time left, all read from GRID_DIR.")
+                              "done, its latest FID and the training time left, all read from GRID_DIR. For a grid on "
+                              "GPUs (or with --throughput), also the GPU-hours of training and evaluation left and the "
+                              "wall time on --gpus, estimated as `scaling plan` does (runs that have trained a while "
+                              "with their own seconds per step).")
     p.add_argument("grid_dir", help="grid directory written by `scaling run-grid`")
+    add_cost_arguments(p)
     p.set_defaults(func=run)
+
+
+def cost_left_lines(spec, runs, states, args) -> list[str]:
+    """What is left of a grid on GPUs (or with --throughput): GPU-hours, evaluation share, wall time, price."""
+    from scaling.commands.plan import cost_options, total_lines
+    from scaling.cost import device_type, grid_cost, grid_rates
+
+    gpus, price = cost_options(args)
+    applies = device_type(spec.executor) == "cuda" or args.throughput  # CPU grids: the ETA of grid_progress alone
+    if not applies or all(s.state == "done" for s in states):
+        return []
+    rates = grid_rates(spec.executor, args.throughput, args.device)
+    return total_lines(grid_cost(runs, rates, gpus, states=states), price, what=f"left ({rates.device})")
 
 
 def run(args):
     from scaling.grid import plan
     from scaling.runs import grid_progress, read_grid, run_state, sampling_settings
 
-    runs = plan(read_grid(args.grid_dir))
+    spec = read_grid(args.grid_dir)
+    runs = plan(spec)
     states = [run_state(args.grid_dir, r) for r in runs]
+    cost_left = cost_left_lines(spec, runs, states, args)  # before any output: a bad option fails alone
     print(f"{'run':<28} {'state':<9} {'step':>15} {'evaluated':>9} {'latest fid':>10} {'eta':>8}")
     for s in states:
         fid = f"{s.latest['fid']:.2f}" if s.latest and s.latest.get("fid") is not None else "-"
@@ -24,3 +45,5 @@ def run(args):
     first = sampling_settings(runs[0])[0]
     print(f"latest fid: the newest evaluation point, {first.sampler} {first.sampling_steps} steps, cfg {first.cfg_scale:g}")
     print(grid_progress(states, runs))
+    for line in cost_left:
+        print(line)
