@@ -63,7 +63,7 @@ def main():
 
     ours = load_model(read_checkpoint(args.ckpt))
     theirs = diffusers_transformer(ours)
-    data = build_dataset("mnist32", train=False)
+    data = build_dataset("mnist32", resolution=ours.config.input_size, train=False)
     images = torch.stack([data[i][0] for i in range(64)])
     labels = torch.tensor([data[i][1] for i in range(64)])
     output_deviation(ours, theirs, images, labels)
