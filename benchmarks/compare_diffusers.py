@@ -24,6 +24,10 @@ from eval.evaluate import evaluate_samples
 TIMESTEPS = (0, 1, 10, 100, 250, 500, 750, 999)
 
 
+def relative_rms(diff: torch.Tensor, ref: torch.Tensor) -> float:
+    return (diff.pow(2).mean() / ref.pow(2).mean()).sqrt().item()
+
+
 def output_deviation(ours, theirs, images: torch.Tensor, labels: torch.Tensor):
     """Per t: max |diff| and relative RMS of the outputs on noised data x_t (eps and variance channels)."""
     diffusion = create_diffusion("", "linear", ours.config.learn_sigma)
@@ -34,9 +38,8 @@ def output_deviation(ours, theirs, images: torch.Tensor, labels: torch.Tensor):
         with torch.no_grad():
             a, b = ours(x_t, ts, labels), theirs(x_t, ts, class_labels=labels).sample
         c = ours.config.in_channels
-        rel = lambda d, ref: (d.pow(2).mean() / ref.pow(2).mean()).sqrt().item()  # noqa: E731
-        print(f"t={t:4d}  max|diff| {(a - b).abs().max().item():.2e}  rel. RMS eps {rel(a[:, :c] - b[:, :c], a[:, :c]):.2e}"
-              f"  var {rel(a[:, c:] - b[:, c:], a[:, c:]):.2e}")
+        print(f"t={t:4d}  max|diff| {(a - b).abs().max().item():.2e}  rel. RMS eps {relative_rms(a[:, :c] - b[:, :c], a[:, :c]):.2e}"
+              f"  var {relative_rms(a[:, c:] - b[:, c:], a[:, c:]):.2e}")
 
 
 def sample_npz(model_fn, config, num: int, steps: int, out: Path, seed: int = 0) -> Path:
@@ -47,7 +50,7 @@ def sample_npz(model_fn, config, num: int, steps: int, out: Path, seed: int = 0)
     images = []
     for i in range(0, num, 100):
         y = labels[i:i + 100]
-        images.append(to_uint8(sample_ddpm(diffusion, lambda x, t: model_fn(x, t, y), noise[i:i + 100], generator=gen)))
+        images.append(to_uint8(sample_ddpm(diffusion, lambda x, t, y=y: model_fn(x, t, y), noise[i:i + 100], generator=gen)))
     np.savez(out, arr_0=np.concatenate(images), arr_1=labels.numpy())
     return out
 

@@ -173,7 +173,7 @@ def read_foreign(path, model_name: str | None = None) -> dict:
     try:
         with safe_open(str(path), framework="pt") as f:
             meta = (f.metadata() or {}).get(METADATA_KEY)
-            state = {k: f.get_tensor(k) for k in f.keys()}
+            state = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open is not a dict)
     except (SafetensorError, OSError) as exc:
         raise ValueError(f"cannot read {path} as safetensors: {exc}") from None
     if meta is None:
