@@ -15,11 +15,18 @@ PROJECT_KEYS = ("model", "ema", "config")
 PLAIN_KEY = "x_embedder.proj.weight"
 
 
-def read_checkpoint(path_or_state) -> dict:
-    """torch.load with weights_only=True; ValueError with one clear line for a missing or unreadable file."""
+def read_checkpoint(path_or_state, model_name: str | None = None) -> dict:
+    """torch.load with weights_only=True; ValueError with one clear line for a missing or unreadable file.
+
+    A diffusers DiT folder or a .safetensors file is read by dit.interop (`model_name` for one without our metadata).
+    """
     if isinstance(path_or_state, dict):
         return path_or_state
     path = Path(path_or_state)
+    if path.is_dir() or path.suffix == ".safetensors":
+        from dit.interop import read_foreign
+
+        return read_foreign(path, model_name)
     if not path.is_file():
         raise ValueError(f"checkpoint {path} does not exist; give the path of a .pt file")
     try:

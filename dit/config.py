@@ -28,6 +28,7 @@ class TrainConfig:
     hidden_size: int | None = None
     num_heads: int | None = None
     attention: str = "sdpa"
+    init: str | None = None  # start from these weights at step 0 (any checkpoint, diffusers folder or .safetensors)
     # data: "mnist32", an image folder (class_name/*.JPEG) or a latent cache from `scaling encode`
     data: str = "mnist32"
     resolution: int | None = None  # image side; None = the data set's own

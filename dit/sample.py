@@ -120,9 +120,9 @@ def generate_samples(ckpt_path, out_npz, config: SampleConfig, *, device: str = 
     """
     dist = distributed.setup(device)
     out_npz = Path(out_npz)
-    ckpt = read_checkpoint(ckpt_path)
     overrides = dict(model_overrides or {})
     expected = overrides.pop("name", None)
+    ckpt = read_checkpoint(ckpt_path, model_name=expected)
     model = load_model(ckpt, use_ema=config.use_ema, **overrides).to(dist.device)
     if expected and expected != model.config.name:
         raise ValueError(f"{ckpt_path} holds a {model.config.name} model, not {expected}; give the matching --model")

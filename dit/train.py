@@ -27,6 +27,7 @@ from dit.config import TrainConfig
 from dit.data import build_dataset
 from dit.diffusion import create_diffusion
 from dit.images import image_grid, save_gif, to_uint8
+from dit.interop import initialise_from
 from dit.io import atomic_path, atomic_torch_save, atomic_write_text
 from dit.models import DiT, create_dit
 from dit.samplers import guided_model_fn, sample_ddpm
@@ -304,6 +305,8 @@ def train(config: TrainConfig, run_dir, *, until: int | None = None, progress: b
         opt.load_state_dict(ckpt["opt"])
         step, wall = ckpt["step"], ckpt.get("wall_seconds", 0.0)
         set_rng_state(ckpt["rng"][min(dist.rank, len(ckpt["rng"]) - 1)])
+    elif config.init:
+        initialise_from(model, ema, config.init, config.model)
     run_config = {"train": config.to_dict(), "model": model_config_dict(model.config), "class_names": list(dataset.class_names)}
     if dist.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)

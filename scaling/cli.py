@@ -24,6 +24,7 @@ COMMANDS = (
     "ref-stats",
     "eval",
     "fid",
+    "export",
     "lr-find",
     "bench",
     "run-one",

@@ -32,7 +32,7 @@ def run(args):
     from eval.reference import read_reference
 
     ckpt = Path(args.ckpt)
-    if not ckpt.is_file():
+    if not ckpt.exists():
         raise ValueError(f"checkpoint {ckpt} does not exist")
     config = SampleConfig(num=args.num, steps=args.steps, sampler=args.sampler, cfg_scale=args.cfg_scale,
                           seed=args.seed, batch_size=args.sample_batch_size)

@@ -28,13 +28,13 @@ def add_parser(subparsers):
 
 def add_sampling_options(p, *, num_default: int):
     """The options `scaling sample` and `scaling fid` share: what to sample, from which checkpoint."""
-    p.add_argument("--ckpt", required=True, help="checkpoint: run_dir/checkpoints/step_NNNNNNN.pt or an official .pt")
+    p.add_argument("--ckpt", required=True, help="checkpoint: run_dir/checkpoints/step_NNNNNNN.pt, an official .pt, a diffusers DiT folder or a .safetensors file")
     p.add_argument("--num", type=int, default=num_default, help="number of samples (the paper's FID-50K: 50000)")
     p.add_argument("--steps", type=int, default=250, help="sampling steps out of the 1000 (the paper: 250 DDPM steps)")
     p.add_argument("--sampler", default="ddpm", help="ddpm (ancestral) or ddim")
     p.add_argument("--cfg-scale", type=float, default=1.0, help="classifier-free guidance scale (1 = none; the paper's best: 1.5)")
     p.add_argument("--seed", type=int, default=0, help="seed: the same seed gives the same samples")
-    p.add_argument("--model", help="expected model name for an official checkpoint, e.g. DiT-XL/2 (checked)")
+    p.add_argument("--model", help="expected model name for an official checkpoint, e.g. DiT-XL/2 (checked; needed for a .safetensors file without our metadata)")
 
 
 def run(args):
@@ -43,7 +43,7 @@ def run(args):
 
     labels = None
     if args.labels:
-        meta = run_metadata(read_checkpoint(args.ckpt))
+        meta = run_metadata(read_checkpoint(args.ckpt, model_name=args.model))
         names = meta.get("class_names", [])
         labels = resolve_labels(args.labels, names, meta.get("model", {}).get("num_classes", 1000))
     config = SampleConfig(

@@ -5,6 +5,7 @@ import typing
 
 HELP = {
     "model": "model name, e.g. DiT-XL/2, DiT-B/4, DiT-T/4 (tiny, for CPU), DiT-custom/4 with --depth/--hidden-size/--num-heads",
+    "init": "start model and EMA from these weights at step 0: a checkpoint, an official .pt, a diffusers DiT folder or a .safetensors file",
     "block": "conditioning block: in-context, cross-attn, adaln, adaln-zero (the paper's default)",
     "data": "'mnist32' (offline digits), an image folder (class_name/*.JPEG) or a latent cache from `scaling encode`",
     "resolution": "image side in pixels (default: the data set's own; 256 for image folders)",
