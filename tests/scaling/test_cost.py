@@ -6,7 +6,8 @@ import pytest
 from scaling.cli import main
 from scaling.cost import grid_cost, grid_rates, run_cost, schedule
 from scaling.flops import gflops
-from scaling.grid import parse_grid, plan
+from scaling.grid import plan
+from scaling.gridfile import parse_grid
 from scaling.runs import RunState, claim_grid_dir
 from scaling.throughput import load_table, save_rows
 
