@@ -7,8 +7,7 @@ The official release ships a plain (EMA) state dict, e.g. `DiT-XL-2-256x256.pt`.
 import dataclasses
 from pathlib import Path
 
-import torch
-
+from dit.io import load_tensors
 from dit.models import MODEL_SIZES, DiT, DiTConfig, dit_config
 
 PROJECT_KEYS = ("model", "ema", "config")
@@ -19,13 +18,8 @@ def read_checkpoint(path_or_state) -> dict:
     """torch.load with weights_only=True; ValueError with one clear line for a missing or unreadable file."""
     if isinstance(path_or_state, dict):
         return path_or_state
-    path = Path(path_or_state)
-    if not path.is_file():
-        raise ValueError(f"checkpoint {path} does not exist; give the path of a .pt file")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # pickle errors, truncated files, ...
-        raise ValueError(f"cannot read checkpoint {path}: {type(exc).__name__}: {exc}") from None
+    return load_tensors(path_or_state, what="checkpoint",
+                        expected="a .pt file of `scaling train` (RUN_DIR/checkpoints/step_NNNNNNN.pt) or an official DiT release")
 
 
 def is_project_checkpoint(ckpt: dict) -> bool:

@@ -58,3 +58,37 @@ def atomic_torch_save(obj, path):
 
     with atomic_path(path) as tmp:
         torch.save(obj, tmp)
+
+
+def load_tensors(path, *, what: str, expected: str):
+    """torch.load with weights_only=True: tensors and plain containers, never pickled code.
+
+    A file that is missing, a directory, not a torch file, truncated, or holds other pickled objects
+    ends in one ValueError line: "cannot read {what} {path}: {reason}; give {expected}".
+    """
+    import pickle
+
+    import torch
+
+    path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"{what} {path} is a directory; give {expected}")
+    if not path.is_file():
+        raise ValueError(f"{what} {path} does not exist; give {expected}")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        reason = _unpickling_reason(str(exc))
+    except (EOFError, KeyError, RuntimeError, ValueError) as exc:  # truncated, text renamed .pt, a zip of other files
+        reason = f"not a whole torch file ({type(exc).__name__}: {str(exc)[:80]})"
+    raise ValueError(f"cannot read {what} {path}: {reason}; give {expected}")
+
+
+def _unpickling_reason(message: str) -> str:
+    """One line from torch's weights-only refusal (the rest of its text advises weights_only=False)."""
+    if not message.startswith("Weights only load failed"):
+        return f"not a torch file ({message.splitlines()[0][:80] if message else 'unpickling error'})"
+    advice = ("Weights only load failed", "Please file an issue", "Check the documentation")
+    detail = next((line.strip() for line in message.splitlines() if line.strip() and not line.startswith(advice)), "")
+    return (f"it holds pickled Python objects, not only tensors ({detail[:120]}), and is refused unread because "
+            f"loading them could run code; if you trust it, re-save just its tensors with torch.save")
