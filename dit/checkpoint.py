@@ -92,6 +92,16 @@ def load_model(path_or_state, *, use_ema: bool = True, **overrides) -> DiT:
     return model.eval()
 
 
+def check_fits(ckpt: dict, model: DiT, run_dir):
+    """ValueError when the weights of run_dir's checkpoint do not fit `model` (another size, patch or block)."""
+    own, stored = model.state_dict(), ckpt["model"]
+    if set(own) == set(stored) and all(own[k].shape == stored[k].shape for k in own):
+        return
+    found = DiTConfig(**ckpt["config"]["model"]).name
+    raise ValueError(f"{run_dir} holds a checkpoint of {found}, which does not fit {model.config.name}; "
+                     f"resume it with its own options, or train {model.config.name} in another --run-dir")
+
+
 def model_config_dict(config: DiTConfig) -> dict:
     return dataclasses.asdict(config)
 

@@ -56,8 +56,27 @@ def atomic_write_bytes(path, data: bytes):
 def atomic_torch_save(obj, path):
     import torch
 
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        torch.save(obj, f)  # through a Python file: a full disk raises OSError(ENOSPC), not torch's RuntimeError
+
+
+def read_text(path, *, what: str, expected: str) -> str:
+    """The UTF-8 text of `path`; a binary file ends in one ValueError line naming it and what was expected."""
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{what} {path} is not a text file (byte {exc.object[exc.start]:#04x} at offset {exc.start}); "
+                         f"give {expected}") from None
+
+
+def read_json(path, *, what: str, fix: str):
+    """The JSON in `path`; a damaged file ends in one ValueError line naming it and the fix."""
+    import json
+
+    try:
+        return json.loads(read_text(path, what=what, expected="a JSON file"))
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{what} {path} is damaged ({exc.msg} at line {exc.lineno}); {fix}") from None
 
 
 def load_tensors(path, *, what: str, expected: str):

@@ -24,6 +24,7 @@ import yaml
 
 from dit.blocks import BLOCKS
 from dit.config import DEFAULT_VAE, TrainConfig
+from dit.io import read_text
 from dit.latents import CODECS, SD_VAE_CONFIG
 from dit.models import CUSTOM_SIZE, MODEL_SIZES, PAPER_PATCH_SIZES, DiTConfig, dit_config, parse_model_name
 from dit.samplers import SAMPLERS
@@ -451,7 +452,7 @@ def load_grid(path) -> GridSpec:
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"no grid file {path}; give a YAML grid file or a preset ({', '.join(preset_names())})")
-    return parse_grid(path.read_text(), source=str(path))
+    return parse_grid(read_text(path, what="grid file", expected="a YAML grid spec"), source=str(path))
 
 
 def preset_names() -> tuple[str, ...]:

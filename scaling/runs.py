@@ -12,7 +12,7 @@ import warnings
 from pathlib import Path
 
 from dit.checkpoint import checkpoint_path, list_checkpoints
-from dit.io import atomic_write_text
+from dit.io import atomic_write_text, read_json
 from eval.evaluate import METRICS
 from scaling.grid import GridSpec, RunSpec, plan
 from scaling.results import sampling_compute_gflops, to_table, train_compute_gflops, write_results
@@ -76,7 +76,7 @@ def run_state(grid_dir, run: RunSpec) -> RunState:
     done = [p for p in points if all(eval_record_path(directory, p, s).exists() for s in settings)]
     scored = [eval_record_path(directory, p, settings[0]) for p in points]
     scored = [path for path in scored if path.exists()]
-    latest = json.loads(scored[-1].read_text()) if scored else None
+    latest = read_eval_record(scored[-1]) if scored else None
     finished = step >= run.train.steps and len(done) == len(points)
     started = step or done or (directory / "train-log.jsonl").exists()
     state = "done" if finished else ("training" if started else "pending")
@@ -194,12 +194,17 @@ def run_columns(run: RunSpec) -> dict:
     }
 
 
+def read_eval_record(path: Path) -> dict:
+    fix = "delete it and re-run `scaling run-grid` to evaluate that point again, then `scaling results GRID_DIR --refresh`"
+    return read_json(path, what="evaluation record", fix=fix)
+
+
 def results_records(grid_dir, runs: list[RunSpec]) -> list[dict]:
     records = []
     for run in runs:
         base = run_columns(run)
         for path in sorted(run_dir(grid_dir, run).glob(f"{EVAL_DIR}/step_*/*.json")):
-            r = json.loads(path.read_text())
+            r = read_eval_record(path)
             records.append({
                 **base, "step": r["step"], "images_seen": r["step"] * base["batch_size"],
                 "train_compute_gflops": train_compute_gflops(base["gflops"], base["batch_size"], r["step"]),

@@ -33,7 +33,9 @@ def run(args):
 
     ckpt = Path(args.ckpt)
     if not ckpt.is_file():
-        raise ValueError(f"checkpoint {ckpt} does not exist")
+        problem = "is a directory" if ckpt.is_dir() else "does not exist"
+        raise ValueError(f"checkpoint {ckpt} {problem}; give a .pt file "
+                         f"(RUN_DIR/checkpoints/step_NNNNNNN.pt or an official DiT release)")
     config = SampleConfig(num=args.num, steps=args.steps, sampler=args.sampler, cfg_scale=args.cfg_scale,
                           seed=args.seed, batch_size=args.sample_batch_size)
     stem = Path(args.out_dir or ckpt.parent) / f"{ckpt.stem}-{config.sampler}-{config.steps}-cfg{config.cfg_scale:g}-n{config.num}-seed{config.seed}"

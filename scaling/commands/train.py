@@ -69,13 +69,9 @@ def resolve_config(args):
 
 
 def run(args):
-    from dit.train import TrainingDiverged, train
+    from dit.train import train
 
     config = resolve_config(args)
-    try:
-        record = train(config, args.run_dir, progress=not getattr(args, "no_progress", False))
-    except TrainingDiverged as exc:
-        print(f"scaling train: stopped: {exc}")
-        return 1
+    record = train(config, args.run_dir, progress=not getattr(args, "no_progress", False))  # TrainingDiverged: exit 2
     if record:
         print(f"trained to step {record['step']}: loss {record['loss']:.4f} in {record['wall_seconds']:.0f} s -> {args.run_dir}")
