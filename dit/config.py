@@ -125,7 +125,8 @@ def read_options(path) -> dict:
     """The training options in a JSON or YAML file (a run's config.json keeps them under "train")."""
     path = Path(path)
     if not path.is_file():
-        raise ValueError(f"config file {path} does not exist")
+        problem = "is a directory" if path.is_dir() else "does not exist"
+        raise ValueError(f"config file {path} {problem}; give a JSON or YAML file of training options")
     text = read_text(path, what="config file", expected="a JSON or YAML file of training options")
     try:
         fields = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)

@@ -2,6 +2,7 @@
 import contextlib
 import os
 import tempfile
+import warnings
 from pathlib import Path
 
 
@@ -95,10 +96,14 @@ def load_tensors(path, *, what: str, expected: str):
     if not path.is_file():
         raise ValueError(f"{what} {path} does not exist; give {expected}")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # "Detected pickle protocol 4": the refusal below says what matters
+            warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except OSError:  # unreadable: the CLI names the path and the fix
+        raise
     except pickle.UnpicklingError as exc:
         reason = _unpickling_reason(str(exc))
-    except (EOFError, KeyError, RuntimeError, ValueError) as exc:  # truncated, text renamed .pt, a zip of other files
+    except Exception as exc:  # truncated, a text file renamed .pt (KeyError, IndexError, ...), a zip of other files
         reason = f"not a whole torch file ({type(exc).__name__}: {str(exc)[:80]})"
     raise ValueError(f"cannot read {what} {path}: {reason}; give {expected}")
 
@@ -107,7 +112,9 @@ def _unpickling_reason(message: str) -> str:
     """One line from torch's weights-only refusal (the rest of its text advises weights_only=False)."""
     if not message.startswith("Weights only load failed"):
         return f"not a torch file ({message.splitlines()[0][:80] if message else 'unpickling error'})"
-    advice = ("Weights only load failed", "Please file an issue", "Check the documentation")
-    detail = next((line.strip() for line in message.splitlines() if line.strip() and not line.startswith(advice)), "")
+    advice = ("Weights only load failed", "(1)", "(2)", "Please file an issue", "Check the documentation")
+    after = message.split("WeightsUnpickler error:", 1)[-1]
+    lines = [line.strip() for line in after.splitlines() if line.strip() and not line.strip().startswith(advice)]
+    detail = lines[0].split(". ")[0] if lines else ""
     return (f"it holds pickled Python objects, not only tensors ({detail[:120]}), and is refused unread because "
             f"loading them could run code; if you trust it, re-save just its tensors with torch.save")
