@@ -5,8 +5,10 @@ Each measurement is a fresh child process (OpenMP reads its settings when torch 
 other processes spin a Python loop (started here, killed after, and bounded by --busy-seconds anyway).
 Policies:
   old:      torch's defaults (one thread per core, OpenMP's spin-then-sleep wait)
-  passive:  what `scaling` sets (scaling.cpu.configure_cpu): OMP_WAIT_POLICY=PASSIVE, KMP_BLOCKTIME=0
-  1-thread: OMP_NUM_THREADS=1, for comparison
+  passive:  OMP_WAIT_POLICY=PASSIVE, KMP_BLOCKTIME=0, one thread per core
+  1-thread: OMP_NUM_THREADS=1 with the passive policy
+`scaling` (scaling.cpu.configure_cpu) sets the passive policy and, when the load average at start is
+1 or more, one thread per core left idle: "passive" on a quiet machine, "1-thread" on 2 busy cores.
 
     python benchmarks/cpu_load.py --steps 5
 """
@@ -18,7 +20,7 @@ import sys
 POLICIES = {
     "old": {},
     "passive": {"OMP_WAIT_POLICY": "PASSIVE", "KMP_BLOCKTIME": "0"},
-    "1-thread": {"OMP_NUM_THREADS": "1"},
+    "1-thread": {"OMP_WAIT_POLICY": "PASSIVE", "KMP_BLOCKTIME": "0", "OMP_NUM_THREADS": "1"},
 }
 SETTINGS = ("OMP_WAIT_POLICY", "KMP_BLOCKTIME", "OMP_NUM_THREADS", "GOMP_SPINCOUNT", "MKL_NUM_THREADS")
 SPIN = "import time\nend = time.time() + {seconds}\nwhile time.time() < end:\n    pass\n"
@@ -40,6 +42,8 @@ def measure(policy: dict, busy: int, steps: int, busy_seconds: float) -> float:
     try:
         out = subprocess.run([sys.executable, __file__, "--child", "--steps", str(steps)], env=env, check=True,
                              capture_output=True, text=True, timeout=busy_seconds)
+    except subprocess.TimeoutExpired:  # printed as inf: slower than --busy-seconds for the whole measurement
+        return float("inf")
     finally:
         for proc in spinners:
             proc.kill()
@@ -52,7 +56,7 @@ def main():
     parser.add_argument("--steps", type=int, default=5, help="timed steps per measurement")
     parser.add_argument("--busy", type=int, nargs="+", default=[0, 1, 2], help="numbers of busy processes to try")
     parser.add_argument("--policies", nargs="+", default=list(POLICIES), choices=list(POLICIES))
-    parser.add_argument("--busy-seconds", type=float, default=300, help="upper bound of one measurement")
+    parser.add_argument("--busy-seconds", type=float, default=300, help="bound of one measurement (inf past it)")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:

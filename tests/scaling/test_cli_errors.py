@@ -1,4 +1,4 @@
-"""Errors a user can cause end in one line on stderr and exit status 2; bugs still raise; --traceback shows the trace."""
+"""Errors a user can cause end in one line on stderr, exit status 2; bugs still raise; --traceback shows the trace."""
 import builtins
 import errno
 import os
@@ -21,7 +21,7 @@ PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(256))
 @pytest.fixture(autouse=True)
 def restore_openmp_settings(monkeypatch):
     """main() sets the OpenMP wait policy in os.environ; leave the environment as it was."""
-    for name in ("OMP_WAIT_POLICY", "KMP_BLOCKTIME", "SCALING_TRACEBACK"):
+    for name in ("OMP_WAIT_POLICY", "KMP_BLOCKTIME", "OMP_NUM_THREADS", "SCALING_TRACEBACK"):
         monkeypatch.delenv(name, raising=False)
 
 
@@ -81,7 +81,7 @@ def test_bad_training_option_is_one_line_with_the_valid_range(capsys, tmp_path, 
 def test_cuda_without_a_gpu_names_the_fix(capsys, tmp_path):
     device = "cuda:99" if torch.cuda.is_available() else "cuda"
     line = one_error_line(capsys, ["train", "--run-dir", tmp_path / "run", *TINY, "--device", device])
-    fix = "GPU(s) are visible; choose cuda:0" if torch.cuda.is_available() else "sees no CUDA GPU here; use --device cpu"
+    fix = "GPU(s) are visible; choose cuda:0" if torch.cuda.is_available() else "no CUDA GPU here; use --device cpu"
     assert f"device '{device}' asked for" in line and fix in line
 
 
@@ -153,8 +153,8 @@ def test_output_path_that_is_a_file_or_a_directory(capsys, tmp_path, tiny_run):
     assert str(tmp_path / "a-file") in line and "File exists" in line
     (tmp_path / "out.npz").mkdir()
     ckpt = list_checkpoints(tiny_run)[-1][1]
-    line = one_error_line(capsys, ["sample", "--ckpt", ckpt, "--out", tmp_path / "out.npz", "--num", "2", "--steps", "2",
-                                   "--device", "cpu"])
+    line = one_error_line(capsys, ["sample", "--ckpt", ckpt, "--out", tmp_path / "out.npz", "--num", "2",
+                                   "--steps", "2", "--device", "cpu"])
     assert f"--out {tmp_path / 'out.npz'} is a directory; give the path of a .npz file" in line
 
 
@@ -207,7 +207,8 @@ def test_diverged_training_and_failed_grid_runs_end_in_one_line(capsys, tmp_path
     assert main(["run-grid", "--preset", "demo", "--out", str(tmp_path / "grid"), "--no-progress", "--no-report"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert "Traceback" not in "\n".join(err) and err[-1].startswith("scaling run-grid: error: runs failed: DiT-")
-    assert all(line.endswith("stopped: the loss became NaN or infinite at step 3; lower the learning rate") for line in err[:-1])
+    stopped = "stopped: the loss became NaN or infinite at step 3; lower the learning rate"
+    assert err[:-1] and all(line.endswith(stopped) for line in err[:-1])
 
 
 def grid_with_a_record(tmp_path):
@@ -256,8 +257,11 @@ def test_a_bug_still_raises(monkeypatch):
 def test_openmp_wait_policy_is_passive_unless_the_user_chose(monkeypatch):
     from scaling.cpu import configure_cpu
 
-    assert configure_cpu({}) == {"OMP_WAIT_POLICY": "PASSIVE", "KMP_BLOCKTIME": "0"}
-    env = {"OMP_WAIT_POLICY": "ACTIVE"}
-    assert configure_cpu(env) == {"KMP_BLOCKTIME": "0"} and env["OMP_WAIT_POLICY"] == "ACTIVE"
+    cores = len(os.sched_getaffinity(0))
+    assert configure_cpu({}, load=0.2) == {"OMP_WAIT_POLICY": "PASSIVE", "KMP_BLOCKTIME": "0"}  # torch's own count
+    assert configure_cpu({}, load=1.0)["OMP_NUM_THREADS"] == str(max(1, cores - 1))
+    assert configure_cpu({}, load=40.0)["OMP_NUM_THREADS"] == "1"
+    env = {"OMP_WAIT_POLICY": "ACTIVE", "OMP_NUM_THREADS": "3"}
+    assert configure_cpu(env, load=5.0) == {"KMP_BLOCKTIME": "0"} and env["OMP_WAIT_POLICY"] == "ACTIVE"
     main(["models", "--patch-sizes", "8"])
     assert os.environ["OMP_WAIT_POLICY"] == "PASSIVE"
