@@ -7,8 +7,7 @@ The official release ships a plain (EMA) state dict, e.g. `DiT-XL-2-256x256.pt`.
 import dataclasses
 from pathlib import Path
 
-import torch
-
+from dit.io import load_tensors
 from dit.models import MODEL_SIZES, DiT, DiTConfig, dit_config
 
 PROJECT_KEYS = ("model", "ema", "config")
@@ -27,12 +26,8 @@ def read_checkpoint(path_or_state, model_name: str | None = None) -> dict:
         from dit.interop import read_foreign
 
         return read_foreign(path, model_name)
-    if not path.is_file():
-        raise ValueError(f"checkpoint {path} does not exist; give the path of a .pt file")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # pickle errors, truncated files, ...
-        raise ValueError(f"cannot read checkpoint {path}: {type(exc).__name__}: {exc}") from None
+    return load_tensors(path_or_state, what="checkpoint",
+                        expected="a .pt file of `scaling train` (RUN_DIR/checkpoints/step_NNNNNNN.pt) or an official DiT release")
 
 
 def is_project_checkpoint(ckpt: dict) -> bool:
@@ -103,6 +98,16 @@ def load_model(path_or_state, *, use_ema: bool = True, **overrides) -> DiT:
         first = str(exc).splitlines()[1].strip() if len(str(exc).splitlines()) > 1 else str(exc)
         raise ValueError(f"checkpoint does not fit {config.name} ({config.block}): {first}") from None
     return model.eval()
+
+
+def check_fits(ckpt: dict, model: DiT, run_dir):
+    """ValueError when the weights of run_dir's checkpoint do not fit `model` (another size, patch or block)."""
+    own, stored = model.state_dict(), ckpt["model"]
+    if set(own) == set(stored) and all(own[k].shape == stored[k].shape for k in own):
+        return
+    found = DiTConfig(**ckpt["config"]["model"]).name
+    raise ValueError(f"{run_dir} holds a checkpoint of {found}, which does not fit {model.config.name}; "
+                     f"resume it with its own options, or train {model.config.name} in another --run-dir")
 
 
 def model_config_dict(config: DiTConfig) -> dict:

@@ -11,12 +11,30 @@ import yaml
 
 from dit.blocks import ATTENTION_IMPLS, BLOCKS
 from dit.diffusion import NOISE_SCHEDULES, NUM_TRAIN_TIMESTEPS
+from dit.io import read_text
 from dit.latents import CODECS
 from dit.schedules import LR_SCHEDULES
 from study.registry import Registry
 
 PRECISIONS = Registry("precision", ("fp32", "bf16"))  # of training and sampling (bf16: autocast)
 DEFAULT_VAE = "stabilityai/sd-vae-ft-ema"
+
+# The valid range of each numeric option (TrainConfig.__post_init__ checks them all).
+AT_LEAST = {
+    "steps": 1, "batch_size": 1, "log_every": 1, "ckpt_every": 1, "keep_last": 1, "diffusion_steps": 1,
+    "sample_images": 1, "sample_steps": 1, "warmup_steps": 0, "num_workers": 0, "seed": 0, "sample_cfg_scale": 1,
+}
+AT_LEAST_ONE_OR_UNSET = {  # option -> what leaving it out means
+    "depth": "the named size's", "hidden_size": "the named size's", "num_heads": "the named size's",
+    "resolution": "the data set's own", "keep_every": "no checkpoints kept beyond keep_last",
+    "sample_every": "a sample grid at each checkpoint",
+}
+INTERVALS = {  # option -> (test, the interval it tests)
+    "lr": (lambda v: 0 < v < 1, "(0, 1)"),
+    "ema_decay": (lambda v: 0 <= v < 1, "[0, 1)"),
+    "class_dropout_prob": (lambda v: 0 <= v < 1, "[0, 1)"),
+    "weight_decay": (lambda v: 0 <= v <= 1, "[0, 1]"),  # AdamW multiplies weights by 1 - lr * weight_decay each step
+}
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -75,16 +93,18 @@ class TrainConfig:
         }
         for name, registry in registries.items():
             registry.check(getattr(self, name), what=name)
-        positive = ("steps", "batch_size", "log_every", "ckpt_every", "keep_last", "diffusion_steps", "sample_images", "sample_steps")
-        for name in positive:
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be at least 1 (got {getattr(self, name)})")
-        if not 0 < self.lr < 1:
-            raise ValueError(f"lr {self.lr} is outside (0, 1)")
-        if not 0 <= self.ema_decay < 1:
-            raise ValueError(f"ema_decay {self.ema_decay} is outside [0, 1)")
-        if not 0 <= self.class_dropout_prob < 1:
-            raise ValueError(f"class_dropout_prob {self.class_dropout_prob} is outside [0, 1)")
+        for name, low in AT_LEAST.items():
+            if getattr(self, name) < low:
+                raise ValueError(f"{name} must be at least {low} (got {getattr(self, name)})")
+        for name, unset in AT_LEAST_ONE_OR_UNSET.items():
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1 (got {getattr(self, name)}); leave it out for {unset}")
+        for name, (inside, interval) in INTERVALS.items():
+            if not inside(getattr(self, name)):
+                raise ValueError(f"{name} {getattr(self, name)} is outside {interval}")
+        if self.max_grad_norm is not None and not self.max_grad_norm > 0:
+            raise ValueError(f"max_grad_norm must be above 0 (got {self.max_grad_norm}: below 0 the clip would reverse "
+                             f"the gradient); leave it out for no clipping, as the paper")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -106,8 +126,9 @@ def read_options(path) -> dict:
     """The training options in a JSON or YAML file (a run's config.json keeps them under "train")."""
     path = Path(path)
     if not path.is_file():
-        raise ValueError(f"config file {path} does not exist")
-    text = path.read_text()
+        problem = "is a directory" if path.is_dir() else "does not exist"
+        raise ValueError(f"config file {path} {problem}; give a JSON or YAML file of training options")
+    text = read_text(path, what="config file", expected="a JSON or YAML file of training options")
     try:
         fields = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
     except (json.JSONDecodeError, yaml.YAMLError) as exc:

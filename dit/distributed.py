@@ -20,10 +20,19 @@ class DistInfo:
 
 
 def pick_device(name: str = "auto") -> torch.device:
-    """'auto' -> cuda if available, else cpu; otherwise the named device."""
+    """'auto' -> cuda if available, else cpu; otherwise the named device, which must exist here."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ValueError(f"unknown device {name!r}; choose auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {name!r} asked for, but PyTorch sees no CUDA GPU here; use --device cpu (or auto)")
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise ValueError(f"device {name!r} asked for, but only {torch.cuda.device_count()} GPU(s) are visible; "
+                         f"choose cuda:0 to cuda:{torch.cuda.device_count() - 1}")
+    return device
 
 
 def setup(device: str = "auto") -> DistInfo:

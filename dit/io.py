@@ -2,6 +2,7 @@
 import contextlib
 import os
 import tempfile
+import warnings
 from pathlib import Path
 
 
@@ -56,5 +57,64 @@ def atomic_write_bytes(path, data: bytes):
 def atomic_torch_save(obj, path):
     import torch
 
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        torch.save(obj, f)  # through a Python file: a full disk raises OSError(ENOSPC), not torch's RuntimeError
+
+
+def read_text(path, *, what: str, expected: str) -> str:
+    """The UTF-8 text of `path`; a binary file ends in one ValueError line naming it and what was expected."""
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{what} {path} is not a text file (byte {exc.object[exc.start]:#04x} at offset {exc.start}); "
+                         f"give {expected}") from None
+
+
+def read_json(path, *, what: str, fix: str):
+    """The JSON in `path`; a damaged file ends in one ValueError line naming it and the fix."""
+    import json
+
+    try:
+        return json.loads(read_text(path, what=what, expected="a JSON file"))
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{what} {path} is damaged ({exc.msg} at line {exc.lineno}); {fix}") from None
+
+
+def load_tensors(path, *, what: str, expected: str):
+    """torch.load with weights_only=True: tensors and plain containers, never pickled code.
+
+    A file that is missing, a directory, not a torch file, truncated, or holds other pickled objects
+    ends in one ValueError line: "cannot read {what} {path}: {reason}; give {expected}".
+    """
+    import pickle
+
+    import torch
+
+    path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"{what} {path} is a directory; give {expected}")
+    if not path.is_file():
+        raise ValueError(f"{what} {path} does not exist; give {expected}")
+    try:
+        with warnings.catch_warnings():  # "Detected pickle protocol 4": the refusal below says what matters
+            warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except OSError:  # unreadable: the CLI names the path and the fix
+        raise
+    except pickle.UnpicklingError as exc:
+        reason = _unpickling_reason(str(exc))
+    except Exception as exc:  # truncated, a text file renamed .pt (KeyError, IndexError, ...), a zip of other files
+        reason = f"not a whole torch file ({type(exc).__name__}: {str(exc)[:80]})"
+    raise ValueError(f"cannot read {what} {path}: {reason}; give {expected}")
+
+
+def _unpickling_reason(message: str) -> str:
+    """One line from torch's weights-only refusal (the rest of its text advises weights_only=False)."""
+    if not message.startswith("Weights only load failed"):
+        return f"not a torch file ({message.splitlines()[0][:80] if message else 'unpickling error'})"
+    advice = ("Weights only load failed", "(1)", "(2)", "Please file an issue", "Check the documentation")
+    after = message.split("WeightsUnpickler error:", 1)[-1]
+    lines = [line.strip() for line in after.splitlines() if line.strip() and not line.strip().startswith(advice)]
+    detail = lines[0].split(". ")[0] if lines else ""
+    return (f"it holds pickled Python objects, not only tensors ({detail[:120]}), and is refused unread because "
+            f"loading them could run code; if you trust it, re-save just its tensors with torch.save")

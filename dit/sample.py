@@ -43,10 +43,17 @@ class SampleConfig:
 
     def __post_init__(self):
         get_sampler(self.sampler)
-        if self.num < 1 or self.batch_size < 1 or self.steps < 1:
-            raise ValueError("num, batch_size and steps must be at least 1")
-        if self.cfg_scale < 1.0:
-            raise ValueError(f"cfg scale {self.cfg_scale} is below 1 (1 means no guidance)")
+        for name in ("num", "batch_size", "steps"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1 (got {getattr(self, name)})")
+        if not self.cfg_scale >= 1.0:
+            raise ValueError(f"cfg scale {self.cfg_scale} is below 1; choose 1 (no guidance) or more "
+                             f"(the paper's best: 1.5)")
+        if not 0 <= self.eta <= 1:
+            raise ValueError(f"eta {self.eta} is outside [0, 1] (0: deterministic DDIM, 1: DDPM-like noise)")
+        if self.guidance_channels is not None and self.guidance_channels < 1:
+            raise ValueError(f"guidance_channels must be at least 1 (got {self.guidance_channels}); "
+                             f"leave it out to guide all channels")
         PRECISIONS.check(self.precision)
 
 

@@ -22,10 +22,11 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from dit import distributed
-from dit.checkpoint import checkpoint_path, latest_checkpoint, model_config_dict, prune_checkpoints
+from dit.checkpoint import check_fits, checkpoint_path, latest_checkpoint, model_config_dict, prune_checkpoints
 from dit.config import TrainConfig
 from dit.data import build_dataset
 from dit.diffusion import create_diffusion
+from dit.errors import UserError
 from dit.images import image_grid, save_gif, to_uint8
 from dit.interop import initialise_from
 from dit.io import atomic_path, atomic_torch_save, atomic_write_text
@@ -41,7 +42,7 @@ RESUMABLE_CHANGES = {
 }
 
 
-class TrainingDiverged(RuntimeError):
+class TrainingDiverged(UserError):
     """The loss became NaN or infinite; no checkpoint was written from that state."""
 
 
@@ -300,6 +301,7 @@ def train(config: TrainConfig, run_dir, *, until: int | None = None, progress: b
     step, wall = 0, 0.0
     ckpt = latest_checkpoint(run_dir)
     if ckpt is not None:
+        check_fits(ckpt, model, run_dir)
         model.load_state_dict(ckpt["model"])
         ema.load_state_dict(ckpt["ema"])
         opt.load_state_dict(ckpt["opt"])

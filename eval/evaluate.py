@@ -11,11 +11,10 @@ from concurrent.futures import ThreadPoolExecutor
 from scipy.linalg import LinAlgWarning
 
 from eval import metrics
-from eval.extract import default_device, default_precision, extract_features
+from eval.extract import check_batch_size, default_precision, extract_features, resolve_device
 from eval.features import Features, get_extractor
 from eval.images import NpzImages, check_value_range
 from eval.reference import ReferenceStats, read_reference, stats_from_features
-from study.metrics import METRICS  # results-table column names
 
 LABELS_KEY = "arr_1"
 
@@ -31,12 +30,13 @@ def evaluate_samples(samples_npz, ref_npz, features: str = "inception", *, devic
     extractor classifies the data set's own labels (mnist) and the samples carry labels (arr_1). With fewer samples than feature dimensions
     the covariance is singular: a warning, or a ValueError when `strict`.
     """
+    check_batch_size(batch_size)
+    device = resolve_device(device)
     samples, ref = NpzImages(samples_npz, what="samples"), read_reference(ref_npz)
     check_value_range(samples)
     if ref.images is not None and ref.images.shape != samples.shape:
         raise ValueError(f"samples are {_size(samples.shape)} but the reference images are {_size(ref.images.shape)}; "
                          f"use a reference made at the samples' resolution")
-    device = device or default_device()
     extractor = get_extractor(features, device, weights=inception_weights, precision=precision or default_precision(device))
     _check_reference_stats(ref.stats, extractor)
     _check_sample_count(samples.num, extractor.dims, strict)

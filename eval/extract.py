@@ -25,6 +25,19 @@ def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+def resolve_device(device=None) -> torch.device:
+    """The named device (checked: it must exist here), else `default_device()`."""
+    from dit.distributed import pick_device
+
+    return pick_device(str(device)) if device else default_device()
+
+
+def check_batch_size(batch_size: int | None):
+    if batch_size is not None and batch_size < 1:
+        raise ValueError(f"batch size must be at least 1 (got {batch_size}); leave --batch-size out for the default "
+                         f"({default_batch_size('cuda')} on GPU, {default_batch_size('cpu')} on CPU)")
+
+
 def default_precision(device) -> str:
     """tf32 on GPUs, fp32 elsewhere.
 

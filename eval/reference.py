@@ -91,10 +91,12 @@ def make_reference(data: str, out, features: str = "inception", *, resolution: i
     Precision/Recall), written to `out`. `data`: 'mnist32', an .npz with arr_0, or an image folder
     (centre-cropped to `resolution`, default 256); see eval.images.open_source. Runs in this process
     alone, also under torchrun (call it on one rank)."""
-    from eval.extract import default_device, default_precision, extract_features
+    from eval.extract import check_batch_size, default_precision, extract_features, resolve_device
     from eval.features import get_extractor
     from eval.images import check_value_range, open_source
 
+    check_batch_size(batch_size)
+    device = resolve_device(device)
     source = open_source(data, resolution, what="data")
     check_value_range(source)
     keep = np.sort(np.random.default_rng(seed).permutation(source.num)[:num_images])
@@ -104,7 +106,6 @@ def make_reference(data: str, out, features: str = "inception", *, resolution: i
         lo, hi = np.searchsorted(keep, [start, start + len(batch)])
         kept[lo:hi] = batch[keep[lo:hi] - start]
 
-    device = device or default_device()
     extractor = get_extractor(features, device, weights=inception_weights, precision=precision or default_precision(device))
     feats = extract_features(source, extractor, batch_size=batch_size, progress=progress, desc="reference",
                              on_batch=keep_rows, shard=False)  # one process: it writes the file

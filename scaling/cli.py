@@ -2,12 +2,22 @@
 
 Each command lives in `scaling/commands/<name>.py` with `add_parser(subparsers)`, which registers
 the command and sets `func(args) -> int | None`; modules import their heavy dependencies inside
-`func`, so `scaling --help` stays fast. Errors a user can cause (ValueError, FileNotFoundError)
-end as one line on stderr and exit status 2.
+`func`, so `scaling --help` stays fast.
+
+Errors a user can cause end as one line on stderr naming the problem and the fix, exit status 2:
+ValueError (options, files, data), OSError (permissions, a full or read-only disk, a file where a
+folder belongs) and dit.errors.UserError (a diverged run, failed runs of a grid). Anything else is
+a bug and raises. `--traceback` (before or after COMMAND) or SCALING_TRACEBACK=1 prints the full
+traceback of any error first.
 """
 import argparse
+import errno
 import importlib
+import os
 import sys
+import traceback
+
+from scaling.cpu import configure_cpu
 
 # Commands in the order `scaling --help` lists them.
 COMMANDS = (
@@ -35,16 +45,36 @@ Run, check and extend the scaling study of Diffusion Transformers (DiT, Peebles 
 train DiT models, sample them, evaluate them, and sweep grids of models into a scaling report.
 Run `scaling COMMAND --help` for the options of each command."""
 
+TRACEBACK_ENV = "SCALING_TRACEBACK"
+TRACEBACK_HELP = f"show the full traceback of an error (also: {TRACEBACK_ENV}=1)"
+
+# The fix for an OSError, by errno; the error's own text says what happened.
+OS_ERROR_FIXES = {
+    errno.EACCES: "check its permissions or choose another path",
+    errno.EPERM: "check its permissions or choose another path",
+    errno.EROFS: "the file system is read-only; choose a path on a writable disk",
+    errno.ENOSPC: "free space on that disk or choose a path on another one",
+    errno.EDQUOT: "free space within your quota or choose a path on another disk",
+    errno.EISDIR: "a folder is where a file belongs; give a file path",
+    errno.ENOTDIR: "a file is where a folder belongs; give a folder path or move the file away",
+    errno.EEXIST: "something is already there; choose another path or remove it",
+    errno.ENOENT: "check the path",
+}
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="scaling", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands")
+    parser.add_argument("--traceback", action="store_true", dest="traceback_first", help=TRACEBACK_HELP)
     for name in COMMANDS:
         importlib.import_module(f"scaling.commands.{name.replace('-', '_')}").add_parser(subparsers)
+    for command in subparsers.choices.values():
+        command.add_argument("--traceback", action="store_true", default=False, help=TRACEBACK_HELP)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    configure_cpu()  # before the commands import torch
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
@@ -52,12 +82,31 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return args.func(args) or 0
-    except (ValueError, FileNotFoundError) as exc:
-        print(f"scaling {args.command}: error: {exc}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         print(f"scaling {args.command}: interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:
+        if not is_user_error(exc):
+            raise
+        if args.traceback or args.traceback_first or os.environ.get(TRACEBACK_ENV, "") not in ("", "0"):
+            traceback.print_exc()
+        print(f"scaling {args.command}: error: {error_line(exc)}", file=sys.stderr)
+        return 2
+
+
+def is_user_error(exc: Exception) -> bool:
+    from dit.errors import UserError
+
+    return isinstance(exc, (ValueError, OSError, UserError))
+
+
+def error_line(exc: Exception) -> str:
+    """The error as one line; an OSError names its path, what happened and the fix."""
+    if isinstance(exc, OSError) and exc.strerror:
+        path = exc.filename2 if exc.filename2 is not None else exc.filename  # a rename's target is the user's path
+        fix = OS_ERROR_FIXES.get(exc.errno, "check the path and the disk")
+        return f"{path}: {exc.strerror}; {fix}" if path is not None else f"{exc.strerror}; {fix}"
+    return " ".join(line.strip() for line in str(exc).splitlines() if line.strip()) or type(exc).__name__
 
 
 if __name__ == "__main__":

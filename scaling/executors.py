@@ -9,6 +9,12 @@
 process or in a SLURM job calls it itself (it must be picklable: a module-level function); a
 `scaling run-one` process cannot take a function, so there it means run-one's report (and None
 means `--no-report`).
+
+A run that fails does not stop the others; the grid ends with RunsFailed naming the failed runs.
+
+Trust: submitit pickles each job (the run spec) and its result into GRID_DIR/slurm/<job id>/, and
+the job and `job.result()` unpickle them: whoever can write to GRID_DIR/slurm can run code as the
+user who submits or executes the grid. Keep grid directories writable by their owner only.
 """
 import os
 import subprocess
@@ -16,10 +22,15 @@ import sys
 import time
 from pathlib import Path
 
+from dit.errors import UserError
 from scaling.grid import RunSpec
 from scaling.runs import execute_run, run_state
 from study.layout import GridLayout, dir_name
 from study.registry import Registry
+
+
+class RunsFailed(UserError):
+    """Runs of a grid failed (diverged, crashed or were cancelled); re-running the grid resumes them."""
 
 
 def run_command(grid_dir, run: RunSpec, gpus: int, *, report: bool = True) -> list[str]:
@@ -35,12 +46,23 @@ def local(runs: list[RunSpec], grid_dir, *, progress: bool = True, on_done=None,
     pending = [r for r in runs if run_state(grid_dir, r).state != "done"]
     gpus = runs[0].executor.gpus_per_run if runs else 0
     if gpus == 0:
-        for run in pending:
-            execute_run(run, grid_dir, progress=progress, on_results=on_results)
-            if on_done:
-                on_done(run)
+        failed = [run.name for run in pending if not _execute_here(run, grid_dir, progress, on_done, on_results)]
+        if failed:
+            raise RunsFailed(f"runs failed: {', '.join(failed)} (each said why above); fix that, then re-run to resume")
         return
     _run_on_gpus(pending, grid_dir, gpus, on_done, report=on_results is not None)
+
+
+def _execute_here(run: RunSpec, grid_dir, progress: bool, on_done, on_results) -> bool:
+    """Execute one run in this process; False when it stopped with a user's error (a diverged loss)."""
+    try:
+        execute_run(run, grid_dir, progress=progress, on_results=on_results)
+    except UserError as exc:
+        print(f"{run.name} stopped: {exc}", file=sys.stderr, flush=True)
+        return False
+    if on_done:
+        on_done(run)
+    return True
 
 
 def _visible_gpus() -> list[str]:
@@ -71,7 +93,7 @@ def _run_on_gpus(runs: list[RunSpec], grid_dir, gpus_per_run: int, on_done, *, r
             free += ids
             (failed.append(run.name) if proc.returncode else on_done and on_done(run))
     if failed:
-        raise RuntimeError(f"runs failed: {', '.join(failed)}; see {grid.logs_dir}/<run>.log, then re-run to resume them")
+        raise RunsFailed(f"runs failed: {', '.join(failed)}; see {grid.logs_dir}/<run>.log, then re-run to resume them")
 
 
 def _slurm_executor(runs: list[RunSpec], grid_dir, cluster: str | None):
@@ -121,14 +143,24 @@ def slurm(runs: list[RunSpec], grid_dir, *, dry_run: bool = False, cluster: str 
     if dry_run:
         write_sbatch_scripts(pending, grid_dir, report=on_results is not None)
         return
+    import submitit
+
     executor = _slurm_executor(pending, grid_dir, cluster)
     work = [SlurmJob(run, grid_dir, on_results) for run in pending]
     jobs = executor.submit_array(work) if executor.cluster == "slurm" else [executor.submit(job) for job in work]
     print(f"submitted {len(jobs)} jobs: {', '.join(j.job_id for j in jobs)} (logs in {GridLayout(grid_dir).slurm_dir})")
+    failed = []
     for run, job in zip(pending, jobs):
-        job.result()
+        try:
+            job.result()
+        except submitit.core.utils.UncompletedJobError:  # failed, cancelled or timed out without requeue
+            failed.append(f"{run.name} (job {job.job_id})")
+            continue
         if on_done:
             on_done(run)
+    if failed:
+        raise RunsFailed(f"runs failed: {', '.join(failed)}; see the job logs in {GridLayout(grid_dir).slurm_dir}, "
+                         f"then re-run to resume them")
 
 
 def write_sbatch_scripts(runs: list[RunSpec], grid_dir, *, report: bool = True) -> list[Path]:

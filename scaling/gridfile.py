@@ -12,6 +12,7 @@ from pathlib import Path
 
 import yaml
 
+from dit.io import read_text
 from scaling.grid import GridSpec, ModelEntry, SpecError
 from study.registry import Registry
 
@@ -117,7 +118,7 @@ def load_grid(path) -> GridSpec:
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"no grid file {path}; give a YAML grid file or a preset ({', '.join(preset_names())})")
-    return parse_grid(path.read_text(), source=str(path))
+    return parse_grid(read_text(path, what="grid file", expected="a YAML grid spec"), source=str(path))
 
 
 def presets() -> Registry[Path]:

@@ -3,12 +3,11 @@
 What a row holds is `study.schema`'s; this module adds what needs the model and the disk: each run's
 own columns (parameters through `dit.models`, Gflops through fvcore) and the atomic write.
 """
-import json
 from pathlib import Path
 
 import pandas as pd
 
-from dit.io import atomic_path
+from dit.io import atomic_path, read_json
 from scaling.grid import RunSpec
 from study.layout import GridLayout
 from study.schema import KEY, result_row
@@ -31,13 +30,19 @@ def run_columns(run: RunSpec) -> dict:
     }
 
 
+def read_eval_record(path: Path) -> dict:
+    """One evaluation record; a damaged one ends in one line naming it and how to redo it."""
+    fix = "delete it and re-run `scaling run-grid` to evaluate that point again, then `scaling results GRID_DIR --refresh`"
+    return read_json(path, what="evaluation record", fix=fix)
+
+
 def results_records(grid_dir, runs: list[RunSpec]) -> list[dict]:
     """One row per evaluation record of every run."""
     grid = GridLayout(grid_dir)
     records = []
     for run in runs:
         columns = run_columns(run)
-        records += [result_row(columns, json.loads(path.read_text())) for path in grid.run(run.name).eval_records()]
+        records += [result_row(columns, read_eval_record(path)) for path in grid.run(run.name).eval_records()]
     return records
 
 

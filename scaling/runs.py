@@ -14,7 +14,7 @@ from pathlib import Path
 from dit.checkpoint import list_checkpoints
 from dit.io import atomic_write_text
 from scaling.grid import GridSpec, RunSpec, plan
-from scaling.results import results_records, write_results
+from scaling.results import read_eval_record, results_records, write_results
 from study.layout import GridLayout, RunLayout
 from study.schema import to_table
 
@@ -70,7 +70,7 @@ def run_state(grid_dir, run: RunSpec) -> RunState:
     done = [p for p in points if all(layout.eval_record(p, s.file_stem).exists() for s in settings)]
     scored = [layout.eval_record(p, settings[0].file_stem) for p in points]
     scored = [path for path in scored if path.exists()]
-    latest = json.loads(scored[-1].read_text()) if scored else None
+    latest = read_eval_record(scored[-1]) if scored else None
     finished = step >= run.train.steps and len(done) == len(points)
     started = step or done or layout.train_log.exists()
     state = "done" if finished else ("training" if started else "pending")

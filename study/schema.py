@@ -95,6 +95,11 @@ def read_results(directory) -> pd.DataFrame:
         path = grid.results_parquet if grid.results_parquet.exists() else grid.results_csv
     if not path.exists():
         raise ValueError(f"no results table at {path}; run `scaling run-grid` first, or give the grid directory")
-    df = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
+    try:
+        df = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
+    except ValueError as exc:  # pyarrow's ArrowInvalid, pandas' ParserError
+        detail = (str(exc).splitlines() or [type(exc).__name__])[0][:120]
+        raise ValueError(f"cannot read the results table {path} ({detail}); rebuild it from the evaluation records "
+                         f"with `scaling results GRID_DIR --refresh`") from None
     known = {name: dtype for name, (dtype, _) in SCHEMA.items() if name in df.columns}
     return df.astype(known)

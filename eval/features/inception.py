@@ -23,6 +23,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from dit.io import load_tensors
 from eval.features.base import PRECISIONS, Features, flatten_spatial, register_extractor, to_channels
 
 WEIGHTS_ENV = "DIT_INCEPTION_WEIGHTS"
@@ -45,6 +46,8 @@ def resolve_weights(path: str | os.PathLike | None = None) -> Path:
     """The Inception weights file: `path`, else $DIT_INCEPTION_WEIGHTS, else the hub cache (downloading it)."""
     path = path or os.environ.get(WEIGHTS_ENV)
     if path:
+        if Path(path).is_dir():
+            raise ValueError(f"Inception weights {path} is a directory; give the path of {_weights_name()} in it")
         if not Path(path).is_file():
             raise ValueError(f"Inception weights {path} do not exist; download {weights_url()} and give its path")
         return Path(path)
@@ -60,22 +63,40 @@ def resolve_weights(path: str | os.PathLike | None = None) -> Path:
 
 
 def _torch_fidelity_network(weights: Path | None):
-    """torch-fidelity's InceptionV3 giving pool_3 and unbiased logits; random init when `weights` is None."""
+    """torch-fidelity's InceptionV3 giving pool_3 and unbiased logits; random init when `weights` is None.
+
+    The weights are read here with `weights_only=True` and handed to the network: torch-fidelity's own
+    loader unpickles the file with `weights_only=False`, which runs any code a crafted file holds.
+    """
     from unittest import mock
 
     from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
 
-    features = ["2048", "logits_unbiased"]
-    if weights is not None:
-        try:
-            return FeatureExtractorInceptionV3("inception-v3-compat", features, feature_extractor_weights_path=str(weights))
-        except Exception as exc:  # unpickling errors, truncated files, state dicts of other networks
-            first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
-            raise ValueError(f"cannot load Inception weights {weights} ({type(exc).__name__}: {first}); "
-                             f"expected torch-fidelity's {weights_url().rsplit('/', 1)[-1]}") from None
+    state = None if weights is None else _read_weights(weights)
     with mock.patch.object(FeatureExtractorInceptionV3, "load_state_dict", lambda self, state: None), \
          mock.patch("torch_fidelity.feature_extractor_inceptionv3.load_state_dict_from_url", lambda *a, **k: {}):
-        return FeatureExtractorInceptionV3("inception-v3-compat", features)
+        net = FeatureExtractorInceptionV3("inception-v3-compat", ["2048", "logits_unbiased"])
+    if state is not None:
+        try:
+            net.load_state_dict(state)
+        except RuntimeError as exc:  # a state dict of another network; line 2 names the first missing key
+            detail = (str(exc).splitlines()[1:2] or [str(exc)])[0].strip()[:200]
+            raise ValueError(f"cannot load Inception weights {weights}: they do not fit torch-fidelity's InceptionV3 "
+                             f"({detail}); expected {_weights_name()}") from None
+    return net
+
+
+def _read_weights(path: Path) -> dict:
+    """The state dict in `path`, loaded safely: tensors only, never pickled code."""
+    state = load_tensors(path, what="Inception weights", expected=f"torch-fidelity's {_weights_name()}")
+    if not isinstance(state, dict):
+        raise ValueError(f"cannot load Inception weights {path}: it holds a {type(state).__name__}, not a state dict; "
+                         f"expected {_weights_name()}")
+    return state
+
+
+def _weights_name() -> str:
+    return weights_url().rsplit("/", 1)[-1]
 
 
 def random_inception_weights(path, seed: int = 0) -> Path:

@@ -51,7 +51,9 @@ def resolve_device_dtype(device: str, precision: str):
     """'auto' -> cuda when available (bf16) else cpu (fp32)."""
     import torch
 
-    device = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
+    from dit.distributed import pick_device
+
+    device = str(pick_device(device))
     if precision == "auto":
         precision = "bf16" if torch.device(device).type == "cuda" else "fp32"
     return device, getattr(torch, VAE_DTYPES[precision])

@@ -33,7 +33,8 @@ def run(args):
 
     ckpt = Path(args.ckpt)
     if not ckpt.exists():
-        raise ValueError(f"checkpoint {ckpt} does not exist")
+        raise ValueError(f"checkpoint {ckpt} does not exist; give a .pt file (RUN_DIR/checkpoints/step_NNNNNNN.pt or "
+                         f"an official DiT release), a diffusers DiT folder or a .safetensors file")
     config = SampleConfig(num=args.num, steps=args.steps, sampler=args.sampler, cfg_scale=args.cfg_scale,
                           seed=args.seed, batch_size=args.sample_batch_size)
     stem = Path(args.out_dir or ckpt.parent) / f"{ckpt.stem}-{config.sampler}-{config.steps}-cfg{config.cfg_scale:g}-n{config.num}-seed{config.seed}"

@@ -10,12 +10,12 @@ def add_parser(subparsers):
     from scaling.commands.train import add_field_option
     from study.layout import RunLayout
 
-    run = RunLayout(".")
+    layout = RunLayout(".")
     p = subparsers.add_parser(
         "lr-find", help="learning-rate range test: plot loss against an exponentially rising rate",
         description="Train a fresh model for a few hundred steps while the learning rate rises exponentially from "
-        f"--min-lr to --max-lr, stop when the loss diverges, and write {run.lr_find_png.name} and "
-        f"{run.lr_find_json.name}. Takes the same model and data options as `scaling train` (e.g. --model DiT-T/4 "
+        f"--min-lr to --max-lr, stop when the loss diverges, and write {layout.lr_find_png.name} and "
+        f"{layout.lr_find_json.name}. Takes the same model and data options as `scaling train` (e.g. --model DiT-T/4 "
         "--data mnist32 --batch-size 64).",
         argument_default=argparse.SUPPRESS,
     )

@@ -38,9 +38,13 @@ def add_sampling_options(p, *, num_default: int):
 
 
 def run(args):
+    from pathlib import Path
+
     from dit.checkpoint import read_checkpoint
     from dit.sample import SampleConfig, generate_samples, resolve_labels, run_metadata, save_npz_grid
 
+    if Path(args.out).is_dir():
+        raise ValueError(f"--out {args.out} is a directory; give the path of a .npz file, e.g. {Path(args.out) / 'samples.npz'}")
     labels = None
     if args.labels:
         meta = run_metadata(read_checkpoint(args.ckpt, model_name=args.model))

@@ -25,17 +25,17 @@ def add_parser(subparsers):
     from dit.config import TrainConfig
     from study.layout import RunLayout
 
-    run = RunLayout("RUN_DIR")
+    layout = RunLayout("RUN_DIR")
     p = subparsers.add_parser(
         "train", help="train a DiT in a run directory (re-run the same command to resume)",
         description="Train a DiT with the paper's recipe by default (AdamW 1e-4, batch 256, EMA 0.9999). "
-        f"Options come from the defaults, then {run.config} when resuming, then --config, then flags. "
+        f"Options come from the defaults, then {layout.config} when resuming, then --config, then flags. "
         "Re-running the same command resumes from the latest checkpoint; for several GPUs launch it with "
         "`torchrun --nproc_per_node=N -m scaling.cli train ...`.",
         argument_default=argparse.SUPPRESS,
     )
-    p.add_argument("--run-dir", required=True, help=f"run directory ({run.config.name}, {run.checkpoints_dir.name}/, "
-                   f"{run.train_log.name}, {run.samples_dir.name}/)")
+    p.add_argument("--run-dir", required=True, help=f"run directory ({layout.config.name}, {layout.checkpoints_dir.name}/, "
+                   f"{layout.train_log.name}, {layout.samples_dir.name}/)")
     p.add_argument("--config", help="JSON or YAML file of training options")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     for field in dataclasses.fields(TrainConfig):
@@ -73,13 +73,9 @@ def resolve_config(args):
 
 
 def run(args):
-    from dit.train import TrainingDiverged, train
+    from dit.train import train
 
     config = resolve_config(args)
-    try:
-        record = train(config, args.run_dir, progress=not getattr(args, "no_progress", False))
-    except TrainingDiverged as exc:
-        print(f"scaling train: stopped: {exc}")
-        return 1
+    record = train(config, args.run_dir, progress=not getattr(args, "no_progress", False))  # TrainingDiverged: exit 2
     if record:
         print(f"trained to step {record['step']}: loss {record['loss']:.4f} in {record['wall_seconds']:.0f} s -> {args.run_dir}")
