@@ -24,6 +24,8 @@ METRICS = {
     "precision": Metric(column="precision", label="Precision", lower_is_better=False),
     "recall": Metric(column="recall", label="Recall", lower_is_better=False),
     "class_accuracy": Metric(column="class_accuracy", label="Class accuracy", lower_is_better=False),
+    "val_loss": Metric(column="val_loss", label="Validation loss", lower_is_better=True),
+    "val_mse": Metric(column="val_mse", label="Validation MSE", lower_is_better=True),
 }
 ALIASES = {"is": "inception_score"}
 

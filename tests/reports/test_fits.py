@@ -3,7 +3,14 @@ import numpy as np
 import pytest
 from scipy import optimize, stats
 
-from reports.fits import backtest, fit_law, fit_loglog, fit_parabola, fit_power_law, isoflop
+from reports.fits import (
+    backtest,
+    fit_law,
+    fit_loglog,
+    fit_parabola,
+    fit_power_law,
+    isoflop,
+)
 
 
 def noisy_power_law(a, b, c, *, n=20, noise=0.01, seed=0):
@@ -115,7 +122,7 @@ def test_prediction_interval_is_the_delta_method_plus_residual_variance():
     """Recomputed in the raw parametrisation a * x^(-b) + c, with a finite-difference gradient."""
     x, y = draw(SATURATING, seed=5)
     fit = fit_law(x, y, "saturating")
-    model = lambda x, a, b, c: a * x ** -b + c  # noqa: E731
+    model = lambda x, a, b, c: a * x ** -b + c
     raw, cov = optimize.curve_fit(model, x, y, p0=(fit.a, fit.b, fit.c), maxfev=20000)
     x0 = np.array([3e12, 1e13])
     grad = np.stack([(model(x0, *(raw + h)) - model(x0, *(raw - h))) / (2 * h[h != 0])
