@@ -15,6 +15,7 @@ COMMANDS = (
     "status",
     "results",
     "report",
+    "fit",
     "plan",
     "models",
     "gflops",
