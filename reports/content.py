@@ -86,13 +86,19 @@ def summary_section(ctx: Context) -> Section:
                       f"({format_number(float(best['train_compute_gflops']))} Gflops of training compute)."))
     points, where = T.at_step(T.without_ablations(rows), ctx.step)
     r = F.correlation(points["gflops"], points[m.column])
-    lines.append(Text(f"At {where}, log10 Gflops and {m.label} correlate with Pearson r = {r:.3f} over {len(points)} models"
+    lines.append(Text(f"At {where}, log10 Gflops and {m.label} correlate with Pearson r = {r:.3f} over {_models(points)}"
                       f"{_fisher_interval(r, len(points))} (the paper finds FID falls as Gflops rise, Fig. 8)."
                       if np.isfinite(r) else
                       f"At {where}, {len(points)} model(s) are too few for a Gflops correlation (it needs 3)."))
     lines.append(Text(_fit_headline(ctx, rows)))
     lines.append(Text(f"Published numbers shown beside the grid: {paper_citation()}, Tables 2, 3 and 4."))
     return Section("Summary", "summary", lines)
+
+
+def _models(points: pd.DataFrame) -> str:
+    """'4 models', or '8 rows of 4 models' when seeds repeat them."""
+    models = points["run"].nunique()
+    return f"{models} models" if models == len(points) else f"{len(points)} rows of {models} models (every seed)"
 
 
 def _fisher_interval(r: float, n: int) -> str:
@@ -327,7 +333,7 @@ def fits_section(ctx: Context) -> Section:
                    f"{m.label} = a * C^(-b) + c (training levels off); across models at one step the power law "
                    f"{m.label} = a * G^(-b) (a straight line in log-log, as the paper's Fig. 8; a few model sizes "
                    "cannot pin down an asymptote). "
-                   f"the target {m.label} {target:.3g} is " + ("the one asked for." if ctx.target is not None else
+                   f"The target {m.label} {target:.3g} is " + ("the one asked for." if ctx.target is not None else
                                                                  "10% better than the best so far."))]
     blocks += _metric_fits(ctx, m, "")
     for extra in _extra_metrics(ctx):
