@@ -15,15 +15,17 @@ from reports import figures as F
 from reports import rundirs
 from reports import table as T
 from reports.document import Code, Picture, Plot, Report, Section, Table, Text, format_number, format_table
-from reports.fits import fit_power_law
+from reports.fits import fit_law, try_backtest
 from reports.paper import paper_citation, paper_table
 from reports.style import Metric, get_metric, run_style
 from study.layout import GridLayout, RunLayout, dir_name
 
 PAPER_FID_STEP = 400_000
 RUN_FILES = RunLayout(".")  # the names of a run directory's files, for captions
-RESULT_COLUMNS = ("run", "step", "sampler", "sampling_steps", "cfg_scale", "features", "num_samples", "gflops",
-                  "train_compute_gflops", "fid", "sfid", "inception_score", "precision", "recall", "wall_seconds")
+RESULT_COLUMNS = ("run", "seed", "step", "budget", "sampler", "sampling_steps", "cfg_scale", "features", "num_samples", "gflops",
+                  "train_compute_gflops", "fid", "sfid", "inception_score", "precision", "recall", "val_loss", "val_mse",
+                  "wall_seconds")
+VAL_LOSS = get_metric("val_loss")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -57,12 +59,15 @@ def _best(rows: pd.DataFrame, metric: Metric) -> pd.Series:
     return rows.loc[values.idxmin() if metric.lower_is_better else values.idxmax()]
 
 
+def _default_target(rows: pd.DataFrame, metric: Metric) -> float:
+    """10% better than the best value so far."""
+    best = float(_best(rows, metric)[metric.column])
+    return best * 0.9 if metric.lower_is_better else best * 1.1
+
+
 def target_for(ctx: Context, rows: pd.DataFrame) -> float:
     """The value the fits predict compute for: the one asked for, else 10% better than the best so far."""
-    if ctx.target is not None:
-        return ctx.target
-    best = float(_best(rows, ctx.metric)[ctx.metric.column])
-    return best * 0.9 if ctx.metric.lower_is_better else best * 1.1
+    return ctx.target if ctx.target is not None else _default_target(rows, ctx.metric)
 
 
 def summary_section(ctx: Context) -> Section:
@@ -81,28 +86,50 @@ def summary_section(ctx: Context) -> Section:
                       f"({format_number(float(best['train_compute_gflops']))} Gflops of training compute)."))
     points, where = T.at_step(T.without_ablations(rows), ctx.step)
     r = F.correlation(points["gflops"], points[m.column])
-    lines.append(Text(f"At {where}, log10 Gflops and {m.label} correlate with Pearson r = {r:.3f} over {len(points)} models "
-                      "(the paper finds FID falls as Gflops rise, Fig. 8)." if np.isfinite(r) else
+    lines.append(Text(f"At {where}, log10 Gflops and {m.label} correlate with Pearson r = {r:.3f} over {_models(points)}"
+                      f"{_fisher_interval(r, len(points))} (the paper finds FID falls as Gflops rise, Fig. 8)."
+                      if np.isfinite(r) else
                       f"At {where}, {len(points)} model(s) are too few for a Gflops correlation (it needs 3)."))
     lines.append(Text(_fit_headline(ctx, rows)))
     lines.append(Text(f"Published numbers shown beside the grid: {paper_citation()}, Tables 2, 3 and 4."))
     return Section("Summary", "summary", lines)
 
 
+def _models(points: pd.DataFrame) -> str:
+    """'4 models', or '8 rows of 4 models' when seeds repeat them."""
+    models = points["run"].nunique()
+    return f"{models} models" if models == len(points) else f"{len(points)} rows of {models} models (every seed)"
+
+
+def _fisher_interval(r: float, n: int) -> str:
+    """' (95% CI lo to hi, Fisher z)' for Pearson's r over n points; '' below 4 points."""
+    if n < 4 or abs(r) >= 1:
+        return ""
+    half = 1.96 / np.sqrt(n - 3)
+    return f" (95% CI {np.tanh(np.arctanh(r) - half):.3f} to {np.tanh(np.arctanh(r) + half):.3f}, Fisher z)"
+
+
 def _fit_headline(ctx: Context, rows: pd.DataFrame) -> str:
+    """The frontier fit in one sentence; a trend in words only when b's interval excludes 0."""
     m = ctx.metric
     front = F.frontier_points(rows, m.column)
+    what = f"Scaling-law fit {m.label} = a * C^(-b) + c on the compute-efficient frontier"
     try:
-        fit = fit_power_law(front["train_compute_gflops"], front[m.column])
+        fit = fit_law(front["train_compute_gflops"], front[m.column])
     except ValueError as exc:
-        return f"Scaling-law fit on the compute-efficient frontier: not made, {exc}."
+        return f"{what}: not fitted, {exc}."
+    lo, hi = fit.ci["b"]
+    counts = f"n = {len(fit.x)} points, {fit.dof} dof"
+    if not fit.trend_is_established():
+        return (f"{what}: no trend established, the exponent's {fit.confidence:.0%} CI ({lo:.3g} to {hi:.3g}, "
+                f"{counts}) does not exclude b = 0.")
     target = target_for(ctx, rows)
     reach = fit.compute_for(target)
     where = (f"predicts {m.label} {target:.3g} at {reach:.3g} Gflops of training compute" if reach is not None
              else f"never reaches {m.label} {target:.3g} (it levels off at c = {fit.c:.3g})")
-    lo, hi = fit.ci["b"]
-    return (f"Scaling-law fit {m.label} = {fit.formula()} on the {len(front)} frontier points: exponent b = {fit.b:.3f} "
-            f"({fit.confidence:.0%} CI {lo:.3f} to {hi:.3f}); it {where}.")
+    direction = "falls" if (fit.b > 0) == (fit.a > 0) else "rises"
+    return (f"{m.label} {direction} with training compute on the frontier: {m.label} = {fit.formula()}, exponent "
+            f"b = {fit.b:.3f} ({fit.confidence:.0%} CI {lo:.3f} to {hi:.3f}, {counts}); it {where}.")
 
 
 def grid_section(ctx: Context) -> Section:
@@ -120,10 +147,10 @@ def grid_section(ctx: Context) -> Section:
     ])
 
 
-def scaling_section(ctx: Context) -> Section:
-    df, m, label = ctx.df, ctx.metric.column, ctx.metric.label
+def _metric_figures(ctx: Context, metric: Metric) -> list:
+    """The metric against steps, Gflops and training compute (the paper's Figs. 6, 8 and 9)."""
+    df, m, label, blocks = ctx.df, metric.column, metric.label, []
     name = m.replace("_", "-")
-    blocks = []
     _attempt(blocks, f"{label} vs steps", lambda: Plot(f"{name}-vs-steps", F.plot_metric_vs_steps(df, m),
              f"{label} over training, one line per run (the paper's Fig. 6)."))
     _attempt(blocks, f"{label} vs Gflops", lambda: Plot(f"{name}-vs-gflops", F.plot_metric_vs_gflops(df, m, ctx.step),
@@ -132,6 +159,15 @@ def scaling_section(ctx: Context) -> Section:
         f"{name}-vs-train-compute", F.plot_metric_vs_train_compute(df, m),
         f"{label} against training compute (Gflops x batch x steps x 3); the grey band is the compute-efficient "
         "frontier, the best value reached for each amount of compute (the paper's Fig. 9)."))
+    return blocks
+
+
+def scaling_section(ctx: Context) -> Section:
+    df, m, label = ctx.df, ctx.metric.column, ctx.metric.label
+    name = m.replace("_", "-")
+    blocks = _metric_figures(ctx, ctx.metric)
+    for extra in _extra_metrics(ctx):
+        blocks += _metric_figures(ctx, extra)
     _attempt(blocks, f"{label} vs sampling compute", lambda: Plot(
         f"{name}-vs-sampling-compute", F.plot_metric_vs_sampling_compute(df, m),
         f"{label} against sampling compute per image (Gflops x sampling steps) for each run (the paper's Fig. 10)."))
@@ -211,26 +247,78 @@ def _final_table(paper: pd.DataFrame, rows: pd.DataFrame) -> pd.DataFrame:
     return pd.concat([theirs[columns], ours.reindex(columns=columns)], ignore_index=True)
 
 
-def _fit_blocks(fit, x_name: str, m: Metric, target: float, name: str, title: str) -> list:
-    lo, hi = fit.ci["b"]
-    params = pd.DataFrame({"parameter": ["a", "b (exponent)", "c (asymptote)"],
-                           "estimate": [fit.a, fit.b, fit.c],
-                           f"{fit.confidence:.0%} CI low": [fit.ci[k][0] for k in "abc"],
-                           f"{fit.confidence:.0%} CI high": [fit.ci[k][1] for k in "abc"]})
+def _extra_metrics(ctx: Context) -> list[Metric]:
+    """Validation loss beside the report's metric when the table has values for it."""
+    df = ctx.df
+    has_loss = VAL_LOSS.column in df.columns and df[VAL_LOSS.column].notna().any()
+    return [VAL_LOSS] if has_loss and ctx.metric.column != VAL_LOSS.column else []
+
+
+def _backtest_table(backtest, x_name: str, label: str) -> pd.DataFrame:
+    pct = f"{backtest.fit.confidence:.0%}"
+    return pd.DataFrame({x_name: [p["x"] for p in backtest.held_out], f"measured {label}": [p["y"] for p in backtest.held_out],
+                         "predicted": [p["predicted"] for p in backtest.held_out],
+                         f"{pct} PI low": [p["pi_low"] for p in backtest.held_out],
+                         f"{pct} PI high": [p["pi_high"] for p in backtest.held_out],
+                         "inside": ["yes" if p["inside"] else "no" for p in backtest.held_out]})
+
+
+def _fit_blocks(fit, backtest, x_name: str, m: Metric, target: float, name: str, title: str) -> list:
+    pct = f"{fit.confidence:.0%}"
+    names = {"a": "a", "b": "b (exponent)", "c": "c (asymptote)"}
+    params = pd.DataFrame({"parameter": [names[k] for k in fit.params], "estimate": list(fit.params.values()),
+                           f"{pct} CI low": [fit.ci[k][0] for k in fit.params],
+                           f"{pct} CI high": [fit.ci[k][1] for k in fit.params]})
     residuals = pd.DataFrame({x_name: fit.x, m.label: fit.y, "fitted": fit.predict(fit.x), "residual": fit.residuals})
     reach = fit.compute_for(target)
     where = (f"reaches {m.label} {target:.3g} at {x_name} = {reach:.3g}" if reach is not None
              else f"never reaches {m.label} {target:.3g}: it levels off at c = {fit.c:.3g}")
-    ci_note = "" if fit.dof > 0 else " With as many points as parameters the intervals are undefined."
-    return [
-        Text(f"{title}: {m.label} = {fit.formula()} over {len(fit.x)} points. Exponent b = {fit.b:.3f} "
-             f"({fit.confidence:.0%} CI {lo:.3f} to {hi:.3f}); the fit {where}; residual RMS {fit.rmse:.3g} "
-             f"with {max(fit.dof, 0)} degrees of freedom.{ci_note}"),
-        Plot(name, F.plot_fit(fit, x_name, m.label, f"{title}: {m.label} = a * C^(-b) + c", target),
-             f"{title}: the points fitted, the fitted curve and its residuals (observed - fitted)."),
-        Table(format_table(params), f"{title}: parameters with {fit.confidence:.0%} confidence intervals (t, from curve_fit's covariance)."),
+    lo, hi = fit.ci["b"]
+    trend = "" if fit.trend_is_established() else " The exponent's interval includes 0: no trend is established."
+    tested = ("No backtest: too few points remain without the largest x." if backtest is None else
+              f"Backtest, fitted without the largest x: {sum(p['inside'] for p in backtest.held_out)} of "
+              f"{len(backtest.held_out)} held-out points inside their {pct} prediction interval.")
+    blocks = [
+        Text(f"{title}: {m.label} = {fit.formula()} over n = {len(fit.x)} points with {fit.dof} degrees of freedom. "
+             f"Exponent b = {fit.b:.3f} ({pct} CI {lo:.3f} to {hi:.3f}); the fit {where}; residual RMS "
+             f"{fit.rmse:.3g}.{trend} {tested}"),
+        Plot(name, F.plot_fit(fit, x_name, m.label, f"{title}: {m.label} = {fit.law.formula}", target, backtest),
+             f"{title}: the points fitted (every seed's), the fitted curve with its {pct} prediction band, the "
+             "backtest's held-out points, and the residuals (observed - fitted)."),
+        Table(format_table(params), f"{title}: parameters with {pct} confidence intervals (t with {fit.dof} dof, "
+                                    "from curve_fit's covariance)."),
         Table(format_table(residuals), f"{title}: residuals."),
     ]
+    if backtest is not None:
+        blocks.append(Table(format_table(_backtest_table(backtest, x_name, m.label)),
+                            f"{title}: backtest, each held-out point against the prediction of the fit without it."))
+    return blocks
+
+
+def _metric_fits(ctx: Context, m: Metric, suffix: str) -> list:
+    try:
+        rows = T.main_rows(ctx.df, m.column)
+    except T.NoData as exc:
+        return [Text(f"No {m.label} fits: {exc}.", note=True)]
+    target = ctx.target if ctx.target is not None and m is ctx.metric else _default_target(rows, m)
+    front = F.frontier_points(rows, m.column)
+    points, where = T.at_step(T.without_ablations(rows), ctx.step)
+    points = points[points["gflops"].notna()]
+    blocks = []
+    for x, y, law, x_name, name, title in (
+            (front["train_compute_gflops"], front[m.column], "saturating", "training compute (Gflops)",
+             "fit-train-compute", "Fit on the compute-efficient frontier"),
+            (points["gflops"], points[m.column], "power", "forward Gflops", "fit-gflops",
+             f"Fit against Gflops at {where}")):
+        title = title if not suffix else f"{m.label}: {title[0].lower()}{title[1:]}"
+        x, y = x.astype("float64"), y.astype("float64")
+        try:
+            fit = fit_law(x, y, law)
+        except ValueError as exc:
+            blocks.append(Text(f"{title}: not fitted, {exc}.", note=True))
+            continue
+        blocks += _fit_blocks(fit, try_backtest(x, y, law), x_name, m, target, name + suffix, title)
+    return blocks
 
 
 def fits_section(ctx: Context) -> Section:
@@ -240,23 +328,74 @@ def fits_section(ctx: Context) -> Section:
     except T.NoData as exc:
         return Section("Scaling-law fits", "fits", [Text(f"No fits: {exc}.", note=True)])
     target = target_for(ctx, rows)
-    blocks = [Text(f"Saturating power law {m.label} = a * C^(-b) + c fitted by least squares (scipy curve_fit); "
-                   f"the target {m.label} {target:.3g} is " + ("the one asked for." if ctx.target is not None else
+    blocks = [Text(f"Laws fitted by least squares (scipy curve_fit) to every seed's row, with t intervals, only "
+                   "where there are at least parameters + 2 points: over training compute the saturating law "
+                   f"{m.label} = a * C^(-b) + c (training levels off); across models at one step the power law "
+                   f"{m.label} = a * G^(-b) (a straight line in log-log, as the paper's Fig. 8; a few model sizes "
+                   "cannot pin down an asymptote). "
+                   f"The target {m.label} {target:.3g} is " + ("the one asked for." if ctx.target is not None else
                                                                  "10% better than the best so far."))]
-    front = F.frontier_points(rows, m.column)
-    points, where = T.at_step(T.without_ablations(rows), ctx.step)
-    points = points[points["gflops"].notna()]
-    for x, y, x_name, name, title in (
-            (front["train_compute_gflops"], front[m.column], "training compute (Gflops)", "fit-train-compute",
-             "Fit on the compute-efficient frontier"),
-            (points["gflops"], points[m.column], "forward Gflops", "fit-gflops", f"Fit against Gflops at {where}")):
-        try:
-            fit = fit_power_law(x.astype("float64"), y.astype("float64"))
-        except ValueError as exc:
-            blocks.append(Text(f"{title}: not fitted, {exc}.", note=True))
-            continue
-        blocks += _fit_blocks(fit, x_name, m, target, name, title)
+    blocks += _metric_fits(ctx, m, "")
+    for extra in _extra_metrics(ctx):
+        blocks += _metric_fits(ctx, extra, f"-{extra.column.replace('_', '-')}")
     return Section("Scaling-law fits", "fits", blocks)
+
+
+def _optima_table(result, x_name: str, label: str) -> pd.DataFrame:
+    rows = [{"budget (Gflops)": budget, f"optimal {x_name}": o["x"], "95% CI low": o["x_low"], "95% CI high": o["x_high"],
+             f"optimal {label}": o["y"], f"{label} CI low": o["y_low"], f"{label} CI high": o["y_high"],
+             "n": len(result.profiles[budget].x), "dof": result.profiles[budget].dof,
+             "inside the models trained": "yes" if o["inside"] else "no (extrapolated)"} for budget, o in result.optima()]
+    return pd.DataFrame(rows)
+
+
+def _optimum_law_text(law, what: str, budgets) -> str:
+    if law is None:
+        return ""
+    lo, hi = law.exponent_ci
+    at = 10 * max(budgets)
+    (p_lo,), (p_hi,) = law.prediction_interval(at)
+    return (f"{what} grows as budget^{law.exponent:.3f} (95% CI {lo:.3f} to {hi:.3f}, n = {len(law.x)} budgets, "
+            f"{law.dof} dof); at 10x the largest budget ({at:.3g} Gflops) it predicts {law.predict(at)[0]:.3g} "
+            f"(95% prediction interval {p_lo:.3g} to {p_hi:.3g}). ")
+
+
+def _isoflop_blocks(ctx: Context, m: Metric) -> list:
+    try:
+        rows = F.isoflop_rows(ctx.df, m.column)
+    except T.NoData as exc:
+        return [Text(f"{m.label} isoFLOP profiles: not drawn, {exc}.", note=True)]
+    name = m.column.replace("_", "-")
+    result = F.isoflop_fit(rows, m.column)
+    blocks = [Plot(f"isoflop-{name}", F.plot_isoflop(ctx.df, m.column),
+                   f"{m.label} of every model (every seed) at each training-compute budget against its Gflops and "
+                   "parameters, a parabola in log x per budget and its optimum with a 95% delta-method interval.")]
+    blocks += [Text(f"Budget {b:.3g} Gflops: not fitted, {why}.", note=True) for b, why in result.not_fitted.items()]
+    if not result.profiles:
+        return blocks
+    budgets = sorted(result.profiles)
+    blocks.append(Table(format_table(_optima_table(result, "Gflops", m.label)),
+                        f"Compute-optimal model per budget ({m.label}), intervals by the delta method."))
+    said = (_optimum_law_text(result.optimal_x, "The optimal model's Gflops", budgets)
+            + _optimum_law_text(result.optimal_y, f"The optimal {m.label}", budgets))
+    blocks.append(Text(said.strip() if said else f"No power law of the optima: {result.why_no_law}.",
+                       note=not said))
+    _attempt(blocks, f"{m.label} optima", lambda: Plot(
+        f"isoflop-optima-{name}", F.plot_isoflop_optima(ctx.df, m.column),
+        "The compute-optimal Gflops and metric against the budget, power laws fitted in log-log space, "
+        "extrapolated to 10x the largest budget with their 95% prediction band."))
+    return blocks
+
+
+def isoflop_section(ctx: Context) -> Section:
+    if "budget" not in ctx.df.columns or ctx.df["budget"].isna().all():
+        return Section("Compute-optimal models (isoFLOP)", "isoflop",
+                       [Text("No isoFLOP budgets in this grid (a grid spec's `budgets:` trains each model to them).",
+                             note=True)])
+    blocks = []
+    for m in [VAL_LOSS] + [ctx.metric] * (ctx.metric.column != VAL_LOSS.column):
+        blocks += _isoflop_blocks(ctx, m)
+    return Section("Compute-optimal models (isoFLOP)", "isoflop", blocks)
 
 
 def samples_section(ctx: Context) -> Section:
@@ -289,7 +428,7 @@ def configs_section(ctx: Context) -> Section:
 
 
 SECTIONS = (summary_section, grid_section, scaling_section, training_section, paper_section, fits_section,
-            samples_section, configs_section)
+            isoflop_section, samples_section, configs_section)
 
 
 def build_report(grid_dir, df: pd.DataFrame, *, metric: str = "fid", step=None, target=None) -> Report:

@@ -5,6 +5,7 @@ Every function takes plain inputs (the results DataFrame, a metric name, paths) 
 by model size, line style by patch size, marker by conditioning block (see `reports.style`).
 Figure numbers below are the paper's (Peebles & Xie, arXiv:2212.09748).
 """
+import matplotlib
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
@@ -14,8 +15,16 @@ from PIL import Image
 from scipy import stats
 
 from reports import table as T
-from reports.style import (BLOCK_COLOURS, BLOCK_MARKERS, METRICS, PATCH_LINESTYLES, SIZE_COLOURS, get_metric,
-                           run_style)
+from reports.fits import isoflop
+from reports.style import (
+    BLOCK_COLOURS,
+    BLOCK_MARKERS,
+    METRICS,
+    PATCH_LINESTYLES,
+    SIZE_COLOURS,
+    get_metric,
+    run_style,
+)
 from study.layout import RunLayout
 
 PATCH_MARKERS = {2: "o", 4: "s", 8: "^"}
@@ -126,10 +135,23 @@ def _legend(fig, run_table: pd.DataFrame, extra=(), lines: bool = True):
 
 
 def _draw_runs(ax, rows: pd.DataFrame, x: str, y: str, **kw):
-    """One line per run of `rows` (in their order), styled by size, patch and block."""
+    """One line per run of `rows` (in their order), styled by size, patch and block; a run with several
+    seeds at an x draws their mean and a band from their min to their max."""
     for run, g in rows.groupby("run", sort=False):
-        first = g.iloc[0]
-        ax.plot(_values(g[x]), _values(g[y]), label=run, **run_style(first["size"], first["patch_size"], first["block"]), **kw)
+        style = run_style(*g.iloc[0][["size", "patch_size", "block"]])
+        if not g.duplicated(x).any():
+            ax.plot(_values(g[x]), _values(g[y]), label=run, **style, **kw)
+            continue
+        spread = T.seed_spread(g, [y], [x]).sort_values(x)
+        ax.plot(_values(spread[x]), _values(spread[f"{y}_mean"]), label=run, **style, **kw)
+        ax.fill_between(_values(spread[x]), _values(spread[f"{y}_min"]), _values(spread[f"{y}_max"]),
+                        color=style["color"], alpha=0.18, lw=0)
+
+
+def _seed_note(rows: pd.DataFrame) -> str:
+    """'' for one seed per point, else what the lines and bands of a figure are."""
+    seeds = T.seeds_per_point(rows)
+    return f"\n{T.SPREAD} (up to {seeds} seeds)" if seeds > 1 else ""
 
 
 def _setting_rows(df: pd.DataFrame, metric: str, what: str, extra=()) -> tuple[pd.DataFrame, str]:
@@ -147,7 +169,7 @@ def plot_metric_vs_steps(df: pd.DataFrame, metric: str = "fid") -> Figure:
     fig, (ax,) = _figure()
     _draw_runs(ax, rows, "step", m.column, ms=4, lw=1.6)
     ax.set(xlabel="training steps", ylabel=m.label)
-    _title(ax, f"{m.label} over training", setting)
+    _title(ax, f"{m.label} over training", setting + _seed_note(rows))
     _auto_log_y(ax, rows[m.column])
     ax.grid(alpha=0.3)
     _legend(fig, T.runs(rows))
@@ -171,30 +193,35 @@ def plot_metric_vs_gflops(df: pd.DataFrame, metric: str = "fid", step=None) -> F
     if points.empty:
         raise T.NoData("no evaluated run has a Gflops count")
     fig, (ax,) = _figure()
-    for _, p in points.iterrows():
-        style = run_style(p["size"], p["patch_size"], p["block"])
-        ax.plot([p["gflops"]], [p[m.column]], linestyle="none", ms=8, color=style["color"],
-                marker=PATCH_MARKERS.get(int(p["patch_size"]), "v"), label=p["run"])
+    spread = T.seed_spread(points, [m.column], ["run", "size", "patch_size", "gflops"])
+    for _, p in spread.iterrows():
+        style = dict(linestyle="none", ms=8, color=run_style(p["size"], p["patch_size"], None)["color"],
+                     marker=PATCH_MARKERS.get(int(p["patch_size"]), "v"), label=p["run"])
+        mean = p[f"{m.column}_mean"]
+        if p["n_seeds"] > 1:
+            ax.errorbar([p["gflops"]], [mean], yerr=[[mean - p[f"{m.column}_min"]], [p[f"{m.column}_max"] - mean]],
+                        capsize=3, **style)
+        else:
+            ax.plot([p["gflops"]], [mean], **style)
     r = correlation(points["gflops"], points[m.column])
     _log_axis(ax.xaxis, points["gflops"])
     ax.margins(x=0.12, y=0.1)
     ax.set(xlabel="transformer Gflops (log scale)", ylabel=m.label)
     said = f"Pearson r = {r:.3f} (log10 Gflops vs {m.label}, n = {len(points)})" if np.isfinite(r) else \
         f"too few models for Pearson r (n = {len(points)})"
-    _title(ax, f"{m.label} vs Gflops at {where}", f"{setting}\n{said}")
+    _title(ax, f"{m.label} vs Gflops at {where}", f"{setting}\n{said}" + _seed_note(points))
     ax.grid(alpha=0.3, which="both")
-    _place_labels(ax, points["gflops"].astype(float), points[m.column].astype(float),
-                  [run.removeprefix("DiT-") for run in points["run"]])
+    _place_labels(ax, spread["gflops"].astype(float), spread[f"{m.column}_mean"].astype(float),
+                  [run.removeprefix("DiT-") for run in spread["run"]])
     _legend(fig, T.runs(points), lines=False)
     return fig
 
 
 def frontier_points(rows: pd.DataFrame, metric: str) -> pd.DataFrame:
-    """Rows on the compute-efficient frontier of metric vs training compute, by compute."""
+    """Rows (every seed's) of the points on the compute-efficient frontier of metric vs training compute."""
     m = get_metric(metric)
     rows = rows[rows["train_compute_gflops"].astype("float64") > 0]
-    mask = T.frontier_mask(_values(rows["train_compute_gflops"]), _values(rows[m.column]), m.lower_is_better)
-    return rows[mask].sort_values("train_compute_gflops")
+    return T.frontier_rows(rows, "train_compute_gflops", m.column, m.lower_is_better)
 
 
 def plot_metric_vs_train_compute(df: pd.DataFrame, metric: str = "fid") -> Figure:
@@ -207,13 +234,13 @@ def plot_metric_vs_train_compute(df: pd.DataFrame, metric: str = "fid") -> Figur
         raise T.NoData("no evaluated row has positive training compute")
     fig, (ax,) = _figure()
     _draw_runs(ax, rows, "train_compute_gflops", m.column, ms=4, lw=1.6)
-    front = frontier_points(rows, metric)
-    (frontier,) = ax.plot(_values(front["train_compute_gflops"]), _values(front[m.column]), color="black", lw=6,
+    front = T.seed_spread(frontier_points(rows, metric), [m.column], ["run", "step", "train_compute_gflops"])
+    (frontier,) = ax.plot(_values(front["train_compute_gflops"]), _values(front[f"{m.column}_mean"]), color="black", lw=6,
                           alpha=0.18, solid_capstyle="round", zorder=0, label="compute-efficient frontier")
     _log_axis(ax.xaxis, rows["train_compute_gflops"])
     _auto_log_y(ax, rows[m.column], min_ratio=3.0)  # log-log as the paper's Fig. 9 when the range allows
     ax.set(xlabel="training compute (Gflops, log scale)", ylabel=m.label)
-    _title(ax, f"{m.label} vs training compute", setting)
+    _title(ax, f"{m.label} vs training compute", setting + _seed_note(rows))
     ax.grid(alpha=0.3, which="both")
     _legend(fig, T.runs(rows), extra=[frontier])
     return fig
@@ -415,19 +442,27 @@ def plot_paper_overlay(points: pd.DataFrame, paper: pd.DataFrame, metric_label: 
     return fig
 
 
-def plot_fit(fit, xlabel: str, ylabel: str, title: str, target=None) -> Figure:
-    """A power-law fit over its points, with the fitted curve (and its extrapolation to `target`)
-    above and the residuals below."""
+def plot_fit(fit, xlabel: str, ylabel: str, title: str, target=None, backtest=None) -> Figure:
+    """A law fitted to its points, with the fitted curve, its 95% prediction band (and its extrapolation
+    to `target`) above, the backtest's held-out points when given, and the residuals below."""
     fig = Figure(figsize=(8.0, 5.4), layout="constrained")
     top, bottom = fig.subplots(2, 1, sharex=True, height_ratios=(3, 1))
-    x_hi = fit.x.max()
+    x_hi = fit.x.max() if backtest is None else max(fit.x.max(), max(p["x"] for p in backtest.held_out))
     reach = fit.compute_for(target) if target is not None else None
     if reach is not None and np.isfinite(reach) and reach <= 1e4 * x_hi:
         x_hi = max(x_hi, reach)
     grid = np.geomspace(fit.x.min(), x_hi, 200)
     top.plot(fit.x, fit.y, "o", color="#4e79a7", ms=6, label="points fitted")
     top.plot(grid, fit.predict(grid), "-", color="#e15759", lw=1.8, label=fit.formula())
-    top.axhline(fit.c, color="0.5", lw=1, ls=":", label=f"asymptote c = {fit.c:.3g}")
+    if fit.dof > 0:
+        top.fill_between(grid, *fit.prediction_interval(grid), color="#e15759", alpha=0.12, lw=0,
+                         label=f"{fit.confidence:.0%} prediction interval")
+    if fit.law.saturates:
+        top.axhline(fit.c, color="0.5", lw=1, ls=":", label=f"asymptote c = {fit.c:.3g}")
+    if backtest is not None:
+        inside = sum(p["inside"] for p in backtest.held_out)
+        top.plot([p["x"] for p in backtest.held_out], [p["y"] for p in backtest.held_out], "D", mfc="none",
+                 color="black", ms=7, label=f"held out: {inside} of {len(backtest.held_out)} inside the backtest's PI")
     if target is not None:
         top.axhline(target, color="#59a14f", lw=1, ls="--", label=f"target {target:.3g}")
     _log_axis(top.xaxis, grid)
@@ -438,4 +473,92 @@ def plot_fit(fit, xlabel: str, ylabel: str, title: str, target=None) -> Figure:
     bottom.plot(fit.x, fit.residuals, "o", color="#4e79a7", ms=5)
     bottom.set(xlabel=xlabel, ylabel="residual")
     bottom.grid(alpha=0.3, which="both")
+    return fig
+
+
+ISOFLOP_AXES = {"gflops": "model Gflops (log scale)", "params": "parameters (log scale)"}
+
+
+def isoflop_rows(df: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """Rows of an isoFLOP grid (with a `budget`) in the main setting of `metric`, every seed's."""
+    m = get_metric(metric)
+    T.require(df, ("run", "step", "budget", "gflops", "params") + T.SETTING + (m.column,), "the isoFLOP figures")
+    rows = df[df["budget"].notna() & df[m.column].notna()]
+    if rows.empty:
+        raise T.NoData(f"no row has both a training-compute budget and a {m.column!r} value")
+    return T.in_setting(rows, T.main_setting(rows))
+
+
+def isoflop_fit(rows: pd.DataFrame, metric: str, x: str = "gflops"):
+    """The isoFLOP analysis (reports.fits.isoflop) of `metric` against `x` over the rows' budgets."""
+    m = get_metric(metric)
+    return isoflop(_values(rows["budget"]), _values(rows[x]), _values(rows[m.column]), lower_is_better=m.lower_is_better)
+
+
+def _budget_colours(budgets) -> dict:
+    colours = matplotlib.colormaps["viridis"](np.linspace(0.05, 0.85, max(len(budgets), 1)))
+    return dict(zip(sorted(budgets), colours))
+
+
+def plot_isoflop(df: pd.DataFrame, metric: str = "val_loss") -> Figure:
+    """For each budget, the metric against model Gflops (left) and parameters (right), its parabola in
+    log x and the optimum with its 95% interval (delta method): the isoFLOP profiles."""
+    m = get_metric(metric)
+    rows = isoflop_rows(df, metric)
+    colours = _budget_colours(rows["budget"].unique())
+    fig, axes = _figure(ncols=2, size=(11.0, 4.6), sharey=True)
+    for ax, x in zip(axes, ISOFLOP_AXES):
+        result = isoflop_fit(rows, metric, x)
+        for budget, colour in colours.items():
+            at = rows[rows["budget"] == budget]
+            ax.plot(_values(at[x]), _values(at[m.column]), "o", color=colour, ms=5, label=f"{budget:.3g} Gflops")
+            if budget in result.profiles:
+                parabola, best = result.profiles[budget], result.profiles[budget].optimum
+                grid = np.geomspace(parabola.x.min(), parabola.x.max(), 100)
+                ax.plot(grid, parabola.predict(grid), "-", color=colour, lw=1.4)
+                ax.errorbar([best["x"]], [best["y"]], xerr=[[best["x"] - best["x_low"]], [best["x_high"] - best["x"]]],
+                            marker="*", ms=12, color=colour, capsize=3, mec="black")
+        _log_axis(ax.xaxis, rows[x])
+        ax.set(xlabel=ISOFLOP_AXES[x])
+        ax.grid(alpha=0.3, which="both")
+    axes[0].set_ylabel(m.label)
+    _title(axes[0], f"{m.label} at fixed training compute", "parabola in log x; star: optimum, bar: 95% interval")
+    handles = [Line2D([], [], color=c, marker="o", label=f"budget {b:.3g} Gflops") for b, c in colours.items()]
+    fig.legend(handles=handles, **LEGEND)
+    return fig
+
+
+def _draw_optimum_law(ax, result, key: str, law, budgets):
+    """Optima (with their intervals) against budget, the log-log law through them and its 10x prediction."""
+    optima = result.optima()
+    values = np.array([o[key] for _, o in optima])
+    low, high = np.array([o[f"{key}_low"] for _, o in optima]), np.array([o[f"{key}_high"] for _, o in optima])
+    ax.errorbar([b for b, _ in optima], values, yerr=[values - low, high - values], fmt="o", color="#4e79a7",
+                capsize=3, label="optimum per budget (95% interval)")
+    if law is not None:
+        grid = np.geomspace(min(budgets), 10 * max(budgets), 100)
+        ax.plot(grid, law.predict(grid), "-", color="#e15759", label=f"power law, exponent {law.exponent:.3f}")
+        ax.fill_between(grid, *law.prediction_interval(grid), color="#e15759", alpha=0.12, lw=0,
+                        label="95% prediction interval")
+    _log_axis(ax.xaxis, list(budgets) + [10 * max(budgets)])
+    ax.set_yscale("log")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8, loc="best")
+
+
+def plot_isoflop_optima(df: pd.DataFrame, metric: str = "val_loss") -> Figure:
+    """The compute-optimal model Gflops (left) and metric (right) against the budget, with power laws
+    fitted in log-log space and extrapolated to 10x the largest budget."""
+    m = get_metric(metric)
+    result = isoflop_fit(isoflop_rows(df, metric), metric)
+    if not result.profiles:
+        raise T.NoData(f"no budget has an isoFLOP parabola with an optimum ({'; '.join(result.not_fitted.values())})")
+    budgets = sorted(result.profiles)
+    fig, (left, right) = _figure(ncols=2, size=(11.0, 4.4))
+    _draw_optimum_law(left, result, "x", result.optimal_x, budgets)
+    _draw_optimum_law(right, result, "y", result.optimal_y, budgets)
+    left.set(xlabel="training compute budget (Gflops)", ylabel="compute-optimal model Gflops")
+    right.set(xlabel="training compute budget (Gflops)", ylabel=f"{m.label} of the optimal model")
+    fig.suptitle(f"Compute-optimal models ({m.label})" + ("" if result.why_no_law is None else
+                                                         f"\nno power law: {result.why_no_law}"), fontsize=11)
     return fig

@@ -4,9 +4,14 @@ A grid can evaluate each checkpoint in several ways (sampler, sampling steps, gu
 extractor). Curves over training use one of them, the *main setting*: the combination with the most
 evaluated rows (ties go to no guidance, then to more sampling steps), which for a grid run as the
 paper did is DDPM-250, no guidance.
+
+Seeds: runs that repeat a recipe with another training seed share its run name and differ in the
+`seed` column. Figures draw the mean across seeds with the min-to-max range; tables add the 95% t
+interval of the mean (`seed_spread`); fits use every seed's row, not the means.
 """
 import numpy as np
 import pandas as pd
+from scipy import stats
 
 from study.schema import check_columns
 
@@ -133,3 +138,40 @@ def frontier_mask(x, y, lower_is_better: bool = True) -> np.ndarray:
         if score[i] < best:
             mask[i], best = True, score[i]
     return mask
+
+
+SPREAD = "mean across seeds, band: min to max"
+
+
+def seed_spread(df: pd.DataFrame, columns, by, confidence: float = 0.95) -> pd.DataFrame:
+    """One row per group of `by` (e.g. everything but the seed) with `n_seeds` (rows in the group) and, for
+    each of `columns`, its `_mean`, `_min`, `_max` and the t interval of the mean `_ci_low`, `_ci_high`
+    (nan with one seed)."""
+    grouped = df.groupby(list(by), dropna=False, sort=False)
+    out = grouped.size().rename("n_seeds").to_frame()
+    for column in columns:
+        values = grouped[column]
+        mean, n = values.mean(), values.count()
+        with np.errstate(invalid="ignore", divide="ignore"):
+            t = stats.t.ppf(0.5 + confidence / 2, np.where(n > 1, n - 1, np.nan))
+            half = t * values.std(ddof=1) / np.sqrt(n)
+        out[f"{column}_mean"], out[f"{column}_min"], out[f"{column}_max"] = mean, values.min(), values.max()
+        out[f"{column}_ci_low"], out[f"{column}_ci_high"] = mean - half, mean + half
+    return out.reset_index()
+
+
+def seeds_per_point(rows: pd.DataFrame) -> int:
+    """The most rows any (run, step) has: the number of seeds behind a point of a figure."""
+    return int(rows.groupby(["run", "step"]).size().max()) if len(rows) else 0
+
+
+def frontier_rows(rows: pd.DataFrame, x: str, y: str, lower_is_better: bool = True) -> pd.DataFrame:
+    """Every row of the points on the compute-efficient frontier of `y` against `x`, by `x`. A point is a
+    (run, step) where the table has those columns, judged by its mean across seeds; otherwise a row."""
+    by = [c for c in ("run", "step") if c in rows.columns]
+    if not by:
+        return rows[frontier_mask(rows[x], rows[y], lower_is_better)].sort_values(x, kind="stable")
+    means = rows.groupby(by, sort=False)[[x, y]].mean().reset_index()
+    keep = means[frontier_mask(means[x], means[y], lower_is_better)][by]
+    picked = rows[pd.MultiIndex.from_frame(rows[by]).isin(pd.MultiIndex.from_frame(keep))]
+    return picked.sort_values(x, kind="stable")

@@ -25,6 +25,7 @@ COMMANDS = (
     "status",
     "results",
     "report",
+    "fit",
     "plan",
     "models",
     "gflops",

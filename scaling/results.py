@@ -24,7 +24,7 @@ def run_columns(run: RunSpec) -> dict:
     with torch.device("meta"):
         params = count_params(DiT(config))
     return {
-        "run": run.name, "model": config.name, "size": config.size, "patch_size": config.patch_size,
+        "run": run.name, "seed": run.train.seed, "model": config.name, "size": config.size, "patch_size": config.patch_size,
         "block": config.block, "params": params, "gflops": gflops(config), "dataset": run.data.dataset, "resolution": run.data.resolution,
         "batch_size": run.train.batch_size,
     }

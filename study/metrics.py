@@ -22,5 +22,8 @@ METRICS: Registry[Metric] = Registry("metric", {m.column: m for m in (
     Metric(column="recall", label="Recall", lower_is_better=False),
     # the share of samples classified as the label they were sampled for (extractors that read the labels)
     Metric(column="class_accuracy", label="Class accuracy", lower_is_better=False, paper=False),
+    # the diffusion loss of the EMA model on fixed held-out items, timesteps and noise (and its MSE part)
+    Metric(column="val_loss", label="Validation loss", lower_is_better=True, paper=False),
+    Metric(column="val_mse", label="Validation MSE", lower_is_better=True, paper=False),
 )})
 PAPER_METRICS = tuple(name for name, metric in METRICS.items() if metric.paper)

@@ -15,6 +15,7 @@ from study.metrics import METRICS
 # column -> (pandas dtype, meaning)
 SCHEMA = {
     "run": ("string", "run name: the model plus what differs, e.g. DiT-B/4-cross-attn"),
+    "seed": ("Int64", "training seed; runs that differ only in it are repeats of one recipe"),
     "model": ("string", "paper model name, e.g. DiT-XL/2"),
     "size": ("string", "model size: T, M, S, B, L, XL or custom"),
     "patch_size": ("Int64", "patch side p"),
@@ -27,6 +28,7 @@ SCHEMA = {
     "step": ("Int64", "training step of the evaluated checkpoint"),
     "images_seen": ("Int64", "step x batch_size"),
     "train_compute_gflops": ("float64", "gflops x batch_size x step x 3 (the paper's training compute)"),
+    "budget": ("float64", "training compute budget (Gflops) this step was evaluated for, in isoFLOP grids; NA otherwise"),
     "sampler": ("string", "ddpm or ddim"),
     "sampling_steps": ("Int64", "number of sampling steps"),
     "cfg_scale": ("float64", "classifier-free guidance scale (1 = none)"),
@@ -39,11 +41,14 @@ SCHEMA = {
     "precision": ("float64", "improved precision (k = 3)"),
     "recall": ("float64", "improved recall (k = 3)"),
     "class_accuracy": ("float64", "share of samples classified as their conditioning label (mnist features)"),
+    "val_loss": ("float64", "diffusion loss (mse + vb) of the EMA model on the fixed held-out set"),
+    "val_mse": ("float64", "the noise-prediction MSE part of val_loss"),
     "wall_seconds": ("float64", "wall-clock seconds of training up to this step"),
 }
 COLUMNS = tuple(SCHEMA)
-KEY = ("run", "step", "sampler", "sampling_steps", "cfg_scale", "features")
-RUN_COLUMNS = ("run", "model", "size", "patch_size", "block", "params", "gflops", "dataset", "resolution", "batch_size")
+KEY = ("run", "seed", "step", "sampler", "sampling_steps", "cfg_scale", "features")
+RUN_COLUMNS = ("run", "seed", "model", "size", "patch_size", "block", "params", "gflops", "dataset", "resolution",
+               "batch_size")
 
 
 def train_compute_gflops(gflops: float, batch_size: int, steps: int) -> float:
@@ -61,7 +66,7 @@ def result_row(run: dict, record: dict) -> dict:
     step, gflops, batch_size = record["step"], run["gflops"], run["batch_size"]
     return {
         **run, "step": step, "images_seen": step * batch_size,
-        "train_compute_gflops": train_compute_gflops(gflops, batch_size, step),
+        "train_compute_gflops": train_compute_gflops(gflops, batch_size, step), "budget": record.get("budget"),
         "sampler": record["sampler"], "sampling_steps": record["sampling_steps"], "cfg_scale": record["cfg_scale"],
         "sampling_compute_gflops": sampling_compute_gflops(gflops, record["sampling_steps"], record["cfg_scale"]),
         "num_samples": record["num_samples"], "features": record["features"],

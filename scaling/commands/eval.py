@@ -63,8 +63,9 @@ def report(result: dict, json_path: str | None):
 
 
 def format_metrics(result: dict) -> str:
-    # class_accuracy is NaN unless the extractor reads the labels; then it is left out
-    shown = [m for m in METRICS.values() if m.paper or result[m.column] == result[m.column]]
+    # class_accuracy is NaN unless the extractor reads the labels, and validation loss is not a sample metric:
+    # what the result lacks is left out
+    shown = [m for m in METRICS.values() if m.paper or result.get(m.column, float("nan")) == result.get(m.column)]
     lines = [f"{m.label:<16} {result[m.column]:.4f}" for m in shown]
     lines.append(f"{'samples':<16} {result['num_samples']} ({result['features']} features)")
     return "\n".join(lines)

@@ -10,6 +10,9 @@ def add_parser(subparsers):
     p.add_argument("grid_dir", help="grid directory written by `scaling run-grid`")
     p.add_argument("--format", choices=FORMATS, default="table", help="output format")
     p.add_argument("--refresh", action="store_true", help="rebuild the table from the evaluation records first")
+    p.add_argument("--aggregate", choices=("seeds",),
+                   help="seeds: one row per run x step x setting over its seeds, with n_seeds and each metric's "
+                   "mean, min, max and 95%% t interval of the mean (ci_low, ci_high; empty with one seed)")
     p.set_defaults(func=run)
 
 
@@ -21,15 +24,32 @@ def run(args):
     import pandas as pd
 
     from scaling.runs import refresh_results
+    from study.metrics import METRICS
     from study.schema import read_results
 
     if args.refresh:
         refresh_results(args.grid_dir)
     df = read_results(args.grid_dir)
+    columns = TABLE_COLUMNS
+    if args.aggregate == "seeds":
+        df = aggregate_seeds(df)
+        columns = ["run", "step", "sampling_steps", "cfg_scale", "n_seeds"] + [
+            f"{c}_{stat}" for c in METRICS if f"{c}_mean" in df.columns and df[f"{c}_mean"].notna().any()
+            for stat in ("mean", "min", "max")]
     if args.format == "csv":
         print(df.to_csv(index=False), end="")
     elif args.format == "json":
         print(df.to_json(orient="records", indent=1))
     else:
         with pd.option_context("display.width", 200, "display.max_columns", 20, "display.float_format", "{:.4g}".format):
-            print(df[TABLE_COLUMNS].to_string(index=False) if len(df) else "(no evaluation points yet)")
+            print(df[columns].to_string(index=False) if len(df) else "(no evaluation points yet)")
+
+
+def aggregate_seeds(df):
+    """One row per group of everything but the seed and the measured values, with their spread across seeds."""
+    from reports.table import seed_spread
+    from study.metrics import METRICS
+
+    values = [c for c in (*METRICS, "wall_seconds") if c in df.columns]
+    by = [c for c in df.columns if c not in values and c != "seed"]
+    return seed_spread(df, values, by)

@@ -80,10 +80,11 @@ def _run_dir(root: Path, run: str, config: dict, gflops: float, steps, samples: 
 
 def make_grid(root, *, sizes=("S", "B", "L", "XL"), patches=(8, 4, 2), blocks_for=None,
               steps=(1000, 2000, 4000, 8000), sampling_steps=(250,), samples=True, logs=True, lr_find=False,
-              dataset="mnist32", resolution=32, features="mnist", noise=0.0, seed=0) -> SyntheticGrid:
+              dataset="mnist32", resolution=32, features="mnist", noise=0.0, seed=0, seeds=None) -> SyntheticGrid:
     """Write a grid directory under `root`; `blocks_for` = 'B/4' adds that model with the other three blocks.
 
-    With several `sampling_steps`, every checkpoint's last step is also evaluated at each of them.
+    With several `sampling_steps`, every checkpoint's last step is also evaluated at each of them. `seeds`
+    (e.g. (0, 1, 2)) repeats every evaluation once per training seed (set `noise` for them to differ).
     """
     root = Path(root)
     rng = np.random.default_rng(seed)
@@ -103,11 +104,12 @@ def make_grid(root, *, sizes=("S", "B", "L", "XL"), patches=(8, 4, 2), blocks_fo
         _run_dir(root, run, config, gflops, steps, samples, logs, index)
         if lr_find and index == 0:
             _lr_find_png(root / "runs" / run.replace("/", "-") / "lr-find.png")
-        for step in steps:
+        for step, train_seed in ((s, t) for s in steps for t in (seeds or (None,))):
             for ss in sampling_steps if step == max(steps) else sampling_steps[-1:]:
                 fid = fid_law(gflops, step, ss) * penalty * (1 + noise * rng.standard_normal())
                 records.append(dict(
-                    run=run, model=model, size=size, patch_size=patch, block=block, params=PARAMS_M[size] * 10**6,
+                    run=run, seed=train_seed, model=model, size=size, patch_size=patch, block=block,
+                    params=PARAMS_M[size] * 10**6,
                     gflops=gflops, dataset=dataset, resolution=resolution, batch_size=256, step=step,
                     images_seen=step * 256, train_compute_gflops=train_compute_gflops(gflops, 256, step),
                     sampler="ddpm", sampling_steps=ss, cfg_scale=1.0,
