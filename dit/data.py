@@ -126,8 +126,8 @@ def build_dataset(name_or_path: str, *, resolution: int | None = None, train: bo
     """'mnist32' (optionally resized), a latent cache written by `scaling encode`, or an image folder."""
     if name_or_path == MNIST_NAME:
         return MNIST32("train" if train else "test", resolution)
-    from dit import latents
+    from dit import latent_cache
 
-    if latents.is_latent_cache(name_or_path):
-        return latents.LatentCacheDataset(name_or_path)
+    if latent_cache.is_latent_cache(name_or_path):
+        return latent_cache.LatentCacheDataset(name_or_path)
     return ImageFolder(name_or_path, resolution or 256, flip=flip and train)

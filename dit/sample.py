@@ -81,7 +81,7 @@ def decoder_vae(meta: dict, vae: str | None) -> str | None:
     train = meta["train"]
     if train["codec"] == "sd-vae":
         return train["vae"]
-    from dit.latents import is_latent_cache, read_cache_meta
+    from dit.latent_cache import is_latent_cache, read_cache_meta
 
     return read_cache_meta(train["data"])["vae"] if is_latent_cache(train["data"]) else None
 
