@@ -49,9 +49,11 @@ def resolve_device_dtype(device: str, precision: str):
     """'auto' -> cuda when available (bf16) else cpu (fp32)."""
     import torch
 
-    device = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
+    from dit.distributed import pick_device
+
+    device = pick_device(device)
     if precision == "auto":
-        precision = "bf16" if torch.device(device).type == "cuda" else "fp32"
+        precision = "bf16" if device.type == "cuda" else "fp32"
     return device, {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
 
 
