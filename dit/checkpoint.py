@@ -1,14 +1,21 @@
-"""Loading DiT weights: the official release's plain state dicts and this project's checkpoints.
+"""DiT weights and training checkpoints: loading the official release's plain state dicts and this
+project's checkpoints, and writing, listing, pruning and restoring a run directory's checkpoints.
 
 This project's checkpoint is a dict with keys `model`, `ema` (state dicts), `opt`, `config`
 (the training config, with the model's under `config["model"]`), `step`, `rng` and `data`.
 The official release ships a plain (EMA) state dict, e.g. `DiT-XL-2-256x256.pt`.
 """
 import dataclasses
+import random
 from pathlib import Path
 
-from dit.io import load_tensors
+import numpy as np
+import torch
+
+from dit import distributed
+from dit.io import atomic_torch_save, load_tensors
 from dit.models import MODEL_SIZES, DiT, DiTConfig, dit_config
+from study.layout import RunLayout, steps_in
 
 PROJECT_KEYS = ("model", "ema", "config")
 PLAIN_KEY = "x_embedder.proj.weight"
@@ -115,22 +122,13 @@ def model_config_dict(config: DiTConfig) -> dict:
 
 
 # ---- checkpoints of a run directory -----------------------------------------------------------
-CHECKPOINT_DIR = "checkpoints"
-
-
 def checkpoint_path(run_dir, step: int) -> Path:
-    return Path(run_dir) / CHECKPOINT_DIR / f"step_{step:07d}.pt"
+    return RunLayout(run_dir).checkpoint(step)
 
 
 def list_checkpoints(run_dir) -> list[tuple[int, Path]]:
     """(step, path) of every checkpoint in run_dir, oldest first."""
-    folder = Path(run_dir) / CHECKPOINT_DIR
-    found = []
-    for path in folder.glob("step_*.pt") if folder.is_dir() else []:
-        stem = path.stem.removeprefix("step_")
-        if stem.isdigit():
-            found.append((int(stem), path))
-    return sorted(found)
+    return steps_in(RunLayout(run_dir).checkpoints_dir, ".pt")
 
 
 def latest_checkpoint(run_dir) -> dict | None:
@@ -151,3 +149,55 @@ def prune_checkpoints(run_dir, keep_last: int, keep_every: int | None):
     for step, path in checkpoints[: max(0, len(checkpoints) - keep_last)]:
         if not (keep_every and step % keep_every == 0):
             path.unlink(missing_ok=True)
+
+
+def save_checkpoint(run_dir, model, ema, opt, run_config: dict, step: int, wall: float, dist: distributed.DistInfo):
+    """Rank 0 writes model, EMA, optimiser, the run's config, step and every rank's RNG state, atomically."""
+    train_config = run_config["train"]
+    rngs = distributed.all_gather_objects(rng_state())
+    if dist.is_main:
+        state = {
+            "model": model.state_dict(), "ema": ema.state_dict(), "opt": opt.state_dict(),
+            "config": run_config,
+            "step": step, "wall_seconds": wall, "rng": rngs,
+            "data": {"images_seen": step * train_config["batch_size"]},
+        }
+        atomic_torch_save(state, checkpoint_path(run_dir, step))
+        prune_checkpoints(run_dir, train_config["keep_last"], train_config["keep_every"])
+    distributed.barrier()
+
+
+def load_training_state(run_dir, model, ema, opt, rank: int) -> tuple[int, float]:
+    """Restore model, EMA, optimiser and this rank's RNG state from run_dir's latest checkpoint; returns its
+    (step, training wall seconds), or (0, 0.0) when there is none (the modules are left as they are)."""
+    ckpt = latest_checkpoint(run_dir)
+    if ckpt is None:
+        return 0, 0.0
+    check_fits(ckpt, model, run_dir)
+    model.load_state_dict(ckpt["model"])
+    ema.load_state_dict(ckpt["ema"])
+    opt.load_state_dict(ckpt["opt"])
+    set_rng_state(ckpt["rng"][min(rank, len(ckpt["rng"]) - 1)])  # a run resumed on more ranks than it had
+    return ckpt["step"], ckpt.get("wall_seconds", 0.0)
+
+
+# ---- RNG state ------------------------------------------------------------------------------------
+def rng_state() -> dict:
+    """This process's RNG states as plain Python values (they travel between ranks and into checkpoints)."""
+    name, keys, *rest = np.random.get_state()
+    state = {"torch": bytes(torch.get_rng_state().numpy()), "python": random.getstate(), "numpy": [name, keys.tolist(), *rest]}
+    if torch.cuda.is_available():
+        state["cuda"] = [bytes(s.numpy()) for s in torch.cuda.get_rng_state_all()]
+    return state
+
+
+def set_rng_state(state: dict):
+    """Restore what `rng_state` returned (CUDA states only where CUDA is available)."""
+    as_tensor = lambda b: torch.frombuffer(bytearray(b), dtype=torch.uint8)
+    torch.set_rng_state(as_tensor(state["torch"]))
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    name, keys, *rest = state["numpy"]
+    np.random.set_state((name, np.array(keys, dtype=np.uint32), *rest))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([as_tensor(s) for s in state["cuda"]])

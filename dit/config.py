@@ -142,6 +142,3 @@ def read_options(path) -> dict:
         raise ValueError(f"{path}: unknown training option(s) {', '.join(unknown)}; valid options: {', '.join(sorted(valid))}")
     return fields
 
-
-def load_config(path) -> TrainConfig:
-    return config_from_dict(read_options(path))

@@ -1,4 +1,5 @@
-"""Training data: MNIST-32 (offline demo), ImageNet-style class folders, and latent caches.
+"""Training data: MNIST-32 (offline demo), ImageNet-style class folders, latent caches, and the
+sampler that deals every training step its items.
 
 Every dataset yields (x, y): x float32 (C, H, W) in [-1, 1] (or latents), y an int class label,
 and carries `num_classes`, `in_channels`, `image_size` and `class_names`.
@@ -10,7 +11,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
-from torch.utils.data import Dataset
+from torch.utils.data import DataLoader, Dataset
+
+from dit import distributed
+from dit.config import TrainConfig
 
 MNIST_NAME = "mnist32"
 MNIST_SEED = 0  # the shipped digits are sorted by label: one fixed shuffle before any split
@@ -126,8 +130,77 @@ def build_dataset(name_or_path: str, *, resolution: int | None = None, train: bo
     """'mnist32' (optionally resized), a latent cache written by `scaling encode`, or an image folder."""
     if name_or_path == MNIST_NAME:
         return MNIST32("train" if train else "test", resolution)
-    from dit import latents
+    from dit import latent_cache
 
-    if latents.is_latent_cache(name_or_path):
-        return latents.LatentCacheDataset(name_or_path)
+    if latent_cache.is_latent_cache(name_or_path):
+        return latent_cache.LatentCacheDataset(name_or_path)
     return ImageFolder(name_or_path, resolution or 256, flip=flip and train)
+
+
+# ---- the items of every training step -----------------------------------------------------------
+# Streams of step_seed. Training: 0 the step's timesteps, noise and label dropout (dit.train), 1 an epoch's
+# order, 2 + p the item at position p of the global batch, 3 + r the VAE posterior draws of rank r (the
+# last two ranges overlap; the numbers stay, so runs stay bit-identical). SAMPLE_SHARDS: the labels and
+# noise of sample shard `step` (dit.sample), a formula of its own kept so sample files stay identical.
+STEP_DRAWS, EPOCH_ORDER, ITEMS, POSTERIOR = 0, 1, 2, 3
+SAMPLE_SHARDS = "sample-shards"
+
+
+def step_seed(seed: int, step: int, stream: int | str = STEP_DRAWS) -> int:
+    """A distinct seed for each (seed, step, stream); 63-bit for the training streams."""
+    if stream == SAMPLE_SHARDS:
+        return seed * 1_000_003 + step
+    return (seed * 1_000_003 + step * 7_919 + stream * 104_729) % (2**63)
+
+
+class StepBatches(torch.utils.data.Sampler):
+    """The items of every training step, from `start_step` on: this rank's share of the global batch.
+
+    Epoch e is a permutation seeded by (seed, e); step s takes the s-th slice of B items of it. Each
+    item comes with its own seed for augmentation. Yields lists of (index, item_seed).
+    """
+
+    def __init__(self, num_items: int, global_batch: int, rank: int, world_size: int, seed: int, start_step: int):
+        if num_items < global_batch:
+            raise ValueError(f"the data set has {num_items} items, fewer than the batch size {global_batch}; lower --batch-size")
+        self.num_items, self.global_batch, self.seed, self.start_step = num_items, global_batch, seed, start_step
+        self.local = global_batch // world_size
+        self.offset = rank * self.local
+
+    def __iter__(self):
+        steps_per_epoch = self.num_items // self.global_batch
+        step, epoch, perm = self.start_step, None, None
+        while True:
+            if step // steps_per_epoch != epoch:
+                epoch = step // steps_per_epoch
+                order_seed = step_seed(self.seed, epoch, EPOCH_ORDER)
+                perm = torch.randperm(self.num_items, generator=torch.Generator().manual_seed(order_seed))
+            first = (step % steps_per_epoch) * self.global_batch + self.offset
+            positions = range(first, first + self.local)
+            yield [(int(perm[p]), step_seed(self.seed, step, ITEMS + p)) for p in positions]
+            step += 1
+
+
+class SeededItems(Dataset):
+    """Wraps a data set so item (index, seed) is drawn under its own seed (flips, latent samples)."""
+
+    def __init__(self, dataset):
+        self.dataset = dataset
+
+    def __len__(self):
+        return len(self.dataset)
+
+    def __getitem__(self, key):
+        index, seed = key
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return self.dataset[index]
+
+
+def make_loader(dataset, config: TrainConfig, dist: distributed.DistInfo, start_step: int) -> DataLoader:
+    """This rank's batches of every step from `start_step` on (in the loading process for in-memory data)."""
+    sampler = StepBatches(len(dataset), config.batch_size, dist.rank, dist.world_size, config.seed, start_step)
+    workers = 0 if getattr(dataset, "in_memory", False) else config.num_workers
+    return DataLoader(SeededItems(dataset), batch_sampler=sampler, num_workers=workers,
+                      pin_memory=dist.device.type == "cuda", persistent_workers=workers > 0,
+                      prefetch_factor=4 if workers else None)

@@ -11,7 +11,8 @@ from tqdm.auto import tqdm
 
 from dit import distributed
 from dit.config import TrainConfig
-from dit.train import build_training, make_loader, step_inputs, train_step
+from dit.data import make_loader
+from dit.train import build_training, step_inputs, train_step
 
 SUGGESTION_MARGIN = 10.0  # suggest the rate at the smoothed loss's minimum divided by this
 
@@ -41,13 +42,12 @@ def lr_range_test(config: TrainConfig, *, min_lr: float = 1e-6, max_lr: float = 
     parts = build_training(config, dist.device)
     parts.model.train()
     batches = iter(make_loader(parts.dataset, config, dist, 0))
-    autocast = torch.autocast(dist.device.type, dtype=torch.bfloat16, enabled=config.precision == "bf16")
     rates, losses, smoothed, diverged_at = [], [], [], None
     for step, lr in enumerate(tqdm(exponential_rates(min_lr, max_lr, num_steps), desc="lr range test", disable=not progress)):
         for group in parts.opt.param_groups:
             group["lr"] = lr
-        x, y, t, noise, drop = step_inputs(next(batches), parts, config, step, dist)
-        loss = train_step(parts.model, parts.model, parts.ema, parts.opt, parts.diffusion, config, autocast, x, y, t, noise, drop)[0].item()
+        inputs = step_inputs(next(batches), parts, config, step, dist)
+        loss = train_step(parts, parts.model, inputs, config)[0].item()
         rates.append(lr)
         losses.append(loss if math.isfinite(loss) else float("inf"))
         smoothed = smooth([min(v, 1e6) for v in losses], smoothing)

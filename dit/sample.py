@@ -4,6 +4,7 @@ Samples are made in shards of `batch_size`; shard i draws its labels and noise f
 seeded by (seed, i), so the result does not depend on how many processes made it or how often
 the job was interrupted. Finished shards are kept in a folder beside the output until the last
 one is done, then merged into one file (`arr_0`: uint8 (N, H, W, C), `arr_1`: int64 labels (N,)).
+`save_sample_grid` draws the EMA previews that training writes into its run directory.
 """
 import dataclasses
 import json
@@ -12,15 +13,19 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 from tqdm.auto import tqdm
 
 from dit import distributed
 from dit.checkpoint import is_project_checkpoint, load_model, read_checkpoint
-from dit.config import DEFAULT_VAE, PRECISIONS
+from dit.config import DEFAULT_VAE, PRECISIONS, TrainConfig
+from dit.data import SAMPLE_SHARDS, step_seed
 from dit.diffusion import create_diffusion
-from dit.images import image_grid, to_uint8
+from dit.images import image_grid, save_gif, to_uint8
 from dit.io import atomic_path
-from dit.samplers import get_sampler, guided_model_fn
+from dit.precision import autocast_for
+from dit.samplers import get_sampler, guided_model_fn, sample_ddpm
+from study.layout import RunLayout, steps_in
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -87,7 +92,7 @@ def decoder_vae(meta: dict, vae: str | None) -> str | None:
     train = meta["train"]
     if train["codec"] == "sd-vae":
         return train["vae"]
-    from dit.latents import is_latent_cache, read_cache_meta
+    from dit.latent_cache import is_latent_cache, read_cache_meta
 
     return read_cache_meta(train["data"])["vae"] if is_latent_cache(train["data"]) else None
 
@@ -109,7 +114,7 @@ def shard_batch(config: SampleConfig, shard: int, num_classes: int, shape, devic
     """Labels and initial noise of one shard, from a generator seeded by (seed, shard)."""
     start = shard * config.batch_size
     n = min(config.batch_size, config.num - start)
-    gen = torch.Generator(device).manual_seed(config.seed * 1_000_003 + shard)
+    gen = torch.Generator(device).manual_seed(step_seed(config.seed, shard, SAMPLE_SHARDS))
     if config.labels:
         labels = torch.tensor([config.labels[(start + i) % len(config.labels)] for i in range(n)], device=device)
     else:
@@ -148,7 +153,7 @@ def generate_samples(ckpt_path, out_npz, config: SampleConfig, *, device: str = 
     _check_shards_match(shard_dir, config, ckpt_path)
     num_shards = -(-config.num // config.batch_size)
     todo = [i for i in range(dist.rank, num_shards, dist.world_size) if not (shard_dir / f"{i:06d}.npz").exists()]
-    autocast = torch.autocast(dist.device.type, dtype=torch.bfloat16, enabled=config.precision == "bf16")
+    autocast = autocast_for(dist.device, config.precision)
     bar = tqdm(total=num_shards, initial=num_shards - len(todo) * dist.world_size, desc="sampling",
                disable=not (progress and dist.is_main), unit="batch", dynamic_ncols=True)
     for shard in todo:
@@ -197,3 +202,27 @@ def save_npz_grid(npz_path, png_path, max_images: int = 64):
         images = data["arr_0"][:max_images]
     with atomic_path(png_path) as tmp:
         image_grid(images).save(tmp, format="PNG")
+
+
+# ---- previews during training ---------------------------------------------------------------------
+@torch.no_grad()
+def save_sample_grid(ema, config: TrainConfig, codec, run_dir, step: int, device):
+    """EMA samples from fixed noise and labels, so grids of a run compare across steps; plus the GIF."""
+    c = ema.config
+    gen = torch.Generator(device).manual_seed(config.seed)
+    noise = torch.randn((config.sample_images, c.in_channels, c.input_size, c.input_size), generator=gen, device=device)
+    labels = torch.arange(config.sample_images, device=device) % c.num_classes
+    diffusion = create_diffusion(str(config.sample_steps), config.noise_schedule, config.learn_sigma, config.diffusion_steps)
+    x = sample_ddpm(diffusion, guided_model_fn(ema, labels, config.sample_cfg_scale), noise, generator=gen)
+    images = to_uint8(codec.decode(x) if codec is not None else x)
+    run = RunLayout(run_dir)
+    run.samples_dir.mkdir(parents=True, exist_ok=True)
+    columns = min(config.sample_images, c.num_classes) if c.num_classes <= 16 else None
+    grid = image_grid(images, columns=columns)
+    with atomic_path(run.preview(step)) as tmp:  # a kill mid-write must not leave half a PNG
+        grid.save(tmp, format="PNG")
+    frames = []
+    for _, path in steps_in(run.samples_dir, ".png"):
+        with Image.open(path) as frame:
+            frames.append(frame.convert("RGB"))
+    save_gif(frames, run.progress_gif)

@@ -3,38 +3,34 @@
 Re-running the same command resumes exactly from the run directory's latest checkpoint. Every
 random draw is a function of (seed, step): timesteps, noise and label dropout come from a
 generator seeded per step over the *global* batch (each rank takes its rows), and data
-augmentation from per-item seeds, so a resumed run, or one on another number of ranks, sees the
-same batches and the same randomness as an uninterrupted one.
+augmentation from per-item seeds (`dit.data.StepBatches`), so a resumed run, or one on another
+number of ranks, sees the same batches and the same randomness as an uninterrupted one.
 """
 import copy
 import dataclasses
 import json
 import math
-import random
 import time
-from pathlib import Path
 
-import numpy as np
 import torch
-from PIL import Image
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
 from dit import distributed
-from dit.checkpoint import check_fits, checkpoint_path, latest_checkpoint, model_config_dict, prune_checkpoints
+from dit.checkpoint import load_training_state, model_config_dict, save_checkpoint
 from dit.config import TrainConfig
-from dit.data import build_dataset
+from dit.data import POSTERIOR, build_dataset, make_loader, step_seed
 from dit.diffusion import create_diffusion
 from dit.errors import UserError
-from dit.images import image_grid, save_gif, to_uint8
 from dit.interop import initialise_from
-from dit.io import atomic_path, atomic_torch_save, atomic_write_text
+from dit.io import atomic_write_text
 from dit.models import DiT, create_dit
-from dit.samplers import guided_model_fn, sample_ddpm
+from dit.precision import autocast_for
+from dit.sample import save_sample_grid
 from dit.schedules import get_lr_schedule
+from study.layout import RunLayout
 
-LOG_NAME, CONFIG_NAME, SAMPLES_DIR = "train-log.jsonl", "config.json", "samples"
 # Options that may differ when a run is resumed: they change speed or bookkeeping, not the result.
 RESUMABLE_CHANGES = {
     "steps", "device", "num_workers", "compile", "log_every", "ckpt_every", "keep_last", "keep_every",
@@ -44,63 +40,6 @@ RESUMABLE_CHANGES = {
 
 class TrainingDiverged(UserError):
     """The loss became NaN or infinite; no checkpoint was written from that state."""
-
-
-# ---- data --------------------------------------------------------------------------------------
-def step_seed(seed: int, step: int, stream: int = 0) -> int:
-    """A distinct 63-bit seed for each (seed, step, stream)."""
-    return (seed * 1_000_003 + step * 7_919 + stream * 104_729) % (2**63)
-
-
-class StepBatches(torch.utils.data.Sampler):
-    """The items of every training step, from `start_step` on: this rank's share of the global batch.
-
-    Epoch e is a permutation seeded by (seed, e); step s takes the s-th slice of B items of it. Each
-    item comes with its own seed for augmentation. Yields lists of (index, item_seed).
-    """
-
-    def __init__(self, num_items: int, global_batch: int, rank: int, world_size: int, seed: int, start_step: int):
-        if num_items < global_batch:
-            raise ValueError(f"the data set has {num_items} items, fewer than the batch size {global_batch}; lower --batch-size")
-        self.num_items, self.global_batch, self.seed, self.start_step = num_items, global_batch, seed, start_step
-        self.local = global_batch // world_size
-        self.offset = rank * self.local
-
-    def __iter__(self):
-        steps_per_epoch = self.num_items // self.global_batch
-        step, epoch, perm = self.start_step, None, None
-        while True:
-            if step // steps_per_epoch != epoch:
-                epoch = step // steps_per_epoch
-                perm = torch.randperm(self.num_items, generator=torch.Generator().manual_seed(step_seed(self.seed, epoch, 1)))
-            first = (step % steps_per_epoch) * self.global_batch + self.offset
-            positions = range(first, first + self.local)
-            yield [(int(perm[p]), step_seed(self.seed, step, 2 + p)) for p in positions]
-            step += 1
-
-
-class SeededItems(Dataset):
-    """Wraps a data set so item (index, seed) is drawn under its own seed (flips, latent samples)."""
-
-    def __init__(self, dataset):
-        self.dataset = dataset
-
-    def __len__(self):
-        return len(self.dataset)
-
-    def __getitem__(self, key):
-        index, seed = key
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            return self.dataset[index]
-
-
-def make_loader(dataset, config: TrainConfig, dist: distributed.DistInfo, start_step: int):
-    sampler = StepBatches(len(dataset), config.batch_size, dist.rank, dist.world_size, config.seed, start_step)
-    workers = 0 if getattr(dataset, "in_memory", False) else config.num_workers
-    return DataLoader(SeededItems(dataset), batch_sampler=sampler, num_workers=workers,
-                      pin_memory=dist.device.type == "cuda", persistent_workers=workers > 0,
-                      prefetch_factor=4 if workers else None)
 
 
 # ---- model, codec and optimiser ---------------------------------------------------------------
@@ -148,9 +87,9 @@ def update_ema(ema: DiT, model: DiT, decay: float, fused: bool = True):
 
 
 # ---- run directory -----------------------------------------------------------------------------
-def check_same_run(run_dir: Path, config: TrainConfig):
+def check_same_run(run_dir, config: TrainConfig):
     """Refuse to resume a run directory that was started with a different recipe."""
-    path = run_dir / CONFIG_NAME
+    path = RunLayout(run_dir).config
     if not path.exists():
         return
     stored = json.loads(path.read_text()).get("train", {})
@@ -161,9 +100,9 @@ def check_same_run(run_dir: Path, config: TrainConfig):
         raise ValueError(f"{run_dir} holds a run with {k}={stored[k]!r}, not {new[k]!r}; use another run directory or the same options")
 
 
-def trim_log(run_dir: Path, step: int):
+def trim_log(run_dir, step: int):
     """Keep only whole log lines up to `step`: the steps after the checkpoint are logged again."""
-    path = run_dir / LOG_NAME
+    path = RunLayout(run_dir).train_log
     if not path.exists():
         return
     kept = []
@@ -176,62 +115,29 @@ def trim_log(run_dir: Path, step: int):
     atomic_write_text(path, "".join(f"{line}\n" for line in kept))
 
 
-def rng_state() -> dict:
-    """This process's RNG states as plain Python values (they travel between ranks and into checkpoints)."""
-    name, keys, *rest = np.random.get_state()
-    state = {"torch": bytes(torch.get_rng_state().numpy()), "python": random.getstate(), "numpy": [name, keys.tolist(), *rest]}
-    if torch.cuda.is_available():
-        state["cuda"] = [bytes(s.numpy()) for s in torch.cuda.get_rng_state_all()]
-    return state
+def check_can_start(config: TrainConfig, run: RunLayout, dist: distributed.DistInfo):
+    """Refuse a batch the processes cannot share or a run directory of another recipe; set TF32 on GPUs."""
+    if config.batch_size % dist.world_size:
+        raise ValueError(f"batch size {config.batch_size} does not divide by the {dist.world_size} processes; choose a multiple of {dist.world_size}")
+    check_same_run(run.root, config)
+    if dist.device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = config.tf32
+        torch.backends.cudnn.allow_tf32 = config.tf32
 
 
-def set_rng_state(state: dict):
-    as_tensor = lambda b: torch.frombuffer(bytearray(b), dtype=torch.uint8)
-    torch.set_rng_state(as_tensor(state["torch"]))
-    version, internal, gauss = state["python"]
-    random.setstate((version, tuple(internal), gauss))
-    name, keys, *rest = state["numpy"]
-    np.random.set_state((name, np.array(keys, dtype=np.uint32), *rest))
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all([as_tensor(s) for s in state["cuda"]])
+def start_run_dir(run: RunLayout, config: TrainConfig, parts: "TrainingParts", step: int, dist) -> dict:
+    """Rank 0 writes config.json and drops log lines after `step`; returns the run config (also in checkpoints)."""
+    run_config = {"train": config.to_dict(), "model": model_config_dict(parts.model.config),
+                  "class_names": list(parts.dataset.class_names)}
+    if dist.is_main:
+        run.root.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(run.config, json.dumps(run_config, indent=2) + "\n")
+        trim_log(run.root, step)
+    distributed.barrier()
+    return run_config
 
 
-# ---- previews ----------------------------------------------------------------------------------
-@torch.no_grad()
-def save_sample_grid(ema: DiT, config: TrainConfig, codec, run_dir: Path, step: int, device):
-    """EMA samples from fixed noise and labels, so grids of a run compare across steps; plus the GIF."""
-    c = ema.config
-    gen = torch.Generator(device).manual_seed(config.seed)
-    noise = torch.randn((config.sample_images, c.in_channels, c.input_size, c.input_size), generator=gen, device=device)
-    labels = torch.arange(config.sample_images, device=device) % c.num_classes
-    diffusion = create_diffusion(str(config.sample_steps), config.noise_schedule, config.learn_sigma, config.diffusion_steps)
-    x = sample_ddpm(diffusion, guided_model_fn(ema, labels, config.sample_cfg_scale), noise, generator=gen)
-    images = to_uint8(codec.decode(x) if codec is not None else x)
-    folder = run_dir / SAMPLES_DIR
-    folder.mkdir(parents=True, exist_ok=True)
-    columns = min(config.sample_images, c.num_classes) if c.num_classes <= 16 else None
-    grid = image_grid(images, columns=columns)
-    with atomic_path(folder / f"step_{step:07d}.png") as tmp:  # a kill mid-write must not leave half a PNG
-        grid.save(tmp, format="PNG")
-    frames = []
-    for path in sorted(folder.glob("step_*.png")):
-        with Image.open(path) as frame:
-            frames.append(frame.convert("RGB"))
-    save_gif(frames, folder / "progress.gif")
-
-
-# ---- the loop ----------------------------------------------------------------------------------
-def step_randomness(config: TrainConfig, step: int, shape, num_timesteps: int, dist: distributed.DistInfo):
-    """Timesteps, noise and label-dropout mask of this rank's rows of the global batch at `step`."""
-    gen = torch.Generator(dist.device).manual_seed(step_seed(config.seed, step))
-    B = config.batch_size
-    t = torch.randint(0, num_timesteps, (B,), generator=gen, device=dist.device)
-    noise = torch.randn((B, *shape), generator=gen, device=dist.device)
-    drop = (torch.rand(B, generator=gen, device=dist.device) < config.class_dropout_prob).long()
-    rows = slice(dist.rank * B // dist.world_size, (dist.rank + 1) * B // dist.world_size)
-    return t[rows], noise[rows], drop[rows]
-
-
+# ---- one step ------------------------------------------------------------------------------------
 @dataclasses.dataclass
 class TrainingParts:
     """What a training run is made of, built the same way for training, the lr range test and benchmarks."""
@@ -255,111 +161,149 @@ def build_training(config: TrainConfig, device) -> TrainingParts:
     return TrainingParts(dataset, codec, model, ema, opt, diffusion)
 
 
-def step_inputs(batch, parts: TrainingParts, config: TrainConfig, step: int, dist: distributed.DistInfo):
-    """(x, y, t, noise, drop) of this rank at `step`: the batch on the device (through the VAE under
-    codec sd-vae, with a per-step posterior draw) and the step's random draws."""
+@dataclasses.dataclass
+class StepInputs:
+    """One rank's rows of a training step: the batch on the device and the step's random draws."""
+
+    x: torch.Tensor  # (B, C, H, W) images or latents
+    y: torch.Tensor  # (B,) class labels
+    t: torch.Tensor  # (B,) timesteps
+    noise: torch.Tensor  # (B, C, H, W)
+    drop: torch.Tensor  # (B,) 1 where the label is replaced by the null class
+
+
+def step_randomness(config: TrainConfig, step: int, shape, num_timesteps: int, dist: distributed.DistInfo):
+    """Timesteps, noise and label-dropout mask of this rank's rows of the global batch at `step`."""
+    gen = torch.Generator(dist.device).manual_seed(step_seed(config.seed, step))
+    B = config.batch_size
+    t = torch.randint(0, num_timesteps, (B,), generator=gen, device=dist.device)
+    noise = torch.randn((B, *shape), generator=gen, device=dist.device)
+    drop = (torch.rand(B, generator=gen, device=dist.device) < config.class_dropout_prob).long()
+    rows = slice(dist.rank * B // dist.world_size, (dist.rank + 1) * B // dist.world_size)
+    return t[rows], noise[rows], drop[rows]
+
+
+def step_inputs(batch, parts: TrainingParts, config: TrainConfig, step: int, dist: distributed.DistInfo) -> StepInputs:
+    """This rank's inputs at `step`: the batch on the device (through the VAE under codec sd-vae, with a
+    per-step posterior draw) and the step's random draws."""
     x, y = (v.to(dist.device, non_blocking=True) for v in batch)
     if parts.codec is not None:
-        gen = torch.Generator(dist.device).manual_seed(step_seed(config.seed, step, 3 + dist.rank))
+        gen = torch.Generator(dist.device).manual_seed(step_seed(config.seed, step, POSTERIOR + dist.rank))
         x = parts.codec.sample_latent(*parts.codec.encode_moments(x), generator=gen)
     c = parts.model.config
     t, noise, drop = step_randomness(config, step, (c.in_channels, c.input_size, c.input_size), parts.diffusion.num_timesteps, dist)
-    return x, y, t, noise, drop
+    return StepInputs(x, y, t, noise, drop)
 
 
-def train_step(net, model, ema, opt, diffusion, config: TrainConfig, autocast, x, y, t, noise, drop) -> torch.Tensor:
-    """One optimiser step on the hybrid loss and one EMA update; returns [loss, mse, vb, grad norm]."""
-    with autocast:
-        terms = diffusion.training_losses(net, x, t, dict(y=y, force_drop_ids=drop), noise)
+def train_step(parts: TrainingParts, net, inputs: StepInputs, config: TrainConfig) -> torch.Tensor:
+    """One optimiser step of `net` (parts.model, or its DDP or compiled wrapper) on the hybrid loss and one
+    EMA update; returns [loss, mse, vb, grad norm]."""
+    with autocast_for(inputs.x.device, config.precision):
+        terms = parts.diffusion.training_losses(net, inputs.x, inputs.t, dict(y=inputs.y, force_drop_ids=inputs.drop), inputs.noise)
     loss = terms["loss"].mean()
-    opt.zero_grad(set_to_none=True)
+    parts.opt.zero_grad(set_to_none=True)
     loss.backward()
-    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm or math.inf)
-    opt.step()
-    update_ema(ema, model, config.ema_decay, config.fused_ema)
+    grad_norm = torch.nn.utils.clip_grad_norm_(parts.model.parameters(), config.max_grad_norm or math.inf)
+    parts.opt.step()
+    update_ema(parts.ema, parts.model, config.ema_decay, config.fused_ema)
     return torch.stack([loss, terms["mse"].mean(), terms["vb"].mean(), grad_norm]).detach()
 
 
+# ---- the loop ----------------------------------------------------------------------------------
 def train(config: TrainConfig, run_dir, *, until: int | None = None, progress: bool = True) -> dict:
     """Train (or resume) the run in run_dir to config.steps, or stop early at step `until` with a
     checkpoint there (the schedule still spans config.steps). Returns the last log record."""
     dist = distributed.setup(config.device)
-    run_dir = Path(run_dir)
-    if config.batch_size % dist.world_size:
-        raise ValueError(f"batch size {config.batch_size} does not divide by the {dist.world_size} processes; choose a multiple of {dist.world_size}")
-    check_same_run(run_dir, config)
-    device = dist.device
-    if device.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = config.tf32
-        torch.backends.cudnn.allow_tf32 = config.tf32
-
+    run = RunLayout(run_dir)
+    check_can_start(config, run, dist)
     torch.manual_seed(config.seed)
-    parts = build_training(config, device)
-    dataset, codec, model, ema, opt, diffusion = parts.dataset, parts.codec, parts.model, parts.ema, parts.opt, parts.diffusion
+    parts = build_training(config, dist.device)
+    step, wall = load_training_state(run.root, parts.model, parts.ema, parts.opt, dist.rank)
+    if step == 0 and config.init:  # a fresh run that starts from given weights (`--init`)
+        initialise_from(parts.model, parts.ema, config.init, config.model)
+    run_config = start_run_dir(run, config, parts, step, dist)
+    net = wrap_for_training(parts.model, config, dist)
+    batches = iter(make_loader(parts.dataset, config, dist, step))
     lr_at = get_lr_schedule(config.lr_schedule)
 
-    step, wall = 0, 0.0
-    ckpt = latest_checkpoint(run_dir)
-    if ckpt is not None:
-        check_fits(ckpt, model, run_dir)
-        model.load_state_dict(ckpt["model"])
-        ema.load_state_dict(ckpt["ema"])
-        opt.load_state_dict(ckpt["opt"])
-        step, wall = ckpt["step"], ckpt.get("wall_seconds", 0.0)
-        set_rng_state(ckpt["rng"][min(dist.rank, len(ckpt["rng"]) - 1)])
-    elif config.init:
-        initialise_from(model, ema, config.init, config.model)
-    run_config = {"train": config.to_dict(), "model": model_config_dict(model.config), "class_names": list(dataset.class_names)}
-    if dist.is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(run_dir / CONFIG_NAME, json.dumps(run_config, indent=2) + "\n")
-        trim_log(run_dir, step)
+    window, record = LogWindow(dist.device, wall), {}
+    stop = min(until or config.steps, config.steps)
+    bar = tqdm(total=stop, initial=step, desc="training", disable=not (progress and dist.is_main), dynamic_ncols=True)
+    while step < stop:
+        inputs = step_inputs(next(batches), parts, config, step, dist)
+        set_lr(parts.opt, lr_at(step, config.lr, config.steps, config.warmup_steps))
+        stats = train_step(parts, net, inputs, config)
+        step += 1
+        window.add(stats, step)
+        bar.update(1)
+        if is_due(step, config.log_every, stop) or is_due(step, config.ckpt_every, stop):
+            record = log_window(run, window, step, parts.opt, config, dist, bar)
+        if is_due(step, config.ckpt_every, stop):
+            save_checkpoint(run.root, parts.model, parts.ema, parts.opt, run_config, step, window.wall_seconds, dist)
+        if dist.is_main and is_due(step, config.sample_every or config.ckpt_every, stop):
+            save_sample_grid(parts.ema, config, parts.codec, run.root, step, dist.device)
+            window.restart_clock()  # previews do not count as training time
+    bar.close()
     distributed.barrier()
+    return record
 
+
+def wrap_for_training(model: DiT, config: TrainConfig, dist: distributed.DistInfo):
+    """The module the loop calls: the model under DDP for several processes, compiled if asked; in train mode."""
+    device = dist.device
     net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) if dist.world_size > 1 else model
     if config.compile:
         net = torch.compile(net)
     model.train()
-    batches = iter(make_loader(dataset, config, dist, step))
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.precision == "bf16")
+    return net
 
-    sums = torch.zeros(4, device=device)  # loss, mse, vb, grad norm since the last log
-    first_bad = torch.tensor(-1, device=device)
-    logged_steps, t0, record = 0, time.perf_counter(), {}
-    stop = min(until or config.steps, config.steps)
-    bar = tqdm(total=stop, initial=step, desc="training", disable=not (progress and dist.is_main), dynamic_ncols=True)
-    while step < stop:
-        x, y, t, noise, drop = step_inputs(next(batches), parts, config, step, dist)
-        for group in opt.param_groups:
-            group["lr"] = lr_at(step, config.lr, config.steps, config.warmup_steps)
 
-        stats = train_step(net, model, ema, opt, diffusion, config, autocast, x, y, t, noise, drop)
-        step += 1
+def set_lr(opt: torch.optim.Optimizer, lr: float):
+    for group in opt.param_groups:
+        group["lr"] = lr
 
-        sums += stats
-        first_bad = torch.where((first_bad < 0) & ~torch.isfinite(stats[0]), torch.tensor(step, device=device), first_bad)
-        logged_steps += 1
-        bar.update(1)
-        is_ckpt = step % config.ckpt_every == 0 or step == stop
-        if step % config.log_every == 0 or is_ckpt:
-            check_finite(first_bad)
-            elapsed = time.perf_counter() - t0
-            wall += elapsed
-            record = log_record(step, sums / logged_steps, opt, config, logged_steps, elapsed, wall, device)
-            if dist.is_main:
-                with open(run_dir / LOG_NAME, "a") as f:
-                    f.write(json.dumps(record) + "\n")
-                bar.set_postfix(loss=f"{record['loss']:.4f}", img_s=f"{record['images_per_sec']:.0f}")
-            sums.zero_()
-            logged_steps, t0 = 0, time.perf_counter()
-        if is_ckpt:
-            save_checkpoint(run_dir, model, ema, opt, run_config, step, wall, dist)
-        sample_every = config.sample_every or config.ckpt_every
-        if dist.is_main and (step % sample_every == 0 or step == stop):
-            save_sample_grid(ema, config, codec, run_dir, step, device)
-            t0 = time.perf_counter()  # previews do not count as training time
-    bar.close()
-    distributed.barrier()
+
+def is_due(step: int, every: int, stop: int) -> bool:
+    """Whether a periodic action (log, checkpoint, preview) falls on `step`: every `every` steps and at the end."""
+    return step % every == 0 or step == stop
+
+
+class LogWindow:
+    """The steps since the last log line: their summed [loss, mse, vb, grad norm], the first step whose loss
+    was not finite (-1: none) and their start time; `wall_seconds` adds up the run's training time."""
+
+    def __init__(self, device, wall_seconds: float):
+        self.device, self.wall_seconds = device, wall_seconds
+        self.sums = torch.zeros(4, device=device)
+        self.first_bad = torch.tensor(-1, device=device)
+        self.steps, self.start = 0, time.perf_counter()
+
+    def add(self, stats: torch.Tensor, step: int):
+        self.sums += stats
+        bad_now = (self.first_bad < 0) & ~torch.isfinite(stats[0])
+        self.first_bad = torch.where(bad_now, torch.tensor(step, device=self.device), self.first_bad)
+        self.steps += 1
+
+    def restart_clock(self):
+        self.start = time.perf_counter()
+
+    def reset(self):
+        self.sums.zero_()
+        self.steps = 0
+        self.restart_clock()
+
+
+def log_window(run: RunLayout, window: LogWindow, step: int, opt, config: TrainConfig, dist, bar) -> dict:
+    """Stop if a loss was not finite; else append the window's means to train-log.jsonl (rank 0) and reset it."""
+    check_finite(window.first_bad)
+    elapsed = time.perf_counter() - window.start
+    window.wall_seconds += elapsed
+    record = log_record(step, window.sums / window.steps, opt, config, window.steps, elapsed, window.wall_seconds, dist.device)
+    if dist.is_main:
+        with open(run.train_log, "a") as f:
+            f.write(json.dumps(record) + "\n")
+        bar.set_postfix(loss=f"{record['loss']:.4f}", img_s=f"{record['images_per_sec']:.0f}")
+    window.reset()
     return record
 
 
@@ -378,19 +322,3 @@ def log_record(step, means, opt, config, steps_done, elapsed, wall, device) -> d
         "lr": opt.param_groups[0]["lr"], "images_per_sec": steps_done * config.batch_size / max(elapsed, 1e-9),
         "peak_mem_gb": peak, "wall_seconds": wall,
     }
-
-
-def save_checkpoint(run_dir: Path, model, ema, opt, run_config: dict, step: int, wall: float, dist):
-    """Rank 0 writes model, EMA, optimiser, the run's config, step and every rank's RNG state, atomically."""
-    train_config = run_config["train"]
-    rngs = distributed.all_gather_objects(rng_state())
-    if dist.is_main:
-        state = {
-            "model": model.state_dict(), "ema": ema.state_dict(), "opt": opt.state_dict(),
-            "config": run_config,
-            "step": step, "wall_seconds": wall, "rng": rngs,
-            "data": {"images_seen": step * train_config["batch_size"]},
-        }
-        atomic_torch_save(state, checkpoint_path(run_dir, step))
-        prune_checkpoints(run_dir, train_config["keep_last"], train_config["keep_every"])
-    distributed.barrier()

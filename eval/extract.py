@@ -14,6 +14,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from dit.distributed import pick_device
 from eval.features import Features
 
 PREFETCH = 3  # batches read ahead of the device
@@ -22,7 +23,7 @@ PREFETCH = 3  # batches read ahead of the device
 def default_device() -> torch.device:
     if dist.is_available() and dist.is_initialized() and torch.cuda.is_available():
         return torch.device("cuda", torch.cuda.current_device())
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return pick_device("auto")
 
 
 def resolve_device(device=None) -> torch.device:

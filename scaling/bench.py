@@ -12,8 +12,9 @@ from dit.config import TrainConfig
 from dit.diffusion import create_diffusion
 from dit.distributed import pick_device
 from dit.models import create_dit
+from dit.precision import autocast_for
 from dit.samplers import guided_model_fn, sample_ddpm
-from dit.train import make_optimizer, train_step
+from dit.train import StepInputs, TrainingParts, make_optimizer, train_step
 from study.registry import Registry
 
 # The official release trains in fp32 (TF32 matmuls), timm's explicit attention, a Python loop for
@@ -62,17 +63,17 @@ def bench_training(model_name: str, *, path: str, batch_size: int, input_size: i
     opt = make_optimizer(model, config, dev)
     net = torch.compile(model) if options["compile"] else model
     diffusion = create_diffusion()
-    autocast = torch.autocast(dev.type, dtype=torch.bfloat16, enabled=options["precision"] == "bf16")
     gen = torch.Generator(dev).manual_seed(0)
     x = torch.randn((batch_size, in_channels, input_size, input_size), generator=gen, device=dev)
     y = torch.randint(0, num_classes, (batch_size,), generator=gen, device=dev)
     t = torch.randint(0, diffusion.num_timesteps, (batch_size,), generator=gen, device=dev)
-    noise, drop = torch.randn_like(x), torch.zeros_like(y)
+    inputs = StepInputs(x, y, t, torch.randn_like(x), torch.zeros_like(y))
+    parts = TrainingParts(None, None, model, ema, opt, diffusion)
     for i in range(warmup + steps):
         if i == warmup:
             _sync(dev)
             start = time.perf_counter()
-        train_step(net, model, ema, opt, diffusion, config, autocast, x, y, t, noise, drop)
+        train_step(parts, net, inputs, config)
     _sync(dev)
     seconds = time.perf_counter() - start
     peak = torch.cuda.max_memory_allocated(dev) / 2**30 if dev.type == "cuda" else float("nan")
@@ -89,7 +90,7 @@ def bench_sampling(model_name: str, *, path: str, num_images: int, sampling_step
     if options["compile"]:
         model.forward = torch.compile(model.forward)  # forward_with_cfg calls the compiled forward
     diffusion = create_diffusion(str(sampling_steps))
-    autocast = torch.autocast(dev.type, dtype=torch.bfloat16, enabled=options["precision"] == "bf16")
+    autocast = autocast_for(dev, options["precision"])
     gen = torch.Generator(dev).manual_seed(0)
     noise = torch.randn((num_images, in_channels, input_size, input_size), generator=gen, device=dev)
     labels = torch.randint(0, num_classes, (num_images,), generator=gen, device=dev)

@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from dit.io import load_tensors
+from dit.precision import autocast_for
 from eval.features.base import PRECISIONS, Features, flatten_spatial, register_extractor, to_channels
 
 WEIGHTS_ENV = "DIT_INCEPTION_WEIGHTS"
@@ -151,7 +152,7 @@ class InceptionFeatures(nn.Module):
 @contextlib.contextmanager
 def _precision(precision: str, device: torch.device):
     """fp32: exact (TF32 off); tf32: TF32 convolutions and matmuls (CUDA); bf16: autocast to bfloat16."""
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+    autocast = autocast_for(device, precision)
     if device.type != "cuda":
         with autocast:
             yield

@@ -53,9 +53,9 @@ def resolve_device_dtype(device: str, precision: str):
 
     from dit.distributed import pick_device
 
-    device = str(pick_device(device))
+    device = pick_device(device)
     if precision == "auto":
-        precision = "bf16" if torch.device(device).type == "cuda" else "fp32"
+        precision = "bf16" if device.type == "cuda" else "fp32"
     return device, getattr(torch, VAE_DTYPES[precision])
 
 
@@ -64,7 +64,7 @@ def run(args):
     import time
     from pathlib import Path
 
-    from dit import latents
+    from dit import latent_cache, latents
     from dit.data import MNIST_NAME, build_dataset
 
     out = Path(args.out)
@@ -73,17 +73,17 @@ def run(args):
     if args.batch_size < 1:
         raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
     dataset = build_dataset(args.data, resolution=args.resolution, train=True, flip=False)
-    if isinstance(dataset, latents.LatentCacheDataset):
+    if isinstance(dataset, latent_cache.LatentCacheDataset):
         raise ValueError(f"{args.data} is already a latent cache; give the image folder it was encoded from")
     device, dtype = resolve_device_dtype(args.device, args.precision)
     codec = latents.get_codec(args.codec, vae=args.vae, device=device, dtype=dtype, download=args.download)
     workers = min(8, os.cpu_count() or 1) if args.num_workers is None else args.num_workers
     start = time.perf_counter()
-    latents.encode_dataset(dataset, codec, out, batch_size=args.batch_size, num_workers=workers,
+    latent_cache.encode_dataset(dataset, codec, out, batch_size=args.batch_size, num_workers=workers,
                            progress=args.progress, flip=args.flip if args.flip is not None else args.data != MNIST_NAME,
                            source=str(args.data))
     seconds = time.perf_counter() - start
-    meta = latents.read_cache_meta(out)
+    meta = latent_cache.read_cache_meta(out)
     size_gb = (out / "moments.npy").stat().st_size / 1e9
     print(f"wrote {out}: {meta['count']} images x {meta['flips']} flips, latents {meta['latent_channels']}x{meta['latent_size']}x{meta['latent_size']} "
           f"({meta['codec']}), {len(meta['class_names'])} classes, {size_gb:.2f} GB, {seconds:.0f} s")

@@ -13,7 +13,7 @@ import pytest
 import torch
 from PIL import Image
 
-from dit import latents
+from dit import latent_cache, latents
 from dit.data import build_dataset
 from scaling.cli import main
 
@@ -72,7 +72,7 @@ def reference(vae_dir):
 @pytest.fixture(scope="module")
 def cache(vae_dir, tmp_path_factory):
     codec = latents.get_codec("sd-vae", vae=str(vae_dir))
-    return latents.encode_dataset(Images(), codec, tmp_path_factory.mktemp("c") / "cache", batch_size=2, progress=False)
+    return latent_cache.encode_dataset(Images(), codec, tmp_path_factory.mktemp("c") / "cache", batch_size=2, progress=False)
 
 
 def test_cache_holds_the_vae_posterior_of_each_image_and_its_mirror(cache, reference):
@@ -101,7 +101,7 @@ def test_stored_means_decode_like_the_vae_decodes_its_own_encoding(cache, refere
 
 def test_each_read_draws_a_fresh_flip_and_posterior_sample(cache, reference):
     _, mean, std = reference
-    data = pickle.loads(pickle.dumps(latents.LatentCacheDataset(cache)))  # as DataLoader workers get it
+    data = pickle.loads(pickle.dumps(latent_cache.LatentCacheDataset(cache)))  # as DataLoader workers get it
     assert (len(data), data.in_channels, data.image_size, data.num_classes, data.class_names) == (5, 4, SIDE // 2, 2, ["left", "right"])
     torch.manual_seed(0)
     draws = torch.stack([data[3][0] for _ in range(400)]) / SCALE  # (400, C, h, w), unscaled
@@ -129,8 +129,8 @@ def test_identity_codec_round_trips_pixels():
 @pytest.mark.parametrize("flip", [True, False])
 def test_identity_cache_reads_are_the_image_or_its_mirror(tmp_path, flip):
     images = Images()
-    out = latents.encode_dataset(images, latents.get_codec("identity"), tmp_path / "px", batch_size=2, progress=False, flip=flip)
-    data = latents.LatentCacheDataset(out)
+    out = latent_cache.encode_dataset(images, latents.get_codec("identity"), tmp_path / "px", batch_size=2, progress=False, flip=flip)
+    data = latent_cache.LatentCacheDataset(out)
     x = images.x[2].half().float()
     draws = [data[2][0] for _ in range(60)]
     mirrored = [torch.equal(d, torch.flip(x, dims=[2])) for d in draws]
@@ -139,22 +139,22 @@ def test_identity_cache_reads_are_the_image_or_its_mirror(tmp_path, flip):
 
 
 def test_killed_encode_leaves_no_cache_and_resumes_where_it_stopped(tmp_path, monkeypatch):
-    monkeypatch.setattr(latents, "FLUSH_SECONDS", 0.0)  # progress durable after every batch
+    monkeypatch.setattr(latent_cache, "FLUSH_SECONDS", 0.0)  # progress durable after every batch
     codec, out = latents.get_codec("identity"), tmp_path / "px"
     with pytest.raises(RuntimeError):
-        latents.encode_dataset(Images(fail_at=3), codec, out, batch_size=2, progress=False)
-    assert not out.exists() and not latents.is_latent_cache(out)
-    assert not latents.is_latent_cache(tmp_path / "px.partial")
+        latent_cache.encode_dataset(Images(fail_at=3), codec, out, batch_size=2, progress=False)
+    assert not out.exists() and not latent_cache.is_latent_cache(out)
+    assert not latent_cache.is_latent_cache(tmp_path / "px.partial")
     with pytest.raises(ValueError, match="other settings"):
-        latents.encode_dataset(Images(fail_at=3), codec, out, batch_size=2, progress=False, flip=False)
+        latent_cache.encode_dataset(Images(fail_at=3), codec, out, batch_size=2, progress=False, flip=False)
     resumed = Images()
-    latents.encode_dataset(resumed, codec, out, batch_size=2, progress=False)
+    latent_cache.encode_dataset(resumed, codec, out, batch_size=2, progress=False)
     assert sorted(set(resumed.read)) == [0, 2, 3, 4]  # item 0 for the shapes, then from the last durable batch
-    fresh = latents.encode_dataset(Images(), codec, tmp_path / "fresh", batch_size=2, progress=False)
+    fresh = latent_cache.encode_dataset(Images(), codec, tmp_path / "fresh", batch_size=2, progress=False)
     np.testing.assert_array_equal(np.load(out / "moments.npy"), np.load(fresh / "moments.npy"))
-    assert latents.is_latent_cache(out) and not (tmp_path / "px.partial").exists()
+    assert latent_cache.is_latent_cache(out) and not (tmp_path / "px.partial").exists()
     with pytest.raises(ValueError, match="already exists"):
-        latents.encode_dataset(Images(), codec, out, batch_size=2, progress=False)
+        latent_cache.encode_dataset(Images(), codec, out, batch_size=2, progress=False)
 
 
 @pytest.fixture
@@ -195,7 +195,7 @@ def test_cli_writes_a_cache_that_build_dataset_loads(tmp_path, vae_dir, capsys):
             "--batch-size", "4", "--num-workers", "0", "--device", "cpu", "--no-progress"]
     assert main(args) == 0
     data = build_dataset(str(out))
-    assert isinstance(data, latents.LatentCacheDataset)
+    assert isinstance(data, latent_cache.LatentCacheDataset)
     assert (len(data), data.class_names, data.in_channels, data.image_size) == (6, ["cats", "dogs"], 4, SIDE // 2)
     x, y = data[4]
     assert x.shape == (4, SIDE // 2, SIDE // 2) and y == 1

@@ -13,8 +13,8 @@ import torch
 
 from dit.checkpoint import list_checkpoints, load_model
 from dit.config import TrainConfig
-from dit.data import mnist32_split
-from dit.train import StepBatches, TrainingDiverged, train
+from dit.data import StepBatches, mnist32_split
+from dit.train import TrainingDiverged, train
 
 TINY = ["--model", "DiT-custom/4", "--depth", "2", "--hidden-size", "32", "--num-heads", "2", "--resolution", "16",
         "--batch-size", "8", "--lr", "1e-3", "--ema-decay", "0.9", "--log-every", "1", "--sample-steps", "2",
