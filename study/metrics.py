@@ -22,5 +22,9 @@ METRICS: Registry[Metric] = Registry("metric", {m.column: m for m in (
     Metric(column="recall", label="Recall", lower_is_better=False),
     # the share of samples classified as the label they were sampled for (extractors that read the labels)
     Metric(column="class_accuracy", label="Class accuracy", lower_is_better=False, paper=False),
+    # Kernel Inception Distance (Binkowski et al. 2018), torch-fidelity's definition, on request
+    Metric(column="kid", label="KID", lower_is_better=True, paper=False),
+    # Frechet distance of DINOv2 ViT-L/14 features (Stein et al. 2023), as EDM2 reports it, on request
+    Metric(column="fd_dinov2", label="FD-DINOv2", lower_is_better=True, paper=False),
 )})
 PAPER_METRICS = tuple(name for name, metric in METRICS.items() if metric.paper)

@@ -39,6 +39,8 @@ SCHEMA = {
     "precision": ("float64", "improved precision (k = 3)"),
     "recall": ("float64", "improved recall (k = 3)"),
     "class_accuracy": ("float64", "share of samples classified as their conditioning label (mnist features)"),
+    "kid": ("float64", "Kernel Inception Distance (mean of 100 subsets of 1,000; --metrics kid)"),
+    "fd_dinov2": ("float64", "Frechet distance of DINOv2 ViT-L/14 features (--metrics fd-dinov2)"),
     "wall_seconds": ("float64", "wall-clock seconds of training up to this step"),
 }
 COLUMNS = tuple(SCHEMA)
