@@ -19,7 +19,6 @@ import torch
 from PIL import Image
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset
-from tqdm.auto import tqdm
 
 from dit import distributed
 from dit.checkpoint import checkpoint_path, latest_checkpoint, model_config_dict, prune_checkpoints
@@ -30,6 +29,7 @@ from dit.images import image_grid, save_gif, to_uint8
 from dit.interop import initialise_from
 from dit.io import atomic_path, atomic_torch_save, atomic_write_text
 from dit.models import DiT, create_dit
+from dit.progress import progress_bar
 from dit.samplers import guided_model_fn, sample_ddpm
 from dit.schedules import get_lr_schedule
 
@@ -325,7 +325,7 @@ def train(config: TrainConfig, run_dir, *, until: int | None = None, progress: b
     first_bad = torch.tensor(-1, device=device)
     logged_steps, t0, record = 0, time.perf_counter(), {}
     stop = min(until or config.steps, config.steps)
-    bar = tqdm(total=stop, initial=step, desc="training", disable=not (progress and dist.is_main), dynamic_ncols=True)
+    bar = progress_bar(total=stop, initial=step, desc="training", enabled=progress and dist.is_main)
     while step < stop:
         x, y, t, noise, drop = step_inputs(next(batches), parts, config, step, dist)
         for group in opt.param_groups:

@@ -36,8 +36,19 @@ train DiT models, sample them, evaluate them, and sweep grids of models into a s
 Run `scaling COMMAND --help` for the options of each command."""
 
 
+def package_version() -> str:
+    """The installed distribution's version (pyproject's), or 'unknown' when running from an uninstalled tree."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("dit-scaling")
+    except PackageNotFoundError:
+        return "unknown (not installed)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="scaling", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {package_version()}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands")
     for name in COMMANDS:
         importlib.import_module(f"scaling.commands.{name.replace('-', '_')}").add_parser(subparsers)
