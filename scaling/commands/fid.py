@@ -36,6 +36,7 @@ def run(args):
     from eval.reference import read_reference
     from scaling.commands.output import note
 
+    metrics = parse_metrics(args.metrics)
     ckpt = Path(args.ckpt)
     if not ckpt.exists():
         raise ValueError(f"checkpoint {ckpt} does not exist")
@@ -43,7 +44,6 @@ def run(args):
                           seed=args.seed, batch_size=args.sample_batch_size)
     stem = Path(args.out_dir or ckpt.parent) / f"{ckpt.stem}-{config.sampler}-{config.steps}-cfg{config.cfg_scale:g}-n{config.num}-seed{config.seed}"
     samples, metrics_path = stem.with_name(stem.name + ".npz"), stem.with_name(f"{stem.name}-{args.features}.json")
-    metrics = parse_metrics(args.metrics)
     done = json.loads(metrics_path.read_text()) if metrics_path.exists() and not args.force else {}
     if done and all(c in done for c in metric_columns(metrics)):
         (print if args.format == "table" else note)(f"{metrics_path} exists (--force evaluates again)")
