@@ -16,8 +16,13 @@ from eval.extract import default_device, default_precision, extract_features
 from eval.features import Features, get_extractor
 from eval.images import NpzImages, check_value_range
 from eval.metric_groups import DEFAULT_METRICS, METRIC_GROUPS, metric_columns, parse_metrics
-from eval.metrics import (feature_statistics, frechet_distance, inception_score, kernel_inception_distance,
-                          precision_recall)
+from eval.metrics import (
+    feature_statistics,
+    frechet_distance,
+    inception_score,
+    kernel_inception_distance,
+    precision_recall,
+)
 from eval.reference import Reference, ReferenceStats, read_reference, stats_from_features
 
 LABELS_KEY = "arr_1"

@@ -22,8 +22,15 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from eval.features.base import (PRECISIONS, Features, find_weights, flatten_spatial, precision_context,
-                                register_extractor, to_channels)
+from eval.features.base import (
+    PRECISIONS,
+    Features,
+    find_weights,
+    flatten_spatial,
+    precision_context,
+    register_extractor,
+    to_channels,
+)
 
 WEIGHTS_ENV = "DIT_INCEPTION_WEIGHTS"
 SPATIAL_LAYER = "Mixed_6d.branch1x1"  # the TF graph's mixed_6/conv
