@@ -151,14 +151,14 @@ def _open_partial(partial: Path, header: dict) -> int:
 def _encode_into(dataset, codec, partial: Path, done: int, header: dict, *, batch_size, num_workers, progress):
     """Encode images done..count-1 (and their flips) into the partial cache, making progress durable
     (fsync, then progress.json) every FLUSH_SECONDS and at the end."""
-    from tqdm.auto import tqdm
+    from dit.progress import progress_bar
 
     count = header["count"]
     moments = np.load(partial / "moments.npy", mmap_mode="r+")  # (N, F, 2, C, h, w)
     labels = np.load(partial / "labels.npy", mmap_mode="r+")  # (N,)
     loader = DataLoader(Subset(dataset, range(done, count)), batch_size=batch_size, num_workers=num_workers,
                         pin_memory=getattr(codec, "device", torch.device("cpu")).type == "cuda")
-    bar = tqdm(total=count, initial=done, unit="img", desc="encode", disable=not progress or None, dynamic_ncols=True)
+    bar = progress_bar(total=count, initial=done, unit="img", desc="encode", enabled=progress)
     last_flush = time.monotonic()
     for x, y in loader:
         lo, hi = done, done + len(y)

@@ -7,11 +7,11 @@ largest safe rate sits well below that point. A DiT trained on CelebA, for examp
 import math
 
 import torch
-from tqdm.auto import tqdm
 
 from dit import distributed
 from dit.config import TrainConfig
 from dit.data import make_loader
+from dit.progress import progress_bar
 from dit.train import build_training, step_inputs, train_step
 
 SUGGESTION_MARGIN = 10.0  # suggest the rate at the smoothed loss's minimum divided by this
@@ -43,7 +43,7 @@ def lr_range_test(config: TrainConfig, *, min_lr: float = 1e-6, max_lr: float = 
     parts.model.train()
     batches = iter(make_loader(parts.dataset, config, dist, 0))
     rates, losses, smoothed, diverged_at = [], [], [], None
-    for step, lr in enumerate(tqdm(exponential_rates(min_lr, max_lr, num_steps), desc="lr range test", disable=not progress)):
+    for step, lr in enumerate(progress_bar(exponential_rates(min_lr, max_lr, num_steps), desc="lr range test", enabled=progress)):
         for group in parts.opt.param_groups:
             group["lr"] = lr
         inputs = step_inputs(next(batches), parts, config, step, dist)

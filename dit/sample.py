@@ -14,7 +14,6 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
-from tqdm.auto import tqdm
 
 from dit import distributed
 from dit.checkpoint import is_project_checkpoint, load_model, read_checkpoint
@@ -24,6 +23,7 @@ from dit.diffusion import create_diffusion
 from dit.images import image_grid, save_gif, to_uint8
 from dit.io import atomic_path
 from dit.precision import autocast_for
+from dit.progress import progress_bar
 from dit.samplers import get_sampler, guided_model_fn, sample_ddpm
 from study.layout import RunLayout, steps_in
 
@@ -154,8 +154,8 @@ def generate_samples(ckpt_path, out_npz, config: SampleConfig, *, device: str = 
     num_shards = -(-config.num // config.batch_size)
     todo = [i for i in range(dist.rank, num_shards, dist.world_size) if not (shard_dir / f"{i:06d}.npz").exists()]
     autocast = autocast_for(dist.device, config.precision)
-    bar = tqdm(total=num_shards, initial=num_shards - len(todo) * dist.world_size, desc="sampling",
-               disable=not (progress and dist.is_main), unit="batch", dynamic_ncols=True)
+    bar = progress_bar(total=num_shards, initial=num_shards - len(todo) * dist.world_size, desc="sampling",
+                       enabled=progress and dist.is_main, unit="batch")
     for shard in todo:
         labels, noise, gen = shard_batch(config, shard, c.num_classes, (c.in_channels, c.input_size, c.input_size), dist.device)
         with torch.no_grad(), autocast:

@@ -8,9 +8,9 @@ receives (step index i, x_{t-1}, predicted x_0) after each step. Guidance is par
 from collections.abc import Callable
 
 import torch
-from tqdm.auto import tqdm
 
 from dit.diffusion import GaussianDiffusion, extract
+from dit.progress import progress_bar
 from study.registry import Registry
 
 ModelFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -24,7 +24,7 @@ def _reverse_loop(diffusion: GaussianDiffusion, x_T: torch.Tensor, step, progres
     """Run step(x, t) -> (x_prev, pred_xstart) from t = T-1 down to 0."""
     x = x_T
     steps = range(diffusion.num_timesteps - 1, -1, -1)
-    for i in tqdm(steps, desc="sampling", disable=not progress, leave=False):
+    for i in progress_bar(steps, desc="sampling", enabled=progress, leave=False):
         t = torch.full((x.shape[0],), i, device=x.device, dtype=torch.long)
         with torch.no_grad():
             x, pred_xstart = step(x, t)

@@ -15,7 +15,6 @@ import time
 import torch
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import Dataset
-from tqdm.auto import tqdm
 
 from dit import distributed
 from dit.checkpoint import load_training_state, model_config_dict, save_checkpoint
@@ -27,6 +26,7 @@ from dit.interop import initialise_from
 from dit.io import atomic_write_text
 from dit.models import DiT, create_dit
 from dit.precision import autocast_for
+from dit.progress import progress_bar
 from dit.sample import save_sample_grid
 from dit.schedules import get_lr_schedule
 from study.layout import RunLayout
@@ -228,7 +228,7 @@ def train(config: TrainConfig, run_dir, *, until: int | None = None, progress: b
 
     window, record = LogWindow(dist.device, wall), {}
     stop = min(until or config.steps, config.steps)
-    bar = tqdm(total=stop, initial=step, desc="training", disable=not (progress and dist.is_main), dynamic_ncols=True)
+    bar = progress_bar(total=stop, initial=step, desc="training", enabled=progress and dist.is_main)
     while step < stop:
         inputs = step_inputs(next(batches), parts, config, step, dist)
         set_lr(parts.opt, lr_at(step, config.lr, config.steps, config.warmup_steps))

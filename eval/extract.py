@@ -12,9 +12,9 @@ import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
 from dit.distributed import pick_device
+from dit.progress import progress_bar
 from eval.features import Features
 
 PREFETCH = 3  # batches read ahead of the device
@@ -67,7 +67,7 @@ def extract_features(source, extractor, *, batch_size: int | None = None, progre
     bounds = np.linspace(0, source.num, world + 1).round().astype(int)
     start, stop = int(bounds[rank]), int(bounds[rank + 1])
     parts = []
-    with tqdm(total=stop - start, desc=desc, unit="img", disable=not progress or rank != 0, dynamic_ncols=True) as bar:
+    with progress_bar(total=stop - start, desc=desc, unit="img", enabled=progress and rank == 0) as bar:
         for images in _prefetch(source.batches(batch_size, start, stop), device, start, on_batch):
             parts.append(extractor(images.permute(0, 3, 1, 2)))  # (N, C, H, W) view, channels-last
             bar.update(len(images))

@@ -63,8 +63,19 @@ OS_ERROR_FIXES = {
 }
 
 
+def package_version() -> str:
+    """The installed distribution's version (pyproject's), or 'unknown' when running from an uninstalled tree."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("dit-scaling")
+    except PackageNotFoundError:
+        return "unknown (not installed)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="scaling", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {package_version()}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands")
     parser.add_argument("--traceback", action="store_true", dest="traceback_first", help=TRACEBACK_HELP)
     for name in COMMANDS:

@@ -23,6 +23,7 @@ from dit.latents import CODECS, SD_VAE_CONFIG
 from dit.models import CUSTOM_SIZE, MODEL_SIZES, PAPER_PATCH_SIZES, DiTConfig, dit_config, parse_model_name
 from dit.samplers import SAMPLERS
 from eval.features import EXTRACTORS
+from eval.metric_groups import DEFAULT_METRICS, METRIC_GROUPS
 from study import layout
 from study.registry import Registry
 
@@ -186,11 +187,13 @@ TrainRecipe.__module__ = __name__  # pickled by executors: make it importable by
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class EvalSpec:
     """Evaluation points: every `every` steps and at the last step, `num_samples` samples per
-    sampling-step count x guidance scale, scored with `features` (inception or mnist).
+    sampling-step count x guidance scale, scored with `features` (inception or mnist) on `metrics`
+    (eval.metric_groups: fid, sfid, is, pr, kid, fd-dinov2).
     The paper's: FID-50K every 50K steps, 250 DDPM steps, no guidance (cfg scale 1)."""
 
     every: int = 50_000
     features: str = "inception"
+    metrics: tuple[str, ...] = DEFAULT_METRICS
     num_samples: int = 50_000
     sampler: str = "ddpm"
     sampling_steps: tuple[int, ...] = (250,)
@@ -203,6 +206,9 @@ class EvalSpec:
         _require(self.batch_size >= 1, "batch_size", f"batch_size {self.batch_size} must be at least 1")
         _require(self.every >= 1, "every", f"every {self.every} must be at least 1 step")
         _choice(self.features, EXTRACTORS, "features")
+        _require(bool(self.metrics), "metrics", f"list metrics out of {', '.join(METRIC_GROUPS.names())}")
+        for name in self.metrics:
+            _choice(name, METRIC_GROUPS, "metrics")
         _require(self.num_samples >= 1, "num_samples", f"num_samples {self.num_samples} must be at least 1")
         _choice(self.sampler, SAMPLERS, "sampler")
         _require(bool(self.sampling_steps) and min(self.sampling_steps) >= 1, "sampling_steps", "list sampling step counts of at least 1")

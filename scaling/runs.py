@@ -126,7 +126,7 @@ def evaluate_point(run: RunSpec, grid_dir: Path, step: int, setting: SamplingSet
     generate_samples(layout.checkpoint(step), samples, config, device=run.train.device, progress=progress)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", SmallSampleWarning)  # said once for the whole grid by sample_count_note
-        metrics = evaluate_samples(samples, reference, setting.features, progress=progress)
+        metrics = evaluate_samples(samples, reference, setting.features, metrics=run.eval.metrics, progress=progress)
     if distributed.setup(run.train.device).is_main:
         record = {"step": step, **dataclasses.asdict(setting), **metrics, "wall_seconds": training_seconds(layout, step)}
         atomic_write_text(record_path, json.dumps(record, indent=1) + "\n")

@@ -25,5 +25,9 @@ METRICS: Registry[Metric] = Registry("metric", {m.column: m for m in (
     # the diffusion loss of the EMA model on fixed held-out items, timesteps and noise (and its MSE part)
     Metric(column="val_loss", label="Validation loss", lower_is_better=True, paper=False),
     Metric(column="val_mse", label="Validation MSE", lower_is_better=True, paper=False),
+    # Kernel Inception Distance (Binkowski et al. 2018), torch-fidelity's definition, on request
+    Metric(column="kid", label="KID", lower_is_better=True, paper=False),
+    # Frechet distance of DINOv2 ViT-L/14 features (Stein et al. 2023), as EDM2 reports it, on request
+    Metric(column="fd_dinov2", label="FD-DINOv2", lower_is_better=True, paper=False),
 )})
 PAPER_METRICS = tuple(name for name, metric in METRICS.items() if metric.paper)

@@ -43,6 +43,8 @@ SCHEMA = {
     "class_accuracy": ("float64", "share of samples classified as their conditioning label (mnist features)"),
     "val_loss": ("float64", "diffusion loss (mse + vb) of the EMA model on the fixed held-out set"),
     "val_mse": ("float64", "the noise-prediction MSE part of val_loss"),
+    "kid": ("float64", "Kernel Inception Distance (mean of 100 subsets of 1,000; --metrics kid)"),
+    "fd_dinov2": ("float64", "Frechet distance of DINOv2 ViT-L/14 features (--metrics fd-dinov2)"),
     "wall_seconds": ("float64", "wall-clock seconds of training up to this step"),
 }
 COLUMNS = tuple(SCHEMA)

@@ -4,7 +4,7 @@
 Each extractor is an nn.Module taking uint8 images (N, C, H, W) on its device and returning
 `Features(pool, spatial, logits)`; it has `name`, `channels` (what it looks at) and `dims`.
 """
-from eval.features import inception, mnist  # noqa: F401  (each registers itself)
+from eval.features import dinov2, inception, mnist  # noqa: F401  (each registers itself)
 from eval.features.base import EXTRACTORS, PRECISIONS, Features
 
 

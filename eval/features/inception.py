@@ -16,7 +16,6 @@ loads (`classify_image_graph_def.pb`), converted layer by layer, with TF1's bili
 Weights: an explicit path, the `DIT_INCEPTION_WEIGHTS` environment variable, or torch-fidelity's
 file in the torch hub cache (downloaded there when the network allows).
 """
-import contextlib
 import os
 from pathlib import Path
 
@@ -24,8 +23,15 @@ import torch
 from torch import nn
 
 from dit.io import load_tensors
-from dit.precision import autocast_for
-from eval.features.base import PRECISIONS, Features, flatten_spatial, register_extractor, to_channels
+from eval.features.base import (
+    PRECISIONS,
+    Features,
+    find_weights,
+    flatten_spatial,
+    precision_context,
+    register_extractor,
+    to_channels,
+)
 
 WEIGHTS_ENV = "DIT_INCEPTION_WEIGHTS"
 SPATIAL_LAYER = "Mixed_6d.branch1x1"  # the TF graph's mixed_6/conv
@@ -38,29 +44,9 @@ def weights_url() -> str:
     return URL_INCEPTION_V3
 
 
-def cached_weights_path() -> Path:
-    """Where torch-fidelity's download lands: <torch hub dir>/checkpoints/<file name of the URL>."""
-    return Path(torch.hub.get_dir()) / "checkpoints" / weights_url().rsplit("/", 1)[-1]
-
-
 def resolve_weights(path: str | os.PathLike | None = None) -> Path:
     """The Inception weights file: `path`, else $DIT_INCEPTION_WEIGHTS, else the hub cache (downloading it)."""
-    path = path or os.environ.get(WEIGHTS_ENV)
-    if path:
-        if Path(path).is_dir():
-            raise ValueError(f"Inception weights {path} is a directory; give the path of {_weights_name()} in it")
-        if not Path(path).is_file():
-            raise ValueError(f"Inception weights {path} do not exist; download {weights_url()} and give its path")
-        return Path(path)
-    cached = cached_weights_path()
-    if not cached.is_file():
-        try:
-            cached.parent.mkdir(parents=True, exist_ok=True)
-            torch.hub.download_url_to_file(weights_url(), str(cached), progress=False)
-        except Exception as exc:  # offline: URLError, timeouts, HTTP errors
-            raise ValueError(f"Inception weights missing and not downloadable ({type(exc).__name__}): "
-                             f"put {weights_url()} at {cached}, or pass --inception-weights PATH (or set {WEIGHTS_ENV})") from None
-    return cached
+    return find_weights(path, env=WEIGHTS_ENV, url=weights_url(), what="Inception", option="--inception-weights")
 
 
 def _torch_fidelity_network(weights: Path | None):
@@ -142,28 +128,11 @@ class InceptionFeatures(nn.Module):
     @torch.no_grad()
     def forward(self, x: torch.Tensor) -> Features:
         x = to_channels(x, 3)  # (N, 3, H, W) uint8; the network resizes to 299 like TF1
-        with _precision(self.precision, x.device):
+        with precision_context(self.precision, x.device):
             pool, logits = self.net(x)  # (N, 2048), (N, 1008)
         spatial = flatten_spatial(self._spatial, SPATIAL_CHANNELS)  # (N, 2023)
         self._spatial = None
         return Features(pool.float(), spatial, logits.float())
-
-
-@contextlib.contextmanager
-def _precision(precision: str, device: torch.device):
-    """fp32: exact (TF32 off); tf32: TF32 convolutions and matmuls (CUDA); bf16: autocast to bfloat16."""
-    autocast = autocast_for(device, precision)
-    if device.type != "cuda":
-        with autocast:
-            yield
-        return
-    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
-    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = precision == "tf32"
-    try:
-        with autocast:
-            yield
-    finally:
-        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
 
 
 def build(device="cpu", *, weights=None, precision: str = "fp32") -> InceptionFeatures:

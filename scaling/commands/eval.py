@@ -2,7 +2,12 @@
 import contextlib
 
 from eval.features import EXTRACTORS, PRECISIONS
+from eval.metric_groups import DEFAULT_METRICS, METRIC_GROUPS
+from scaling.commands.output import add_format_argument
 from study.metrics import METRICS
+
+# --features choices: the extractors that give every part of the features (dinov2 serves --metrics fd-dinov2)
+FEATURE_CHOICES = tuple(name for name, e in EXTRACTORS.items() if all(e.dims.values()))
 
 
 def add_parser(subparsers):
@@ -16,14 +21,26 @@ def add_parser(subparsers):
     p.add_argument("--samples", required=True, help="samples .npz (arr_0: uint8 images N x H x W x C)")
     p.add_argument("--ref", required=True, help="reference .npz (mu, sigma, mu_s, sigma_s and/or arr_0 images)")
     add_feature_options(p)
+    add_metric_options(p)
     p.add_argument("--json", metavar="PATH", help="also write the metrics as JSON to PATH ('-': print one JSON line instead of the table)")
+    add_format_argument(p)
     p.add_argument("--strict", action="store_true", help="refuse (instead of warning) when there are fewer samples than feature dimensions")
     p.set_defaults(func=run)
 
 
+def add_metric_options(p):
+    """Options shared by eval and fid: which metrics, and the DINOv2 weights of fd-dinov2."""
+    p.add_argument("--metrics", default=",".join(DEFAULT_METRICS), metavar="LIST",
+                   help=f"comma-separated metrics out of {','.join(METRIC_GROUPS.names())} (default: the paper's, "
+                   f"{','.join(DEFAULT_METRICS)}); kid: torch-fidelity's KID; fd-dinov2: EDM2's FD-DINOv2 (DINOv2 ViT-L/14)")
+    p.add_argument("--dinov2-weights", metavar="PATH",
+                   help="DINOv2 ViT-L/14 weights for fd-dinov2 (Meta's dinov2_vitl14_pretrain.pth); default: "
+                   "$DIT_DINOV2_WEIGHTS, else the torch hub cache, downloading it when online")
+
+
 def add_feature_options(p):
     """Options shared by eval, ref-stats and fid: which features, on what, how."""
-    p.add_argument("--features", default="inception", choices=EXTRACTORS.names(),
+    p.add_argument("--features", default="inception", choices=FEATURE_CHOICES,
                    help="inception: ADM's InceptionV3 (the paper's metrics); mnist: a small digit classifier for the MNIST-32 demo")
     p.add_argument("--inception-weights", metavar="PATH",
                    help="InceptionV3 weights file (torch-fidelity's weights-inception-2015-12-05-6726825d.pth); "
@@ -38,35 +55,42 @@ def add_feature_options(p):
 
 def run(args):
     from eval.evaluate import evaluate_samples
+    from eval.metric_groups import parse_metrics
 
+    metrics = parse_metrics(args.metrics)
     with one_line_warnings("eval"), distributed() as is_main:
-        result = evaluate_samples(args.samples, args.ref, args.features, device=args.device, batch_size=args.batch_size,
-                                  inception_weights=args.inception_weights, precision=args.precision,
+        result = evaluate_samples(args.samples, args.ref, args.features, metrics=metrics, device=args.device,
+                                  batch_size=args.batch_size, inception_weights=args.inception_weights,
+                                  dinov2_weights=args.dinov2_weights, precision=args.precision,
                                   strict=args.strict, progress=not args.no_progress)
         if is_main:
-            report(result, args.json)
+            report(result, args.json, args.format)
 
 
-def report(result: dict, json_path: str | None):
-    """Print the metrics as a table (or one JSON line for '-') and write JSON to `json_path`."""
+def report(result: dict, json_path: str | None, fmt: str = "table"):
+    """Print the metrics as a table, CSV or JSON (one JSON line for `--json -`) and write JSON to `json_path`."""
     import json
 
     from dit.io import atomic_write_text
+    from scaling.commands.output import format_rows, json_safe, note
 
     if json_path == "-":
-        print(json.dumps(result))
+        print(json.dumps(json_safe(result)))
         return
-    print(format_metrics(result))
+    if fmt == "table":
+        print(format_metrics(result))
+    else:
+        print(json.dumps(json_safe(result), indent=1) if fmt == "json" else format_rows([result], "csv"))
     if json_path:
         atomic_write_text(json_path, json.dumps(result, indent=2) + "\n")
-        print(f"wrote {json_path}")
+        (note if fmt != "table" else print)(f"wrote {json_path}")
 
 
 def format_metrics(result: dict) -> str:
-    # class_accuracy is NaN unless the extractor reads the labels, and validation loss is not a sample metric:
-    # what the result lacks is left out
-    shown = [m for m in METRICS.values() if m.paper or result.get(m.column, float("nan")) == result.get(m.column)]
-    lines = [f"{m.label:<16} {result[m.column]:.4f}" for m in shown]
+    # metrics not asked for are left out; so is class_accuracy when NaN (the extractor does not read the labels)
+    shown = [m for m in METRICS.values() if m.column in result and (m.paper or result[m.column] == result[m.column])]
+    lines = [f"{m.label:<16} {result[m.column]:.4f}" + (f" +- {result['kid_std']:.4f}" if m.column == "kid" else "")
+             for m in shown]
     lines.append(f"{'samples':<16} {result['num_samples']} ({result['features']} features)")
     return "\n".join(lines)
 

@@ -1,5 +1,6 @@
 """`scaling fid`: sample a checkpoint (FID-50K by default) and evaluate it, resumably."""
-from scaling.commands.eval import add_feature_options, distributed, one_line_warnings, report
+from scaling.commands.eval import add_feature_options, add_metric_options, distributed, one_line_warnings, report
+from scaling.commands.output import add_format_argument
 from scaling.commands.sample import add_sampling_options
 
 
@@ -18,6 +19,8 @@ def add_parser(subparsers):
     p.add_argument("--out-dir", help="where samples and metrics go (default: the checkpoint's folder)")
     p.add_argument("--force", action="store_true", help="evaluate again even when the metrics file exists")
     add_feature_options(p)
+    add_metric_options(p)
+    add_format_argument(p)
     p.set_defaults(func=run)
 
 
@@ -27,10 +30,13 @@ def run(args):
 
     from dit.sample import SampleConfig, generate_samples
     from eval.evaluate import evaluate_samples
-    from eval.features.inception import resolve_weights
+    from eval.features import dinov2, inception
     from eval.images import NpzImages
+    from eval.metric_groups import metric_columns, parse_metrics
     from eval.reference import read_reference
+    from scaling.commands.output import note
 
+    metrics = parse_metrics(args.metrics)
     ckpt = Path(args.ckpt)
     if not ckpt.exists():
         raise ValueError(f"checkpoint {ckpt} does not exist; give a .pt file (RUN_DIR/checkpoints/step_NNNNNNN.pt or "
@@ -39,21 +45,25 @@ def run(args):
                           seed=args.seed, batch_size=args.sample_batch_size)
     stem = Path(args.out_dir or ckpt.parent) / f"{ckpt.stem}-{config.sampler}-{config.steps}-cfg{config.cfg_scale:g}-n{config.num}-seed{config.seed}"
     samples, metrics_path = stem.with_name(stem.name + ".npz"), stem.with_name(f"{stem.name}-{args.features}.json")
-    if metrics_path.exists() and not args.force:
-        print(f"{metrics_path} exists (--force evaluates again)")
-        return report(json.loads(metrics_path.read_text()), None)
+    done = json.loads(metrics_path.read_text()) if metrics_path.exists() and not args.force else {}
+    if done and all(c in done for c in metric_columns(metrics)):
+        (print if args.format == "table" else note)(f"{metrics_path} exists (--force evaluates again)")
+        return report(done, None, args.format)
     read_reference(args.ref)  # a bad reference or missing weights fail now, not after hours of sampling
     if args.features == "inception":
-        resolve_weights(args.inception_weights)
+        inception.resolve_weights(args.inception_weights)
+    if "fd-dinov2" in metrics:
+        dinov2.resolve_weights(args.dinov2_weights)
     with one_line_warnings("fid"), distributed() as is_main:
         if not (samples.exists() and NpzImages(samples).num == config.num):
             overrides = {"name": args.model} if args.model else {}
             generate_samples(ckpt, samples, config, device=args.device or "auto", progress=not args.no_progress,
                              model_overrides=overrides)
-        result = evaluate_samples(samples, args.ref, args.features, device=args.device, batch_size=args.batch_size,
-                                  inception_weights=args.inception_weights, precision=args.precision,
+        result = evaluate_samples(samples, args.ref, args.features, metrics=metrics, device=args.device,
+                                  batch_size=args.batch_size, inception_weights=args.inception_weights,
+                                  dinov2_weights=args.dinov2_weights, precision=args.precision,
                                   progress=not args.no_progress)
-        result = {**result, "ckpt": str(ckpt), "ref": str(args.ref), "sampler": config.sampler, "sampling_steps": config.steps,
+        result = {**done, **result, "ckpt": str(ckpt), "ref": str(args.ref), "sampler": config.sampler, "sampling_steps": config.steps,
                   "cfg_scale": config.cfg_scale, "seed": config.seed}
         if is_main:
-            report(result, str(metrics_path))
+            report(result, str(metrics_path), args.format)

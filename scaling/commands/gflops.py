@@ -1,4 +1,5 @@
 """`scaling gflops`: forward Gflops of one sample per model, as the paper counts them (fvcore)."""
+from scaling.commands.output import TABLE_FORMATTERS, add_format_argument, format_rows
 
 DESCRIPTION = """\
 Print the forward Gflops of one sample of each model, as the DiT paper counts them: fvcore's
@@ -13,36 +14,6 @@ examples:
   scaling gflops DiT-XL/2 --input-size 64           DiT-XL/2 at 512 px (524.6 Gflops in the paper)
   scaling gflops DiT-XL/2 --block in-context cross-attn adaln adaln-zero
   scaling gflops DiT-T/2 DiT-M/2 --input-size 16 --in-channels 1 --num-classes 10 --format csv"""
-
-FORMATS = ("table", "csv", "json")
-
-
-def add_format_argument(parser):
-    parser.add_argument("--format", default="table", choices=FORMATS, help="table (default), csv or json (a list of records)")
-
-
-def gflops_text(value: float) -> str:
-    """Two decimals as the paper prints Gflops, three significant digits below 1 (tiny models)."""
-    return f"{value:.2f}" if value >= 1 else f"{value:.3g}"
-
-
-# How the text table shows the columns of `scaling gflops` and `scaling plan`; CSV and JSON keep full values.
-TABLE_FORMATTERS = {"params": lambda n: f"{n / 1e6:.2f}M", "gflops": gflops_text}
-
-
-def format_rows(rows: list[dict], fmt: str, formatters: dict | None = None) -> str:
-    """Rows of equal keys as an aligned text table (column -> function to text in `formatters`), CSV or JSON records."""
-    import json
-
-    import pandas as pd
-
-    if fmt == "json":
-        return json.dumps(rows, indent=1)
-    df = pd.DataFrame.from_records(rows)
-    if fmt == "csv":
-        return df.to_csv(index=False).rstrip("\n")
-    return df.to_string(index=False, formatters=formatters)
-
 
 def add_parser(subparsers):
     import argparse

@@ -1,4 +1,5 @@
 """`scaling models`: the model table (sizes x patch sizes) with depth, width, heads and parameters."""
+from scaling.commands.output import TABLE_FORMATTERS, add_format_argument, format_rows
 
 
 def add_parser(subparsers):
@@ -8,6 +9,7 @@ def add_parser(subparsers):
     p.add_argument("--in-channels", type=int, default=4, help="input channels (4 for SD-VAE latents, 1 for MNIST)")
     p.add_argument("--num-classes", type=int, default=1000, help="number of classes (1000 for ImageNet)")
     p.add_argument("--patch-sizes", type=int, nargs="+", default=[2, 4, 8], help="patch sizes to list")
+    add_format_argument(p)
     p.set_defaults(func=run)
 
 
@@ -16,11 +18,12 @@ def run(args):
 
     from dit.models import MODEL_SIZES, count_params, create_dit
 
-    print(f"{'model':<10} {'depth':>5} {'width':>5} {'heads':>5} {'tokens':>6} {'params':>12}")
+    rows = []
     for size, (depth, width, heads) in MODEL_SIZES.items():
         for patch in args.patch_sizes:
             name = f"DiT-{size}/{patch}"
             with torch.device("meta"):
                 model = create_dit(name, input_size=args.input_size, in_channels=args.in_channels, num_classes=args.num_classes)
-            params = count_params(model)
-            print(f"{name:<10} {depth:>5} {width:>5} {heads:>5} {model.config.num_tokens:>6} {params / 1e6:>11.2f}M")
+            rows.append(dict(model=name, depth=depth, width=width, heads=heads, tokens=model.config.num_tokens,
+                             params=count_params(model)))
+    print(format_rows(rows, args.format, TABLE_FORMATTERS))

@@ -23,7 +23,7 @@ examples:
 def add_parser(subparsers):
     import argparse
 
-    from scaling.commands.gflops import add_format_argument
+    from scaling.commands.output import add_format_argument
 
     p = subparsers.add_parser("plan", help="list a grid's runs with params, Gflops and training compute",
                               description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -129,7 +129,7 @@ COST_FORMATTERS = {
 
 
 def run(args):
-    from scaling.commands.gflops import TABLE_FORMATTERS, format_rows
+    from scaling.commands.output import TABLE_FORMATTERS, format_rows
     from scaling.cost import basis_lines, grid_cost, grid_rates
     from scaling.grid import plan
     from scaling.gridfile import load_grid_or_preset, load_preset

@@ -1,5 +1,5 @@
 """`scaling results`: the grid's results table as a table, CSV or JSON."""
-from scaling.commands.gflops import FORMATS
+from scaling.commands.output import add_format_argument
 from study.metrics import PAPER_METRICS
 
 
@@ -8,7 +8,7 @@ def add_parser(subparsers):
                               description="Print GRID_DIR's results table (one row per run x step x sampling setting). "
                               "--refresh rebuilds it from the runs' evaluation records first.")
     p.add_argument("grid_dir", help="grid directory written by `scaling run-grid`")
-    p.add_argument("--format", choices=FORMATS, default="table", help="output format")
+    add_format_argument(p)
     p.add_argument("--refresh", action="store_true", help="rebuild the table from the evaluation records first")
     p.add_argument("--aggregate", choices=("seeds",),
                    help="seeds: one row per run x step x setting over its seeds, with n_seeds and each metric's "
@@ -39,7 +39,7 @@ def run(args):
     if args.format == "csv":
         print(df.to_csv(index=False), end="")
     elif args.format == "json":
-        print(df.to_json(orient="records", indent=1))
+        print(df.to_json(orient="records", indent=1))  # NaN and <NA> become null
     else:
         with pd.option_context("display.width", 200, "display.max_columns", 20, "display.float_format", "{:.4g}".format):
             print(df[columns].to_string(index=False) if len(df) else "(no evaluation points yet)")

@@ -2,6 +2,7 @@
 
 
 def add_parser(subparsers):
+    from scaling.commands.output import add_format_argument
     from scaling.commands.plan import add_cost_arguments
 
     p = subparsers.add_parser("status", help="show the state of each run of a grid directory",
@@ -11,6 +12,7 @@ def add_parser(subparsers):
                               "wall time on --gpus, estimated as `scaling plan` does (runs that have trained a while "
                               "with their own seconds per step).")
     p.add_argument("grid_dir", help="grid directory written by `scaling run-grid`")
+    add_format_argument(p)
     add_cost_arguments(p)
     p.set_defaults(func=run)
 
@@ -36,10 +38,17 @@ def run(args):
     runs = plan(spec)
     states = [run_state(args.grid_dir, r) for r in runs]
     cost_left = cost_left_lines(spec, runs, states, args)  # before any output: a bad option fails alone
+    if args.format != "table":
+        from scaling.commands.output import format_rows, note
+
+        print(format_rows([state_row(s) for s in states], args.format))
+        for line in [grid_progress(states, runs), *cost_left]:
+            note(line)
+        return
     print(f"{'run':<28} {'state':<9} {'step':>15} {'evaluated':>9} {'latest fid':>10} {'eta':>8}")
     for s in states:
         fid = f"{s.latest['fid']:.2f}" if s.latest and s.latest.get("fid") is not None else "-"
-        left = (s.steps - s.step) * s.seconds_per_step if s.seconds_per_step and s.state != "done" else None
+        left = seconds_left(s)
         eta = f"{left / 60:.1f} min" if left is not None else "-"
         print(f"{s.name:<28} {s.state:<9} {s.step:>7}/{s.steps:<7} {s.evaluated:>4}/{s.points:<4} {fid:>10} {eta:>8}")
     first = sampling_settings(runs[0])[0]
@@ -47,3 +56,15 @@ def run(args):
     print(grid_progress(states, runs))
     for line in cost_left:
         print(line)
+
+
+def seconds_left(s) -> float | None:
+    """Training seconds left of a run from its own seconds per step (None when not known or done)."""
+    return (s.steps - s.step) * s.seconds_per_step if s.seconds_per_step and s.state != "done" else None
+
+
+def state_row(s) -> dict:
+    """One run's state as a record (csv/json): its latest evaluation point's FID with it."""
+    fid = s.latest.get("fid") if s.latest else None
+    return dict(run=s.name, state=s.state, step=s.step, steps=s.steps, evaluated=s.evaluated, points=s.points,
+                latest_fid=fid, seconds_left=seconds_left(s))

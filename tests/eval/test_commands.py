@@ -59,6 +59,18 @@ def test_eval_writes_json_and_a_table(capsys, tmp_path, mnist_ref, test_digits):
     assert json.loads((tmp_path / "m.json").read_text())["features"] == "mnist"
 
 
+def test_eval_prints_json_with_the_chosen_metrics(capsys, tmp_path, mnist_ref, test_digits):
+    code, out, _ = run_cli(capsys, "eval", "--samples", test_digits, "--ref", mnist_ref, "--features", "mnist",
+                           "--metrics", "fid,kid", "--format", "json", "--no-progress", "--json", tmp_path / "m.json")
+    result = json.loads(out)
+    assert code == 0 and set(result) == {"fid", "kid", "kid_std", "class_accuracy", "num_samples", "features"}
+    assert result["kid"] > 0 and result["kid_std"] > 0 and result["class_accuracy"] > 0.9
+    assert json.loads((tmp_path / "m.json").read_text())["kid"] == result["kid"]
+    code, out, _ = run_cli(capsys, "eval", "--samples", test_digits, "--ref", mnist_ref, "--features", "mnist",
+                           "--metrics", "kid", "--no-progress")
+    assert code == 0 and "KID" in out and "+-" in out and "FID" not in out
+
+
 def bad_samples(tmp_path):
     cases = {
         "no-arr0": ({"images": np.zeros((4, 32, 32, 1), np.uint8)}, "no 'arr_0' array"),

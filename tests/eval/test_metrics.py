@@ -133,3 +133,55 @@ def test_precision_recall_match_brute_force(block):
 def test_precision_recall_of_a_set_against_itself_is_one():
     x = torch.randn(200, 5, dtype=torch.float64)
     assert metrics.precision_recall(x, x) == (1.0, 1.0)
+
+
+def numpy_kid(x: np.ndarray, y: np.ndarray, subsets: int, size: int, seed: int) -> tuple[float, float]:
+    """KID written from its definition: for each subset pair, the mean of k over pairs i != j within x and
+    within y, minus twice the mean of k over all pairs across; k(a, b) = (a.b / D + 1)^3."""
+    rng = np.random.RandomState(seed)
+    estimates = []
+    for _ in range(subsets):
+        xs, ys = x[rng.choice(len(x), size, replace=False)], y[rng.choice(len(y), size, replace=False)]
+        kernel = lambda a, b: (a @ b.T / x.shape[1] + 1) ** 3  # noqa: E731
+        off_diagonal = ~np.eye(size, dtype=bool)
+        estimates.append(kernel(xs, xs)[off_diagonal].mean() + kernel(ys, ys)[off_diagonal].mean()
+                         - 2 * kernel(xs, ys).mean())
+    return float(np.mean(estimates)), float(np.std(estimates))
+
+
+def kid_features(seed: int = 0, shift: float = 0.3):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(260, 16)) @ rng.normal(size=(16, 16)) / 4
+    y = shift + rng.normal(size=(230, 16)) @ rng.normal(size=(16, 16)) / 4
+    return x, y
+
+
+def test_kid_matches_numpy_from_its_definition():
+    x, y = kid_features()
+    mean, std = metrics.kernel_inception_distance(torch.from_numpy(x), torch.from_numpy(y), subsets=7, subset_size=100, seed=3)
+    expected = numpy_kid(x, y, subsets=7, size=100, seed=3)
+    assert (mean, std) == pytest.approx(expected, rel=1e-9)
+    assert mean > 0.01  # shifted sets
+
+
+def test_kid_matches_torch_fidelity_on_the_same_features():
+    from torch_fidelity.metric_kid import kid_features_to_metric
+
+    x, y = kid_features(seed=1)
+    x, y = torch.from_numpy(x).float(), torch.from_numpy(y).float()
+    theirs = kid_features_to_metric(x, y, kid_subsets=5, kid_subset_size=200, rng_seed=metrics.KID_SEED, verbose=False,
+                                    kid_kernel="poly", kid_kernel_poly_degree=3, kid_kernel_poly_gamma=None,
+                                    kid_kernel_poly_coef0=1)
+    mean, std = metrics.kernel_inception_distance(x, y, subsets=5, subset_size=200)
+    assert mean == pytest.approx(theirs["kernel_inception_distance_mean"], rel=1e-5)
+    assert std == pytest.approx(theirs["kernel_inception_distance_std"], rel=1e-4)
+
+
+def test_kid_subsets_shrink_to_the_smaller_set_and_vanish_for_one_distribution():
+    x, y = kid_features(seed=2, shift=1.0)
+    same = metrics.kernel_inception_distance(torch.from_numpy(x[:130]), torch.from_numpy(x[130:]), subsets=3)  # 1,000 > 130
+    assert same == pytest.approx(numpy_kid(x[:130], x[130:], subsets=3, size=130, seed=metrics.KID_SEED), rel=1e-9)
+    shifted = metrics.kernel_inception_distance(torch.from_numpy(x[:130]), torch.from_numpy(y[:130]), subsets=3)
+    assert abs(same[0]) < shifted[0] / 10
+    with pytest.raises(ValueError, match="at least 2 images"):
+        metrics.kernel_inception_distance(torch.zeros(1, 4), torch.zeros(5, 4))

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 
 from eval import metrics
+from eval.evaluate import DEFAULT_COLUMNS as METRICS
 from eval.evaluate import evaluate_samples
-from study.metrics import METRICS
 from eval.extract import extract_features
 from eval.images import ArrayImages
 from eval.reference import STAT_KEYS, ReferenceStats, make_reference, read_reference, write_reference
