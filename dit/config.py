@@ -13,6 +13,7 @@ from dit.blocks import ATTENTION_IMPLS, BLOCKS
 from dit.diffusion import NOISE_SCHEDULES, NUM_TRAIN_TIMESTEPS
 from dit.io import read_text
 from dit.latents import CODECS
+from dit.loggers import LOGGERS
 from dit.schedules import LR_SCHEDULES
 from study.registry import Registry
 
@@ -85,8 +86,12 @@ class TrainConfig:
     fused_ema: bool = True
     grad_checkpointing: bool = False
     num_workers: int = 4
+    # experiment tracking beside train-log.jsonl: "tensorboard", "wandb" (extras: pip install "dit-scaling[wandb]")
+    loggers: tuple[str, ...] = ()
 
     def __post_init__(self):
+        names = (self.loggers,) if isinstance(self.loggers, str) else self.loggers  # a YAML/JSON list, or one name
+        object.__setattr__(self, "loggers", tuple(dict.fromkeys(LOGGERS.check(n) for n in names)))  # in order, once
         registries = {
             "block": BLOCKS, "attention": ATTENTION_IMPLS, "codec": CODECS, "precision": PRECISIONS,
             "noise_schedule": NOISE_SCHEDULES, "lr_schedule": LR_SCHEDULES,

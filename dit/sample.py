@@ -206,8 +206,9 @@ def save_npz_grid(npz_path, png_path, max_images: int = 64):
 
 # ---- previews during training ---------------------------------------------------------------------
 @torch.no_grad()
-def save_sample_grid(ema, config: TrainConfig, codec, run_dir, step: int, device):
-    """EMA samples from fixed noise and labels, so grids of a run compare across steps; plus the GIF."""
+def save_sample_grid(ema, config: TrainConfig, codec, run_dir, step: int, device) -> Image.Image:
+    """EMA samples from fixed noise and labels, so grids of a run compare across steps; plus the GIF.
+    Returns the grid (a PIL image) for the loggers."""
     c = ema.config
     gen = torch.Generator(device).manual_seed(config.seed)
     noise = torch.randn((config.sample_images, c.in_channels, c.input_size, c.input_size), generator=gen, device=device)
@@ -226,3 +227,4 @@ def save_sample_grid(ema, config: TrainConfig, codec, run_dir, step: int, device
         with Image.open(path) as frame:
             frames.append(frame.convert("RGB"))
     save_gif(frames, run.progress_gif)
+    return grid

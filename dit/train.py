@@ -24,6 +24,7 @@ from dit.diffusion import create_diffusion
 from dit.errors import UserError
 from dit.interop import initialise_from
 from dit.io import atomic_write_text
+from dit.loggers import Loggers, open_loggers
 from dit.models import DiT, create_dit
 from dit.precision import autocast_for
 from dit.progress import progress_bar
@@ -34,7 +35,7 @@ from study.layout import RunLayout
 # Options that may differ when a run is resumed: they change speed or bookkeeping, not the result.
 RESUMABLE_CHANGES = {
     "steps", "device", "num_workers", "compile", "log_every", "ckpt_every", "keep_last", "keep_every",
-    "sample_every", "fused_optimizer", "fused_ema", "grad_checkpointing", "tf32",
+    "sample_every", "fused_optimizer", "fused_ema", "grad_checkpointing", "tf32", "loggers",
 }
 
 
@@ -222,6 +223,7 @@ def train(config: TrainConfig, run_dir, *, until: int | None = None, progress: b
     if step == 0 and config.init:  # a fresh run that starts from given weights (`--init`)
         initialise_from(parts.model, parts.ema, config.init, config.model)
     run_config = start_run_dir(run, config, parts, step, dist)
+    loggers = open_loggers(config.loggers, run, run_config, step) if dist.is_main else Loggers({})
     net = wrap_for_training(parts.model, config, dist)
     batches = iter(make_loader(parts.dataset, config, dist, step))
     lr_at = get_lr_schedule(config.lr_schedule)
@@ -238,12 +240,14 @@ def train(config: TrainConfig, run_dir, *, until: int | None = None, progress: b
         bar.update(1)
         if is_due(step, config.log_every, stop) or is_due(step, config.ckpt_every, stop):
             record = log_window(run, window, step, parts.opt, config, dist, bar)
+            loggers.log_train(record)
         if is_due(step, config.ckpt_every, stop):
             save_checkpoint(run.root, parts.model, parts.ema, parts.opt, run_config, step, window.wall_seconds, dist)
         if dist.is_main and is_due(step, config.sample_every or config.ckpt_every, stop):
-            save_sample_grid(parts.ema, config, parts.codec, run.root, step, dist.device)
+            loggers.log_image(step, save_sample_grid(parts.ema, config, parts.codec, run.root, step, dist.device))
             window.restart_clock()  # previews do not count as training time
     bar.close()
+    loggers.close()
     distributed.barrier()
     return record
 

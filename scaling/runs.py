@@ -112,6 +112,7 @@ def execute_run(run: RunSpec, grid_dir, *, progress: bool = True, on_results=Non
 def evaluate_point(run: RunSpec, grid_dir: Path, step: int, setting: SamplingSetting, *, progress: bool = True) -> bool:
     """Sample and score the checkpoint at `step` with one setting, unless done. True if it ran."""
     from dit import distributed
+    from dit.loggers import log_eval
     from dit.sample import SampleConfig, generate_samples
     from eval.evaluate import SmallSampleWarning, evaluate_samples
 
@@ -130,6 +131,7 @@ def evaluate_point(run: RunSpec, grid_dir: Path, step: int, setting: SamplingSet
     if distributed.setup(run.train.device).is_main:
         record = {"step": step, **dataclasses.asdict(setting), **metrics, "wall_seconds": training_seconds(layout, step)}
         atomic_write_text(record_path, json.dumps(record, indent=1) + "\n")
+        log_eval(layout, step, setting.file_stem, metrics)  # to the run's loggers, if it has any
         if not run.eval.keep_samples:
             samples.unlink(missing_ok=True)
     distributed.barrier()

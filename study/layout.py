@@ -18,6 +18,7 @@ A run directory (`scaling train --run-dir RUN_DIR`)::
     samples/step_NNNNNNN.png, samples/progress.gif   EMA previews
     eval/step_NNNNNNN/<setting>.json (and .npz)      one record per evaluation point and setting
     lr-find.json, lr-find.png       the learning-rate range test, when one ran
+    tensorboard/, wandb/            the loggers' files (`--logger tensorboard`, `--logger wandb`)
 """
 import dataclasses
 import re
@@ -89,6 +90,15 @@ class RunLayout:
     @property
     def progress_gif(self) -> Path:
         return self.samples_dir / "progress.gif"
+
+    @property
+    def tensorboard_dir(self) -> Path:
+        return self.root / "tensorboard"
+
+    @property
+    def wandb_dir(self) -> Path:
+        """Made by W&B itself inside the folder it is given (the run directory)."""
+        return self.root / "wandb"
 
     @property
     def eval_dir(self) -> Path:

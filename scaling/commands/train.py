@@ -18,6 +18,7 @@ HELP = {
     "sample_every": "write an EMA sample grid every N steps (default: at each checkpoint)",
     "precision": "fp32 or bf16 (autocast; the schedule math stays in float32/64)",
     "device": "auto, cpu, cuda",
+    "loggers": "also log to tensorboard (RUN_DIR/tensorboard/) or wandb (offline unless configured); repeatable",
 }
 
 
@@ -49,6 +50,11 @@ def add_field_option(parser, field, hint):
     text = HELP.get(field.name, field.name.replace("_", " ")) + default
     if hint is bool:
         parser.add_argument(flag, action=argparse.BooleanOptionalAction, help=text)
+        return
+    if typing.get_origin(hint) is tuple:  # repeatable, one item per flag: --logger a --logger b
+        item = field.name.removesuffix("s")
+        parser.add_argument(flag.removesuffix("s"), action="append", type=typing.get_args(hint)[0], dest=field.name,
+                            metavar=item.upper(), help=text)
         return
     base = next((t for t in typing.get_args(hint) if t is not type(None)), hint)
     parser.add_argument(flag, type=base, dest=field.name, help=text)
