@@ -54,10 +54,20 @@ def ours(samples: Path, ref: Path, weights: Path, device: str, batch_size: int, 
     metrics, total = timed(lambda: evaluate_samples(samples, ref, "inception", device=device, batch_size=batch_size,
                                                      inception_weights=weights, precision=precision, progress=False))
     extractor = get_extractor("inception", device, weights=weights, precision=precision)
-    feats, t_samples = timed(lambda: extract_features(NpzImages(samples), extractor, batch_size=batch_size, progress=False))
-    ref_feats, t_ref = timed(lambda: extract_features(read_reference(ref).images, extractor, batch_size=batch_size, progress=False))
+    feats, t_samples = timed(
+        lambda: extract_features(NpzImages(samples), extractor, batch_size=batch_size, progress=False)
+    )
+    ref_feats, t_ref = timed(
+        lambda: extract_features(read_reference(ref).images, extractor, batch_size=batch_size, progress=False)
+    )
     _, t_metrics = timed(lambda: compute_metrics(feats, stats_from_features(ref_feats), ref_feats))
-    return {"total_s": total, "sample_features_s": t_samples, "ref_features_s": t_ref, "metrics_s": t_metrics, **metrics}
+    return {
+        "total_s": total,
+        "sample_features_s": t_samples,
+        "ref_features_s": t_ref,
+        "metrics_s": t_metrics,
+        **metrics,
+    }
 
 
 def torch_fidelity(samples: Path, ref: Path, weights: Path, device: str, batch_size: int, metrics: dict) -> float:
@@ -76,9 +86,18 @@ def torch_fidelity(samples: Path, ref: Path, weights: Path, device: str, batch_s
             return self.images[i].permute(2, 0, 1)
 
     def run():
-        return tf.calculate_metrics(input1=Images(samples), input2=Images(ref), cuda=device == "cuda", batch_size=batch_size,
-                                    feature_extractor="inception-v3-compat", feature_layer_prc="2048",
-                                    feature_extractor_weights_path=str(weights), cache=False, verbose=False, **metrics)
+        return tf.calculate_metrics(
+            input1=Images(samples),
+            input2=Images(ref),
+            cuda=device == "cuda",
+            batch_size=batch_size,
+            feature_extractor="inception-v3-compat",
+            feature_layer_prc="2048",
+            feature_extractor_weights_path=str(weights),
+            cache=False,
+            verbose=False,
+            **metrics,
+        )
 
     return timed(run)[1]
 
@@ -125,7 +144,9 @@ def main():
     p.add_argument("--num-samples", type=int, default=50_000 if cuda else 200)
     p.add_argument("--num-ref", type=int, default=10_000 if cuda else 100)
     p.add_argument("--resolution", type=int, default=256 if cuda else 64)
-    p.add_argument("--batch-size", type=int, default=256 if cuda else 50, help="for both evaluators (torch-fidelity's figure: 256)")
+    p.add_argument(
+        "--batch-size", type=int, default=256 if cuda else 50, help="for both evaluators (torch-fidelity's figure: 256)"
+    )
     p.add_argument("--precisions", nargs="+", default=["fp32"], choices=["fp32", "tf32", "bf16"])
     p.add_argument("--inception-weights", help="real weights; default: random weights of the same network")
     p.add_argument("--skip-torch-fidelity", action="store_true")
@@ -152,13 +173,22 @@ def main():
         for precision in args.precisions:
             r = ours(samples, ref, weights, args.device, args.batch_size, precision)
             if precision != "fp32":
-                r["max_rel_feature_error_vs_fp32"] = precision_effect(samples, weights, args.device, args.batch_size, precision)
+                r["max_rel_feature_error_vs_fp32"] = precision_effect(
+                    samples, weights, args.device, args.batch_size, precision
+                )
             results["ours"][precision] = r
-            print(f"ours [{precision}]: all five metrics {r['total_s']:.1f} s (sample features {r['sample_features_s']:.1f} s, "
-                  f"reference features {r['ref_features_s']:.1f} s, metrics {r['metrics_s']:.1f} s); "
-                  + ", ".join(f"{k} {r[k]:.4g}" for k in ("fid", "sfid", "inception_score", "precision", "recall"))
-                  + ("; max relative feature error vs fp32: " + ", ".join(f"{k} {v:.1e}" for k, v in r["max_rel_feature_error_vs_fp32"].items())
-                     if precision != "fp32" else ""))
+            print(
+                f"ours [{precision}]: all five metrics {r['total_s']:.1f} s (sample features "
+                f"{r['sample_features_s']:.1f} s, "
+                f"reference features {r['ref_features_s']:.1f} s, metrics {r['metrics_s']:.1f} s); "
+                + ", ".join(f"{k} {r[k]:.4g}" for k in ("fid", "sfid", "inception_score", "precision", "recall"))
+                + (
+                    "; max relative feature error vs fp32: "
+                    + ", ".join(f"{k} {v:.1e}" for k, v in r["max_rel_feature_error_vs_fp32"].items())
+                    if precision != "fp32"
+                    else ""
+                )
+            )
         if not args.skip_torch_fidelity:
             for name, metrics in (("fid", {"fid": True}), ("fid+isc+prc", {"fid": True, "isc": True, "prc": True})):
                 seconds = torch_fidelity(samples, ref, weights, args.device, args.batch_size, metrics)

@@ -22,7 +22,9 @@ DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 def parse_args():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--vae", help="VAE weights (local folder or cached hub id); default: random init, SD-VAE architecture")
+    p.add_argument(
+        "--vae", help="VAE weights (local folder or cached hub id); default: random init, SD-VAE architecture"
+    )
     p.add_argument("--resolution", type=int, default=256, help="image side (default 256)")
     p.add_argument("--batch-size", type=int, default=128, help="images per call (default 128)")
     p.add_argument("--precisions", nargs="+", default=["fp32", "bf16"], choices=list(DTYPES), help="default: fp32 bf16")
@@ -40,7 +42,9 @@ def build_codec(args, device, dtype):
     else:
         from diffusers import AutoencoderKL
 
-        codec = SDVAECodec(AutoencoderKL(**SD_VAE_CONFIG), source="random init (SD-VAE config)", device=device, dtype=dtype)
+        codec = SDVAECodec(
+            AutoencoderKL(**SD_VAE_CONFIG), source="random init (SD-VAE config)", device=device, dtype=dtype
+        )
     if args.channels_last:
         codec.model.to(memory_format=torch.channels_last)
     return codec
@@ -72,12 +76,18 @@ def main():
     print(f"SD-VAE on {name}, {args.resolution} px, batch {args.batch_size}, weights: {args.vae or 'random init'}, "
           f"channels-last: {args.channels_last}, torch {torch.__version__}")
     memory_format = torch.channels_last if args.channels_last else torch.contiguous_format
-    images = (torch.rand(args.batch_size, 3, args.resolution, args.resolution, device=device) * 2 - 1).contiguous(memory_format=memory_format)
+    images = (torch.rand(args.batch_size, 3, args.resolution, args.resolution, device=device) * 2 - 1).contiguous(
+        memory_format=memory_format
+    )
     print(f"{'precision':<10} {'encode img/s':>13} {'peak GiB':>9} {'decode img/s':>13} {'peak GiB':>9}")
     rates = {}
     for precision in args.precisions:
         codec = build_codec(args, device, DTYPES[precision])
-        latents = codec.sample_latent(*codec.encode_moments(images[:1])).expand(args.batch_size, -1, -1, -1).contiguous(memory_format=memory_format)
+        latents = (
+            codec.sample_latent(*codec.encode_moments(images[:1]))
+            .expand(args.batch_size, -1, -1, -1)
+            .contiguous(memory_format=memory_format)
+        )
         enc, enc_mem = images_per_second(codec.encode_moments, images, args, device)
         dec, dec_mem = images_per_second(codec.decode, latents, args, device)
         rates[precision] = enc, dec

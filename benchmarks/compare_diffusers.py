@@ -38,8 +38,11 @@ def output_deviation(ours, theirs, images: torch.Tensor, labels: torch.Tensor):
         with torch.no_grad():
             a, b = ours(x_t, ts, labels), theirs(x_t, ts, class_labels=labels).sample
         c = ours.config.in_channels
-        print(f"t={t:4d}  max|diff| {(a - b).abs().max().item():.2e}  rel. RMS eps {relative_rms(a[:, :c] - b[:, :c], a[:, :c]):.2e}"
-              f"  var {relative_rms(a[:, c:] - b[:, c:], a[:, c:]):.2e}")
+        print(
+            f"t={t:4d}  max|diff| {(a - b).abs().max().item():.2e}  rel. RMS eps "
+            f"{relative_rms(a[:, :c] - b[:, :c], a[:, :c]):.2e}"
+            f"  var {relative_rms(a[:, c:] - b[:, c:], a[:, c:]):.2e}"
+        )
 
 
 def sample_npz(model_fn, config, num: int, steps: int, out: Path, seed: int = 0) -> Path:
@@ -50,7 +53,9 @@ def sample_npz(model_fn, config, num: int, steps: int, out: Path, seed: int = 0)
     images = []
     for i in range(0, num, 100):
         y = labels[i:i + 100]
-        images.append(to_uint8(sample_ddpm(diffusion, lambda x, t, y=y: model_fn(x, t, y), noise[i:i + 100], generator=gen)))
+        images.append(
+            to_uint8(sample_ddpm(diffusion, lambda x, t, y=y: model_fn(x, t, y), noise[i : i + 100], generator=gen))
+        )
     np.savez(out, arr_0=np.concatenate(images), arr_1=labels.numpy())
     return out
 
@@ -76,7 +81,10 @@ def main():
         for name, fn in runs.items():
             npz = sample_npz(fn, ours.config, args.num, args.steps, Path(tmp) / "s.npz")
             result = evaluate_samples(npz, args.ref, args.features, progress=False)
-            print(f"{name}: FID {result['fid']:.2f}, class accuracy {result['class_accuracy']:.3f} ({args.num} samples, {args.steps} DDPM steps)")
+            print(
+                f"{name}: FID {result['fid']:.2f}, class accuracy {result['class_accuracy']:.3f} ({args.num} samples, "
+                f"{args.steps} DDPM steps)"
+            )
 
 
 if __name__ == "__main__":

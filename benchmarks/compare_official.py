@@ -57,7 +57,11 @@ def time_official(src, name, batch_size, input_size, steps, warmup, device, fast
     sync(device)
     seconds = time.perf_counter() - start
     peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else float("nan")
-    return {"path": "official" + (" + bf16 + compile" if fast else ""), "train_images_per_sec": steps * batch_size / seconds, "peak_mem_gb": peak}
+    return {
+        "path": "official" + (" + bf16 + compile" if fast else ""),
+        "train_images_per_sec": steps * batch_size / seconds,
+        "peak_mem_gb": peak,
+    }
 
 
 def sync(device):
@@ -74,7 +78,9 @@ def main():
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--official-fast", action="store_true", help="also time the official step in bf16 under torch.compile")
+    parser.add_argument(
+        "--official-fast", action="store_true", help="also time the official step in bf16 under torch.compile"
+    )
     args = parser.parse_args()
     device = pick_device(args.device)
     common = dict(batch_size=args.batch_size, input_size=args.input_size, steps=args.steps, warmup=args.warmup)

@@ -138,7 +138,10 @@ class GaussianDiffusion:
         """Sample x_t ~ q(x_t | x_0) = N(sqrt(abar_t) x_0, (1 - abar_t) I)."""
         noise = torch.randn_like(x_start) if noise is None else noise
         n = x_start.ndim
-        return extract(self.sqrt_alphas_cumprod, t, n) * x_start + extract(self.sqrt_one_minus_alphas_cumprod, t, n) * noise
+        return (
+            extract(self.sqrt_alphas_cumprod, t, n) * x_start
+            + extract(self.sqrt_one_minus_alphas_cumprod, t, n) * noise
+        )
 
     def q_posterior_mean_variance(self, x_start, x_t, t):
         """Mean, variance and clipped log-variance of q(x_{t-1} | x_t, x_0)."""
@@ -148,11 +151,15 @@ class GaussianDiffusion:
 
     def predict_xstart_from_eps(self, x_t, t, eps):
         n = x_t.ndim
-        return extract(self.sqrt_recip_alphas_cumprod, t, n) * x_t - extract(self.sqrt_recipm1_alphas_cumprod, t, n) * eps
+        return (
+            extract(self.sqrt_recip_alphas_cumprod, t, n) * x_t - extract(self.sqrt_recipm1_alphas_cumprod, t, n) * eps
+        )
 
     def predict_eps_from_xstart(self, x_t, t, pred_xstart):
         n = x_t.ndim
-        return (extract(self.sqrt_recip_alphas_cumprod, t, n) * x_t - pred_xstart) / extract(self.sqrt_recipm1_alphas_cumprod, t, n)
+        return (extract(self.sqrt_recip_alphas_cumprod, t, n) * x_t - pred_xstart) / extract(
+            self.sqrt_recipm1_alphas_cumprod, t, n
+        )
 
     # ---- reverse process -------------------------------------------------------------------
     def model_timesteps(self, t: torch.Tensor) -> torch.Tensor:
@@ -184,7 +191,13 @@ class GaussianDiffusion:
         if clip_denoised:
             pred_xstart = pred_xstart.clamp(-1, 1)
         mean, _, _ = self.q_posterior_mean_variance(pred_xstart, x, t)
-        return {"mean": mean, "variance": torch.exp(log_variance), "log_variance": log_variance, "pred_xstart": pred_xstart, "eps": eps}
+        return {
+            "mean": mean,
+            "variance": torch.exp(log_variance),
+            "log_variance": log_variance,
+            "pred_xstart": pred_xstart,
+            "eps": eps,
+        }
 
     # ---- losses ------------------------------------------------------------------------------
     def vb_terms_bpd(self, model_output, x_start, x_t, t) -> torch.Tensor:
@@ -233,7 +246,9 @@ def create_diffusion(
     base_betas = make_betas(noise_schedule, diffusion_steps)
     kept = space_timesteps(diffusion_steps, timestep_respacing)
     if len(kept) < 2:
-        raise ValueError(f"a diffusion process needs at least 2 steps (got {len(kept)} from respacing {timestep_respacing!r})")
+        raise ValueError(
+            f"a diffusion process needs at least 2 steps (got {len(kept)} from respacing {timestep_respacing!r})"
+        )
     alphas_cumprod = np.cumprod(1.0 - base_betas)
     new_betas, last = [], 1.0
     for i in kept:  # keep abar at the kept steps: beta'_i = 1 - abar_{k_i} / abar_{k_{i-1}}

@@ -15,7 +15,9 @@ def to_uint8(x: torch.Tensor) -> np.ndarray:
 PREVIEW_MIN_WIDTH = 512  # pixels: grids narrower than this are enlarged for people to look at
 
 
-def image_grid(images: np.ndarray, columns: int | None = None, pad: int = 2, min_width: int = PREVIEW_MIN_WIDTH) -> Image.Image:
+def image_grid(
+    images: np.ndarray, columns: int | None = None, pad: int = 2, min_width: int = PREVIEW_MIN_WIDTH
+) -> Image.Image:
     """uint8 (N, H, W, C) -> one PIL image of the images on a grid with `pad` pixels between them,
     enlarged by a whole factor (pixels kept sharp) when narrower than `min_width`."""
     n, h, w, c = images.shape
@@ -36,4 +38,6 @@ def save_gif(frames: list[Image.Image], path, seconds_per_frame: float = 0.5):
     from dit.io import atomic_path
 
     with atomic_path(path) as tmp:
-        frames[0].save(tmp, format="GIF", save_all=True, append_images=frames[1:], duration=int(seconds_per_frame * 1000), loop=0)
+        frames[0].save(
+            tmp, format="GIF", save_all=True, append_images=frames[1:], duration=int(seconds_per_frame * 1000), loop=0
+        )

@@ -62,10 +62,14 @@ DIT_FIXED = {"activation_fn": "gelu-approximate", "attention_bias": True, "norm_
 def check_expressible(config: DiTConfig):
     """ValueError in one line when diffusers' DiTTransformer2DModel cannot hold this model."""
     if config.block != "adaln-zero":
-        raise ValueError(f"diffusers has no class for the {config.block} block (DiTTransformer2DModel is adaLN-Zero only); "
-                         f"export this model with --format safetensors")
+        raise ValueError(
+            f"diffusers has no class for the {config.block} block (DiTTransformer2DModel is adaLN-Zero only); "
+            f"export this model with --format safetensors"
+        )
     if config.mlp_ratio != 4.0:
-        raise ValueError(f"diffusers' DiT has MLP ratio 4, this model {config.mlp_ratio:g}; export it with --format safetensors")
+        raise ValueError(
+            f"diffusers' DiT has MLP ratio 4, this model {config.mlp_ratio:g}; export it with --format safetensors"
+        )
     if config.class_dropout_prob <= 0:
         raise ValueError("diffusers' DiT always has a null-class row (label dropout > 0), this model has none; "
                          "export it with --format safetensors")
@@ -85,8 +89,10 @@ def config_from_diffusers(cfg: dict, where) -> DiTConfig:
     """Our DiTConfig of a diffusers transformer config.json; ValueError naming the model type otherwise."""
     kind = cfg.get("_class_name")
     if kind not in DIFFUSERS_CLASSES or cfg.get("norm_type", "ada_norm_zero") != "ada_norm_zero":
-        raise ValueError(f"{where} holds a diffusers {kind} ({cfg.get('norm_type')}), not a DiT (DiTTransformer2DModel, "
-                         f"norm_type ada_norm_zero); give a DiT folder such as facebook/DiT-XL-2-256's")
+        raise ValueError(
+            f"{where} holds a diffusers {kind} ({cfg.get('norm_type')}), not a DiT (DiTTransformer2DModel, "
+            f"norm_type ada_norm_zero); give a DiT folder such as facebook/DiT-XL-2-256's"
+        )
     variant = {k: cfg.get(k, v) for k, v in DIT_FIXED.items()}
     if variant != DIT_FIXED:
         raise ValueError(f"{where}: a DiT variant with {variant} has no counterpart here (DiT: {DIT_FIXED})")
@@ -123,7 +129,10 @@ def to_diffusers_state(state: dict, config: DiTConfig) -> dict:
     check_expressible(config)
     expected_pos = torch.from_numpy(sincos_2d(config.hidden_size, config.input_size // config.patch_size)).float()
     if not torch.equal(state["pos_embed"].cpu().reshape(expected_pos.shape), expected_pos):
-        raise ValueError("pos_embed is not DiT's fixed sine-cosine table, which diffusers recomputes; export with --format safetensors")
+        raise ValueError(
+            "pos_embed is not DiT's fixed sine-cosine table, which diffusers recomputes; export with --format "
+            "safetensors"
+        )
     out = {}
     for ours, theirs in _renames(config.depth):
         out.update({f"{theirs}.{s}": v.clone() for s, v in _under(state, ours).items()})
@@ -190,7 +199,9 @@ def _transformer_folder(path: Path) -> tuple[Path, Path | None]:
     if index.is_file():
         kind = json.loads(index.read_text()).get("_class_name")
         if kind != "DiTPipeline":
-            raise ValueError(f"{path} holds a diffusers {kind}, not a DiTPipeline; give a DiT folder such as facebook/DiT-XL-2-256's")
+            raise ValueError(
+                f"{path} holds a diffusers {kind}, not a DiTPipeline; give a DiT folder such as facebook/DiT-XL-2-256's"
+            )
         return path / "transformer", path
     if (path / "config.json").is_file():
         return path, None
@@ -251,7 +262,8 @@ def atomic_dir(path):
 
 
 def exported_weights(ckpt_path, model_name: str | None = None) -> tuple[DiT, dict]:
-    """(EMA model, run config) of any checkpoint this project reads; the run config of weights without one is the official's."""
+    """(EMA model, run config) of any checkpoint this project reads; the run config of weights without one is the
+    official's."""
     from dit.checkpoint import is_project_checkpoint, load_model, read_checkpoint
 
     ckpt = read_checkpoint(ckpt_path, model_name=model_name)
@@ -310,7 +322,9 @@ def export_diffusers(ckpt_path, out, *, vae: str | None = None, model_name: str 
             from dit.latents import load_vae
 
             scheduler = diffusers_scheduler(run_config.get("train", {}))
-            DiTPipeline(transformer=transformer, vae=load_vae(vae), scheduler=scheduler).save_pretrained(tmp, safe_serialization=True)
+            DiTPipeline(transformer=transformer, vae=load_vae(vae), scheduler=scheduler).save_pretrained(
+                tmp, safe_serialization=True
+            )
             index = json.loads((tmp / "model_index.json").read_text())  # id2label sits here, as in the released folders
             index["id2label"] = {str(i): name for i, name in enumerate(run_config.get("class_names") or [])}
             (tmp / "model_index.json").write_text(json.dumps(index, indent=2) + "\n")
@@ -353,10 +367,14 @@ def initialise_from(model: DiT, ema: DiT, source, model_name: str | None = None)
     differ = [k for k in ours if k not in ARCH_FREE and ours[k] != theirs[k]]
     if differ:
         k = differ[0]
-        raise ValueError(f"--init {source} holds a model with {k}={theirs[k]!r}, but the model trained here has {k}={ours[k]!r}; "
-                         f"give matching options or other weights")
+        raise ValueError(
+            f"--init {source} holds a model with {k}={theirs[k]!r}, but the model trained here has {k}={ours[k]!r}; "
+            f"give matching options or other weights"
+        )
     try:
         model.load_state_dict(init.state_dict())
     except RuntimeError as exc:
-        raise ValueError(f"--init {source} does not fit {model.config.name}: {str(exc).splitlines()[-1].strip()}") from None
+        raise ValueError(
+            f"--init {source} does not fit {model.config.name}: {str(exc).splitlines()[-1].strip()}"
+        ) from None
     ema.load_state_dict(init.state_dict())

@@ -43,7 +43,10 @@ def is_latent_cache(path) -> bool:
 
 def read_cache_meta(path) -> dict:
     if not is_latent_cache(path):
-        raise ValueError(f"{path} is not a complete latent cache; write one with `scaling encode --data DIR --vae ID_OR_PATH --out {path}`")
+        raise ValueError(
+            f"{path} is not a complete latent cache; write one with `scaling encode --data DIR --vae ID_OR_PATH --out "
+            f"{path}`"
+        )
     return json.loads((Path(path) / "meta.json").read_text())
 
 
@@ -102,7 +105,9 @@ def encode_dataset(dataset, codec, out_dir, *, batch_size: int = 64, num_workers
     header = _cache_header(dataset, codec, flip, source)
     partial = out.with_name(out.name + PARTIAL_SUFFIX)
     done = _open_partial(partial, header)
-    _encode_into(dataset, codec, partial, done, header, batch_size=batch_size, num_workers=num_workers, progress=progress)
+    _encode_into(
+        dataset, codec, partial, done, header, batch_size=batch_size, num_workers=num_workers, progress=progress
+    )
     atomic_write_text(partial / "meta.json", json.dumps(header, indent=1))
     os.replace(partial, out)
     fsync_dir(out.parent)
@@ -135,13 +140,17 @@ def _open_partial(partial: Path, header: dict) -> int:
     if partial.exists():
         state = json.loads(progress.read_text()) if progress.is_file() else {}
         if state.get("header") != header:
-            raise ValueError(f"{partial} holds an unfinished encode with other settings or data; delete it to start over")
+            raise ValueError(
+                f"{partial} holds an unfinished encode with other settings or data; delete it to start over"
+            )
         return state["done"]
     tmp = partial.with_name(partial.name + ".new")  # the folder appears whole, with its progress file
     tmp.mkdir(parents=True, exist_ok=True)
     c, s = header["latent_channels"], header["latent_size"]
     shape = (header["count"], header["flips"], 2, c, s, s)
-    np.lib.format.open_memmap(tmp / "moments.npy", mode="w+", dtype=CACHE_DTYPE, shape=shape).flush()  # sparse, final size
+    np.lib.format.open_memmap(
+        tmp / "moments.npy", mode="w+", dtype=CACHE_DTYPE, shape=shape
+    ).flush()  # sparse, final size
     np.save(tmp / "labels.npy", np.zeros(header["count"], dtype=np.int64))
     atomic_write_text(tmp / "progress.json", json.dumps({"header": header, "done": 0}))
     os.replace(tmp, partial)
@@ -179,7 +188,10 @@ def _encode_moments(codec, x: torch.Tensor, flips: int, first: int) -> np.ndarra
     both = torch.stack([mean, std], dim=1).unflatten(0, (flips, len(x))).transpose(0, 1)  # (B, F, 2, C, h, w)
     both = both.to("cpu", torch.float16)
     if not torch.isfinite(both).all():
-        raise ValueError(f"the VAE gave non-finite moments for images {first}..{first + len(x) - 1}; encode in fp32 (--precision fp32)")
+        raise ValueError(
+            f"the VAE gave non-finite moments for images {first}..{first + len(x) - 1}; encode in fp32 (--precision "
+            "fp32)"
+        )
     return both.numpy()
 
 

@@ -24,7 +24,9 @@ SD_VAE_CONFIG = dict(
 )
 
 
-def sample_posterior(mean: torch.Tensor, std: torch.Tensor, scale: float, generator: torch.Generator | None = None) -> torch.Tensor:
+def sample_posterior(
+    mean: torch.Tensor, std: torch.Tensor, scale: float, generator: torch.Generator | None = None
+) -> torch.Tensor:
     """scale * (mean + std * eps), eps ~ N(0, I): one draw from the VAE posterior, scaled for the diffusion model."""
     eps = torch.randn(mean.shape, generator=generator, dtype=mean.dtype, device=mean.device)
     return scale * (mean + std * eps)
@@ -71,9 +73,15 @@ class SDVAECodec:
     def latent_shape(self, channels: int, size: int) -> tuple[int, int, int]:
         expected = self.model.config.in_channels
         if channels != expected:
-            raise ValueError(f"the VAE encodes {expected}-channel images, the data has {channels}; use --codec identity for such data")
+            raise ValueError(
+                f"the VAE encodes {expected}-channel images, the data has {channels}; use --codec identity for such "
+                "data"
+            )
         if size % self.downsample:
-            raise ValueError(f"image side {size} does not divide by the VAE's downsampling {self.downsample}; choose one that does (e.g. 256)")
+            raise ValueError(
+                f"image side {size} does not divide by the VAE's downsampling {self.downsample}; choose one that does "
+                "(e.g. 256)"
+            )
         return self.latent_channels, size // self.downsample, size // self.downsample
 
     @torch.inference_mode()
@@ -102,16 +110,26 @@ def load_vae(vae: str, *, download: bool = False):
     if path.is_dir():
         path = path / "vae" if (path / "vae" / "config.json").is_file() else path
         if not (path / "config.json").is_file():
-            raise ValueError(f"VAE folder {vae} has no config.json; give a folder written by AutoencoderKL.save_pretrained")
+            raise ValueError(
+                f"VAE folder {vae} has no config.json; give a folder written by AutoencoderKL.save_pretrained"
+            )
     try:
         with _quiet_load(offline=not download):
-            return AutoencoderKL.from_pretrained(path if path.is_dir() else vae, local_files_only=not download, low_cpu_mem_usage=False)
+            return AutoencoderKL.from_pretrained(
+                path if path.is_dir() else vae, local_files_only=not download, low_cpu_mem_usage=False
+            )
     except (OSError, ValueError) as exc:
         if path.is_dir():
             raise ValueError(f"cannot load the VAE in {path}: {str(exc).splitlines()[0]}") from None
-        where = "could not be downloaded" if download else "is not in the Hugging Face cache (nothing is downloaded without --download)"
-        raise ValueError(f"VAE {vae!r} is not a local folder and {where}; run `huggingface-cli download {vae} --local-dir DIR` "
-                         f"where there is network and pass --vae DIR") from None
+        where = (
+            "could not be downloaded"
+            if download
+            else "is not in the Hugging Face cache (nothing is downloaded without --download)"
+        )
+        raise ValueError(
+            f"VAE {vae!r} is not a local folder and {where}; run `huggingface-cli download {vae} --local-dir DIR` "
+            f"where there is network and pass --vae DIR"
+        ) from None
 
 
 @contextlib.contextmanager

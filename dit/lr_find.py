@@ -43,7 +43,9 @@ def lr_range_test(config: TrainConfig, *, min_lr: float = 1e-6, max_lr: float = 
     parts.model.train()
     batches = iter(make_loader(parts.dataset, config, dist, 0))
     rates, losses, smoothed, diverged_at = [], [], [], None
-    for step, lr in enumerate(progress_bar(exponential_rates(min_lr, max_lr, num_steps), desc="lr range test", enabled=progress)):
+    for step, lr in enumerate(
+        progress_bar(exponential_rates(min_lr, max_lr, num_steps), desc="lr range test", enabled=progress)
+    ):
         for group in parts.opt.param_groups:
             group["lr"] = lr
         inputs = step_inputs(next(batches), parts, config, step, dist)

@@ -77,7 +77,9 @@ class DiTConfig:
                 f"choose heads among the divisors of the width"
             )
         if self.hidden_size % 4:
-            raise ValueError(f"width {self.hidden_size} must be divisible by 4 for the 2-D sine-cosine position embedding")
+            raise ValueError(
+                f"width {self.hidden_size} must be divisible by 4 for the 2-D sine-cosine position embedding"
+            )
 
     @property
     def name(self) -> str:
@@ -176,7 +178,9 @@ class DiT(nn.Module):
         x = torch.einsum("nhwpqc->nchpwq", x)  # (N, C, h, p, w, p)
         return x.reshape(x.shape[0], c, h * p, w * p)  # (N, C, H, W)
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor, force_drop_ids: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor, force_drop_ids: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """force_drop_ids (N,): 1 where the label is replaced by the null class, instead of random dropout."""
         x = self.x_embedder(x) + self.pos_embed  # (N, T, D)
         t_emb = self.t_embedder(t)  # (N, D)

@@ -34,19 +34,25 @@ def _reverse_loop(diffusion: GaussianDiffusion, x_T: torch.Tensor, step, progres
 
 
 @torch.no_grad()
-def sample_ddpm(diffusion, model_fn: ModelFn, x_T, *, generator=None, progress=False, callback=None, clip_denoised=False):
+def sample_ddpm(
+    diffusion, model_fn: ModelFn, x_T, *, generator=None, progress=False, callback=None, clip_denoised=False
+):
     """Ancestral sampling x_{t-1} ~ p(x_{t-1} | x_t) (DDPM Alg. 2, learned variance as IDDPM)."""
 
     def step(x, t):
         out = diffusion.p_mean_variance(model_fn, x, t, clip_denoised=clip_denoised)
         nonzero = (t != 0).float().reshape(-1, *([1] * (x.ndim - 1)))  # no noise at the last step
-        return out["mean"] + nonzero * torch.exp(0.5 * out["log_variance"]) * _noise_like(x, generator), out["pred_xstart"]
+        return out["mean"] + nonzero * torch.exp(0.5 * out["log_variance"]) * _noise_like(x, generator), out[
+            "pred_xstart"
+        ]
 
     return _reverse_loop(diffusion, x_T, step, progress, callback)
 
 
 @torch.no_grad()
-def sample_ddim(diffusion, model_fn: ModelFn, x_T, *, generator=None, progress=False, callback=None, clip_denoised=False, eta=0.0):
+def sample_ddim(
+    diffusion, model_fn: ModelFn, x_T, *, generator=None, progress=False, callback=None, clip_denoised=False, eta=0.0
+):
     """DDIM (Song et al. 2021, Eq. 12): eta = 0 is deterministic, eta = 1 matches DDPM's marginals."""
 
     def step(x, t):
@@ -76,7 +82,9 @@ def guided_model_fn(model, y: torch.Tensor, cfg_scale: float = 1.0, guidance_cha
     null = torch.full_like(y, model.config.num_classes)
 
     def fn(x, t):
-        out = model.forward_with_cfg(torch.cat([x, x]), torch.cat([t, t]), torch.cat([y, null]), cfg_scale, guidance_channels)
+        out = model.forward_with_cfg(
+            torch.cat([x, x]), torch.cat([t, t]), torch.cat([y, null]), cfg_scale, guidance_channels
+        )
         return out[: len(x)]  # (N, C_out, H, W): the guided half
 
     return fn

@@ -53,8 +53,12 @@ def evaluate_samples(samples_npz, ref_npz, features: str = "inception", *, metri
     device = resolve_device(device)
     precision = precision or default_precision(device)
     uses_extractor = any(METRIC_GROUPS[m].extractor is None for m in metrics)
-    extractor = get_extractor(features, device, weights=inception_weights, precision=precision) if uses_extractor else None
-    dinov2 = get_extractor(DINOV2, device, weights=dinov2_weights, precision=precision) if "fd-dinov2" in metrics else None
+    extractor = (
+        get_extractor(features, device, weights=inception_weights, precision=precision) if uses_extractor else None
+    )
+    dinov2 = (
+        get_extractor(DINOV2, device, weights=dinov2_weights, precision=precision) if "fd-dinov2" in metrics else None
+    )
     extract = dict(batch_size=batch_size, progress=progress)
     result = {"class_accuracy": float("nan")}
     if extractor is not None:
@@ -114,7 +118,10 @@ def compute_metrics(samples: Features, ref_stats: ReferenceStats, ref: Features 
     """The chosen metrics that the extractor's features give (all but fd-dinov2): FID and sFID against
     `ref_stats`, IS of the samples, Precision/Recall and KID against `ref` features (NaN without)."""
     device = samples.pool.device  # the eigen-solves run where the features are
-    distances = {"fid": (samples.pool, ref_stats.mu, ref_stats.sigma), "sfid": (samples.spatial, ref_stats.mu_s, ref_stats.sigma_s)}
+    distances = {
+        "fid": (samples.pool, ref_stats.mu, ref_stats.sigma),
+        "sfid": (samples.spatial, ref_stats.mu_s, ref_stats.sigma_s),
+    }
     with warnings.catch_warnings(), ThreadPoolExecutor(2) as pool:  # LAPACK releases the GIL: both run beside the rest
         warnings.simplefilter("ignore", LinAlgWarning)  # "singular matrix": _check_sample_count has said why
         futures = {name: pool.submit(frechet_distance, *feature_statistics(x), mu, sigma, device=device)
@@ -175,8 +182,10 @@ def _check_sample_count(num: int, dims: dict, strict: bool):
     largest = max(dims["pool"], dims["spatial"])
     if num > largest:
         return
-    message = (f"only {num} samples for {dims['pool']}-d pool / {dims['spatial']}-d spatial features: the covariances "
-               f"are singular and FID/sFID are biased upwards; use more than {largest} (the paper's FID-50K uses 50,000)")
+    message = (
+        f"only {num} samples for {dims['pool']}-d pool / {dims['spatial']}-d spatial features: the covariances "
+        f"are singular and FID/sFID are biased upwards; use more than {largest} (the paper's FID-50K uses 50,000)"
+    )
     if strict:
         raise ValueError(message)
     warnings.warn(message, SmallSampleWarning)

@@ -72,7 +72,9 @@ class NpzImages:
             for i in range(start, stop, batch_size):
                 batch = np.empty((min(batch_size, stop - i), *self.shape), dtype=np.uint8)
                 if not _read_into(f, memoryview(batch).cast("B")):
-                    raise ValueError(f"{self.name} is truncated: {self.key} ends before image {i + len(batch)} of {self.num}")
+                    raise ValueError(
+                        f"{self.name} is truncated: {self.key} ends before image {i + len(batch)} of {self.num}"
+                    )
                 yield batch
 
     def head(self, n: int) -> np.ndarray:
@@ -138,7 +140,11 @@ def _skip(f, nbytes: int):
 def check_image_layout(shape: tuple, dtype, name: str):
     """ValueError unless (N, H, W, C) uint8 with N >= 1 and C in {1, 3}."""
     if len(shape) != 4 or shape[-1] not in (1, 3):
-        hint = "; it looks like (N, C, H, W): transpose it with images.transpose(0, 2, 3, 1)" if len(shape) == 4 and shape[1] in (1, 3) else ""
+        hint = (
+            "; it looks like (N, C, H, W): transpose it with images.transpose(0, 2, 3, 1)"
+            if len(shape) == 4 and shape[1] in (1, 3)
+            else ""
+        )
         raise ValueError(f"{name} has shape {tuple(shape)}; expected images (N, H, W, C) with C = 1 or 3{hint}")
     if np.dtype(dtype) != np.uint8:
         raise ValueError(f"{name} has dtype {np.dtype(dtype)}; expected uint8 in 0..255 ({UINT8_HINT})")
@@ -170,8 +176,12 @@ class FolderImages:
         import torch
 
         files = self.files[start:stop]
-        loader = torch.utils.data.DataLoader(_CroppedFiles(files, self.shape[0]), batch_size=batch_size,
-                                             num_workers=min(self.workers, len(files) // batch_size), collate_fn=np.stack)
+        loader = torch.utils.data.DataLoader(
+            _CroppedFiles(files, self.shape[0]),
+            batch_size=batch_size,
+            num_workers=min(self.workers, len(files) // batch_size),
+            collate_fn=np.stack,
+        )
         yield from loader
 
     def head(self, n: int) -> np.ndarray:

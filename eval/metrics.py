@@ -121,7 +121,9 @@ def manifold_radii(features: torch.Tensor, k: int = PR_K, block: int = PR_BLOCK)
     """Squared distance of each feature (N, D) to its k-th nearest neighbour in the set (itself excluded)."""
     radii = []
     for rows in features.split(block):
-        candidates = torch.cat([_smallest(pairwise_sq_distances(rows, cols), k + 1) for cols in features.split(block)], dim=1)
+        candidates = torch.cat(
+            [_smallest(pairwise_sq_distances(rows, cols), k + 1) for cols in features.split(block)], dim=1
+        )
         radii.append(_smallest(candidates, k + 1)[:, k])  # the k+1 smallest, sorted; index 0 is the point itself
     return torch.cat(radii)  # (N,)
 
@@ -140,7 +142,10 @@ def precision_recall(ref: torch.Tensor, samples: torch.Tensor, k: int = PR_K, bl
     Distances are float64 by default, so no comparison flips from rounding (ADM used float16).
     """
     if min(len(ref), len(samples)) <= k:
-        raise ValueError(f"precision/recall need more than k = {k} images on each side, got {len(ref)} reference and {len(samples)} samples")
+        raise ValueError(
+            f"precision/recall need more than k = {k} images on each side, got {len(ref)} reference and "
+            f"{len(samples)} samples"
+        )
     ref, samples = ref.to(dtype), samples.to(dtype)
     ref_radii, sample_radii = manifold_radii(ref, k, block), manifold_radii(samples, k, block)
     sample_in = torch.zeros(len(samples), dtype=torch.bool, device=samples.device)
@@ -175,7 +180,9 @@ def kernel_inception_distance(samples: torch.Tensor, ref: torch.Tensor, subsets:
     unbiased MMD^2 estimates, each on `subset_size` rows of both drawn without replacement (see module doc)."""
     size = min(subset_size, len(samples), len(ref))
     if size < 2:
-        raise ValueError(f"KID needs at least 2 images on each side, got {len(samples)} samples and {len(ref)} reference")
+        raise ValueError(
+            f"KID needs at least 2 images on each side, got {len(samples)} samples and {len(ref)} reference"
+        )
     samples, ref = samples.to(torch.float64), ref.to(torch.float64)
     rng = np.random.RandomState(seed)
     mmds = []

@@ -31,7 +31,9 @@ class ReferenceStats:
     def __post_init__(self):
         for mu, sigma in ((self.mu, self.sigma), (self.mu_s, self.sigma_s)):
             if mu.ndim != 1 or sigma.shape != (mu.shape[0], mu.shape[0]):
-                raise ValueError(f"reference statistics have a mean of shape {mu.shape} and a covariance of shape {sigma.shape}")
+                raise ValueError(
+                    f"reference statistics have a mean of shape {mu.shape} and a covariance of shape {sigma.shape}"
+                )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -106,7 +108,9 @@ def make_reference(data: str, out, features: str = "inception", *, resolution: i
         lo, hi = np.searchsorted(keep, [start, start + len(batch)])
         kept[lo:hi] = batch[keep[lo:hi] - start]
 
-    extractor = get_extractor(features, device, weights=inception_weights, precision=precision or default_precision(device))
+    extractor = get_extractor(
+        features, device, weights=inception_weights, precision=precision or default_precision(device)
+    )
     feats = extract_features(source, extractor, batch_size=batch_size, progress=progress, desc="reference",
                              on_batch=keep_rows, shard=False)  # one process: it writes the file
     return write_reference(out, stats_from_features(feats, features), kept)

@@ -22,9 +22,27 @@ from study.layout import GridLayout, RunLayout, dir_name
 
 PAPER_FID_STEP = 400_000
 RUN_FILES = RunLayout(".")  # the names of a run directory's files, for captions
-RESULT_COLUMNS = ("run", "seed", "step", "budget", "sampler", "sampling_steps", "cfg_scale", "features", "num_samples", "gflops",
-                  "train_compute_gflops", "fid", "sfid", "inception_score", "precision", "recall", "val_loss", "val_mse",
-                  "wall_seconds")
+RESULT_COLUMNS = (
+    "run",
+    "seed",
+    "step",
+    "budget",
+    "sampler",
+    "sampling_steps",
+    "cfg_scale",
+    "features",
+    "num_samples",
+    "gflops",
+    "train_compute_gflops",
+    "fid",
+    "sfid",
+    "inception_score",
+    "precision",
+    "recall",
+    "val_loss",
+    "val_mse",
+    "wall_seconds",
+)
 VAL_LOSS = get_metric("val_loss")
 
 
@@ -73,23 +91,31 @@ def target_for(ctx: Context, rows: pd.DataFrame) -> float:
 def summary_section(ctx: Context) -> Section:
     df, m = ctx.df, ctx.metric
     models = ", ".join(T.runs(df)["run"])
-    datasets = ", ".join(f"{d} ({r} px)" for d, r in df[["dataset", "resolution"]].drop_duplicates().itertuples(index=False))
+    datasets = ", ".join(
+        f"{d} ({r} px)" for d, r in df[["dataset", "resolution"]].drop_duplicates().itertuples(index=False)
+    )
     lines = [Text(f"Grid directory {ctx.grid_dir}: {df['run'].nunique()} runs ({models}) trained on {datasets}; "
                   f"{len(df)} evaluation rows, training steps {df['step'].min():,} to {df['step'].max():,}.")]
     try:
         rows = _rows(ctx)
     except T.NoData as exc:
         return Section("Summary", "summary", lines + [Text(f"Nothing to summarise yet: {exc}.", note=True)])
-    lines.append(Text(f"Curves over training use the main evaluation setting: {T.describe_setting(T.main_setting(rows))}."))
+    lines.append(
+        Text(f"Curves over training use the main evaluation setting: {T.describe_setting(T.main_setting(rows))}.")
+    )
     best = _best(rows, m)
     lines.append(Text(f"Best {m.label}: {best[m.column]:.3f} by {best['run']} at step {best['step']:,} "
                       f"({format_number(float(best['train_compute_gflops']))} Gflops of training compute)."))
     points, where = T.at_step(T.without_ablations(rows), ctx.step)
     r = F.correlation(points["gflops"], points[m.column])
-    lines.append(Text(f"At {where}, log10 Gflops and {m.label} correlate with Pearson r = {r:.3f} over {_models(points)}"
-                      f"{_fisher_interval(r, len(points))} (the paper finds FID falls as Gflops rise, Fig. 8)."
-                      if np.isfinite(r) else
-                      f"At {where}, {len(points)} model(s) are too few for a Gflops correlation (it needs 3)."))
+    lines.append(
+        Text(
+            f"At {where}, log10 Gflops and {m.label} correlate with Pearson r = {r:.3f} over {_models(points)}"
+            f"{_fisher_interval(r, len(points))} (the paper finds FID falls as Gflops rise, Fig. 8)."
+            if np.isfinite(r)
+            else f"At {where}, {len(points)} model(s) are too few for a Gflops correlation (it needs 3)."
+        )
+    )
     lines.append(Text(_fit_headline(ctx, rows)))
     lines.append(Text(f"Published numbers shown beside the grid: {paper_citation()}, Tables 2, 3 and 4."))
     return Section("Summary", "summary", lines)
@@ -135,8 +161,13 @@ def _fit_headline(ctx: Context, rows: pd.DataFrame) -> str:
 def grid_section(ctx: Context) -> Section:
     df = ctx.df
     per_run = T.in_run_order(df).groupby("run", sort=False).tail(1)
-    runs = per_run[[c for c in ("run", "model", "block", "params", "gflops", "dataset", "resolution", "batch_size", "step")
-                    if c in df.columns]].rename(columns={"step": "last evaluated step"})
+    runs = per_run[
+        [
+            c
+            for c in ("run", "model", "block", "params", "gflops", "dataset", "resolution", "batch_size", "step")
+            if c in df.columns
+        ]
+    ].rename(columns={"step": "last evaluated step"})
     columns = [c for c in RESULT_COLUMNS if c in df.columns and df[c].notna().any()]
     results = T.in_run_order(df.sort_values(["cfg_scale", "sampling_steps"], kind="stable"))[columns]
     return Section("Grid and results table", "results", [
@@ -153,8 +184,16 @@ def _metric_figures(ctx: Context, metric: Metric) -> list:
     name = m.replace("_", "-")
     _attempt(blocks, f"{label} vs steps", lambda: Plot(f"{name}-vs-steps", F.plot_metric_vs_steps(df, m),
              f"{label} over training, one line per run (the paper's Fig. 6)."))
-    _attempt(blocks, f"{label} vs Gflops", lambda: Plot(f"{name}-vs-gflops", F.plot_metric_vs_gflops(df, m, ctx.step),
-             f"{label} against forward Gflops at one step, with Pearson's r of log10 Gflops and {label} (the paper's Fig. 8)."))
+    _attempt(
+        blocks,
+        f"{label} vs Gflops",
+        lambda: Plot(
+            f"{name}-vs-gflops",
+            F.plot_metric_vs_gflops(df, m, ctx.step),
+            f"{label} against forward Gflops at one step, with Pearson's r of log10 Gflops and {label} (the paper's "
+            "Fig. 8).",
+        ),
+    )
     _attempt(blocks, f"{label} vs training compute", lambda: Plot(
         f"{name}-vs-train-compute", F.plot_metric_vs_train_compute(df, m),
         f"{label} against training compute (Gflops x batch x steps x 3); the grey band is the compute-efficient "
@@ -171,8 +210,16 @@ def scaling_section(ctx: Context) -> Section:
     _attempt(blocks, f"{label} vs sampling compute", lambda: Plot(
         f"{name}-vs-sampling-compute", F.plot_metric_vs_sampling_compute(df, m),
         f"{label} against sampling compute per image (Gflops x sampling steps) for each run (the paper's Fig. 10)."))
-    _attempt(blocks, "Block ablation", lambda: Plot(f"block-ablation-{name}", F.plot_block_ablation(df, m),
-             f"{label} over training for the conditioning blocks of each model trained with several (the paper's Fig. 5)."))
+    _attempt(
+        blocks,
+        "Block ablation",
+        lambda: Plot(
+            f"block-ablation-{name}",
+            F.plot_block_ablation(df, m),
+            f"{label} over training for the conditioning blocks of each model trained with several (the paper's Fig. "
+            "5).",
+        ),
+    )
     _attempt(blocks, "All metrics", lambda: Plot("metrics-vs-train-compute", F.plot_metrics_vs_train_compute(df),
              "Every metric with values against training compute (the paper's Fig. 12, left)."))
     return Section("Scaling figures", "figures", blocks)
@@ -219,13 +266,19 @@ def paper_section(ctx: Context) -> Section:
     points, where = _grid_points_at(T.without_ablations(rows), ctx.step)
     blocks.append(Table(format_table(_fid400_table(fid400, points)),
                         f"FID-50K after 400K steps (paper, Table 4) beside this grid's FID at {where}."))
-    blocks.append(Table(format_table(_final_table(final, rows)),
-                        "DiT-XL/2's final metrics (paper, Tables 2 and 3) beside any DiT-XL/2 of this grid at its last step."))
+    blocks.append(
+        Table(
+            format_table(_final_table(final, rows)),
+            "DiT-XL/2's final metrics (paper, Tables 2 and 3) beside any DiT-XL/2 of this grid at its last step.",
+        )
+    )
     overlay = points[points["gflops"].notna()].rename(columns={"fid": "value"})
     blocks.append(Plot("paper-overlay-fid", F.plot_paper_overlay(overlay, fid400, "FID", f"this grid: {where}"),
                        "FID against Gflops: the paper's 12 models after 400K steps (hollow) and this grid (filled)."))
     if m.column != "fid":
-        blocks.append(Text(f"The paper's per-model table gives FID only, so the comparison uses FID, not {m.label}.", note=True))
+        blocks.append(
+            Text(f"The paper's per-model table gives FID only, so the comparison uses FID, not {m.label}.", note=True)
+        )
     return Section("Beside the paper", "paper", blocks)
 
 
@@ -256,11 +309,16 @@ def _extra_metrics(ctx: Context) -> list[Metric]:
 
 def _backtest_table(backtest, x_name: str, label: str) -> pd.DataFrame:
     pct = f"{backtest.fit.confidence:.0%}"
-    return pd.DataFrame({x_name: [p["x"] for p in backtest.held_out], f"measured {label}": [p["y"] for p in backtest.held_out],
-                         "predicted": [p["predicted"] for p in backtest.held_out],
-                         f"{pct} PI low": [p["pi_low"] for p in backtest.held_out],
-                         f"{pct} PI high": [p["pi_high"] for p in backtest.held_out],
-                         "inside": ["yes" if p["inside"] else "no" for p in backtest.held_out]})
+    return pd.DataFrame(
+        {
+            x_name: [p["x"] for p in backtest.held_out],
+            f"measured {label}": [p["y"] for p in backtest.held_out],
+            "predicted": [p["predicted"] for p in backtest.held_out],
+            f"{pct} PI low": [p["pi_low"] for p in backtest.held_out],
+            f"{pct} PI high": [p["pi_high"] for p in backtest.held_out],
+            "inside": ["yes" if p["inside"] else "no" for p in backtest.held_out],
+        }
+    )
 
 
 def _fit_blocks(fit, backtest, x_name: str, m: Metric, target: float, name: str, title: str) -> list:
@@ -342,10 +400,21 @@ def fits_section(ctx: Context) -> Section:
 
 
 def _optima_table(result, x_name: str, label: str) -> pd.DataFrame:
-    rows = [{"budget (Gflops)": budget, f"optimal {x_name}": o["x"], "95% CI low": o["x_low"], "95% CI high": o["x_high"],
-             f"optimal {label}": o["y"], f"{label} CI low": o["y_low"], f"{label} CI high": o["y_high"],
-             "n": len(result.profiles[budget].x), "dof": result.profiles[budget].dof,
-             "inside the models trained": "yes" if o["inside"] else "no (extrapolated)"} for budget, o in result.optima()]
+    rows = [
+        {
+            "budget (Gflops)": budget,
+            f"optimal {x_name}": o["x"],
+            "95% CI low": o["x_low"],
+            "95% CI high": o["x_high"],
+            f"optimal {label}": o["y"],
+            f"{label} CI low": o["y_low"],
+            f"{label} CI high": o["y_high"],
+            "n": len(result.profiles[budget].x),
+            "dof": result.profiles[budget].dof,
+            "inside the models trained": "yes" if o["inside"] else "no (extrapolated)",
+        }
+        for budget, o in result.optima()
+    ]
     return pd.DataFrame(rows)
 
 

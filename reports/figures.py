@@ -112,7 +112,9 @@ def _place_labels(ax, xs, ys, labels, fontsize: float = 7.5):
 def _style_handles(run_table: pd.DataFrame, lines: bool = True) -> list:
     """Legend entries for the sizes, patch sizes and blocks present (not one per run)."""
     handles = []
-    for size in [s for s in SIZE_COLOURS if s in set(run_table["size"])] + sorted(set(run_table["size"]) - set(SIZE_COLOURS)):
+    for size in [s for s in SIZE_COLOURS if s in set(run_table["size"])] + sorted(
+        set(run_table["size"]) - set(SIZE_COLOURS)
+    ):
         handles.append(Line2D([], [], color=run_style(size, 2, None)["color"], lw=3, label=f"size {size}"))
     for patch in sorted(int(p) for p in run_table["patch_size"].dropna().unique()):
         style = dict(linestyle=PATCH_LINESTYLES.get(patch, "-."), color="black") if lines else \
@@ -120,7 +122,9 @@ def _style_handles(run_table: pd.DataFrame, lines: bool = True) -> list:
         handles.append(Line2D([], [], lw=1.5, label=f"patch {patch}", **style))
     blocks = sorted(set(run_table["block"].dropna()))
     if lines and len(blocks) > 1:
-        handles += [Line2D([], [], linestyle="none", color="black", marker=BLOCK_MARKERS.get(b, "v"), label=b) for b in blocks]
+        handles += [
+            Line2D([], [], linestyle="none", color="black", marker=BLOCK_MARKERS.get(b, "v"), label=b) for b in blocks
+        ]
     return handles
 
 
@@ -235,8 +239,16 @@ def plot_metric_vs_train_compute(df: pd.DataFrame, metric: str = "fid") -> Figur
     fig, (ax,) = _figure()
     _draw_runs(ax, rows, "train_compute_gflops", m.column, ms=4, lw=1.6)
     front = T.seed_spread(frontier_points(rows, metric), [m.column], ["run", "step", "train_compute_gflops"])
-    (frontier,) = ax.plot(_values(front["train_compute_gflops"]), _values(front[f"{m.column}_mean"]), color="black", lw=6,
-                          alpha=0.18, solid_capstyle="round", zorder=0, label="compute-efficient frontier")
+    (frontier,) = ax.plot(
+        _values(front["train_compute_gflops"]),
+        _values(front[f"{m.column}_mean"]),
+        color="black",
+        lw=6,
+        alpha=0.18,
+        solid_capstyle="round",
+        zorder=0,
+        label="compute-efficient frontier",
+    )
     _log_axis(ax.xaxis, rows["train_compute_gflops"])
     _auto_log_y(ax, rows[m.column], min_ratio=3.0)  # log-log as the paper's Fig. 9 when the range allows
     ax.set(xlabel="training compute (Gflops, log scale)", ylabel=m.label)
@@ -432,8 +444,12 @@ def plot_paper_overlay(points: pd.DataFrame, paper: pd.DataFrame, metric_label: 
     ax.set(xlabel="transformer Gflops (log scale)", ylabel=f"{metric_label} (log scale)")
     _title(ax, f"{metric_label} vs Gflops: this grid beside the paper")
     ax.grid(alpha=0.3, which="both")
-    kinds = [Line2D([], [], linestyle="none", marker="o", color="black", mfc="none", label="paper: ImageNet 256, 400K steps"),
-             Line2D([], [], linestyle="none", marker="o", color="black", label=grid_label)]
+    kinds = [
+        Line2D(
+            [], [], linestyle="none", marker="o", color="black", mfc="none", label="paper: ImageNet 256, 400K steps"
+        ),
+        Line2D([], [], linestyle="none", marker="o", color="black", label=grid_label),
+    ]
     run_table = pd.concat([points[["size", "patch_size"]],
                            paper["model"].str.removeprefix("DiT-").str.split("/", expand=True)
                            .set_axis(["size", "patch_size"], axis=1).astype({"patch_size": int})])
@@ -492,7 +508,9 @@ def isoflop_rows(df: pd.DataFrame, metric: str) -> pd.DataFrame:
 def isoflop_fit(rows: pd.DataFrame, metric: str, x: str = "gflops"):
     """The isoFLOP analysis (reports.fits.isoflop) of `metric` against `x` over the rows' budgets."""
     m = get_metric(metric)
-    return isoflop(_values(rows["budget"]), _values(rows[x]), _values(rows[m.column]), lower_is_better=m.lower_is_better)
+    return isoflop(
+        _values(rows["budget"]), _values(rows[x]), _values(rows[m.column]), lower_is_better=m.lower_is_better
+    )
 
 
 def _budget_colours(budgets) -> dict:

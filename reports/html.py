@@ -47,4 +47,6 @@ def render_html(report: Report, pngs: dict[str, bytes]) -> str:
     nav = "".join(f'<a href="#{s.anchor}">{html.escape(s.title)}</a>' for s in report.sections)
     body = "\n".join(f'<section id="{s.anchor}"><h2>{html.escape(s.title)}</h2>\n'
                      + "\n".join(_block(b, pngs) for b in s.blocks) + "</section>" for s in report.sections)
-    return template.substitute(title=html.escape(report.title), subtitle=html.escape(report.subtitle), nav=nav, body=body)
+    return template.substitute(
+        title=html.escape(report.title), subtitle=html.escape(report.subtitle), nav=nav, body=body
+    )

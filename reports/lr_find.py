@@ -15,7 +15,9 @@ def plot_lr_range_test(result: dict, title: str = "Learning-rate range test") ->
     ax.axvline(result["suggested_lr"], color="C2", ls="--", label=f"suggested max lr {result['suggested_lr']:.1e}")
     ax.axvline(result["min_loss_lr"], color="C1", ls=":", label=f"lowest loss at {result['min_loss_lr']:.1e}")
     if result["diverged_lr"]:
-        ax.axvline(result["diverged_lr"], color="C3", ls="-", alpha=0.6, label=f"diverged at {result['diverged_lr']:.1e}")
+        ax.axvline(
+            result["diverged_lr"], color="C3", ls="-", alpha=0.6, label=f"diverged at {result['diverged_lr']:.1e}"
+        )
     ax.set_xscale("log")
     ax.set_xlabel("learning rate")
     ax.set_ylabel("training loss")

@@ -84,7 +84,11 @@ def table_pages(title: str, block: Table) -> list[Figure]:
     chunks = _chunks([list(r) for r in block.df.itertuples(index=False)], TABLE_ROWS)
     for number, rows in enumerate(chunks):
         fig = _page(title)
-        part = f" (rows {number * TABLE_ROWS + 1}-{number * TABLE_ROWS + len(rows)} of {len(block.df)})" if len(chunks) > 1 else ""
+        part = (
+            f" (rows {number * TABLE_ROWS + 1}-{number * TABLE_ROWS + len(rows)} of {len(block.df)})"
+            if len(chunks) > 1
+            else ""
+        )
         fig.text(MARGIN, 1 - MARGIN - 0.065, textwrap.fill(block.caption + part, TEXT_WIDTH + 20), fontsize=9.5,
                  color="0.3", va="top")
         _draw_rows(fig, block.df, rows, top=1 - MARGIN - 0.15)

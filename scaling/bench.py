@@ -45,7 +45,13 @@ def _sync(device):
 
 def _model(model_name, options, input_size, in_channels, num_classes, device):
     torch.manual_seed(0)
-    model = create_dit(model_name, input_size=input_size, in_channels=in_channels, num_classes=num_classes, attention=options["attention"])
+    model = create_dit(
+        model_name,
+        input_size=input_size,
+        in_channels=in_channels,
+        num_classes=num_classes,
+        attention=options["attention"],
+    )
     return model.to(device)
 
 
@@ -57,7 +63,12 @@ def bench_training(model_name: str, *, path: str, batch_size: int, input_size: i
     _enable_tf32(dev)
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats(dev)
-    config = TrainConfig(model=model_name, batch_size=batch_size, **{k: v for k, v in options.items() if k != "attention"}, attention=options["attention"])
+    config = TrainConfig(
+        model=model_name,
+        batch_size=batch_size,
+        **{k: v for k, v in options.items() if k != "attention"},
+        attention=options["attention"],
+    )
     model = _model(model_name, options, input_size, in_channels, num_classes, dev).train()
     ema = _model(model_name, options, input_size, in_channels, num_classes, dev).requires_grad_(False)
     opt = make_optimizer(model, config, dev)

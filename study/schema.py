@@ -28,7 +28,10 @@ SCHEMA = {
     "step": ("Int64", "training step of the evaluated checkpoint"),
     "images_seen": ("Int64", "step x batch_size"),
     "train_compute_gflops": ("float64", "gflops x batch_size x step x 3 (the paper's training compute)"),
-    "budget": ("float64", "training compute budget (Gflops) this step was evaluated for, in isoFLOP grids; NA otherwise"),
+    "budget": (
+        "float64",
+        "training compute budget (Gflops) this step was evaluated for, in isoFLOP grids; NA otherwise",
+    ),
     "sampler": ("string", "ddpm or ddim"),
     "sampling_steps": ("Int64", "number of sampling steps"),
     "cfg_scale": ("float64", "classifier-free guidance scale (1 = none)"),

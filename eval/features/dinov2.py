@@ -50,7 +50,9 @@ class Attention(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         n, t, d = x.shape
-        q, k, v = self.qkv(x).reshape(n, t, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)  # (N, H, T, d/H) each
+        q, k, v = (
+            self.qkv(x).reshape(n, t, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
+        )  # (N, H, T, d/H) each
         x = F.scaled_dot_product_attention(q, k, v)  # (N, H, T, d/H)
         return self.proj(x.transpose(1, 2).reshape(n, t, d))  # (N, T, D)
 
@@ -82,7 +84,11 @@ class Block(nn.Module):
 
     def __init__(self, width: int, heads: int):
         super().__init__()
-        self.norm1, self.attn, self.ls1 = nn.LayerNorm(width, eps=LAYER_NORM_EPS), Attention(width, heads), LayerScale(width)
+        self.norm1, self.attn, self.ls1 = (
+            nn.LayerNorm(width, eps=LAYER_NORM_EPS),
+            Attention(width, heads),
+            LayerScale(width),
+        )
         self.norm2, self.mlp, self.ls2 = nn.LayerNorm(width, eps=LAYER_NORM_EPS), Mlp(width), LayerScale(width)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -140,7 +146,8 @@ class DinoVisionTransformer(nn.Module):
 
 
 class DINOv2Features(nn.Module):
-    """uint8 images (N, C, H, W), any size, C in {1, 3} -> Features(pool = class token (N, D); no spatial, no logits)."""
+    """uint8 images (N, C, H, W), any size, C in {1, 3} -> Features(pool = class token (N, D); no spatial, no
+    logits)."""
 
     name, channels = "dinov2", 3
     classifies_labels = False

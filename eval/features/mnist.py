@@ -37,7 +37,9 @@ class Recipe:
 
     def __post_init__(self):
         if self.spatial_channels > self.widths[1]:
-            raise ValueError(f"spatial_channels {self.spatial_channels} exceeds the second block's {self.widths[1]} channels")
+            raise ValueError(
+                f"spatial_channels {self.spatial_channels} exceeds the second block's {self.widths[1]} channels"
+            )
 
     def key(self) -> str:
         text = json.dumps(dataclasses.asdict(self), sort_keys=True)
@@ -129,7 +131,9 @@ def load_classifier(recipe: Recipe = Recipe()) -> tuple[DigitClassifier, float]:
         model.load_state_dict(saved["state_dict"])
         return model.eval(), saved["test_accuracy"]
     model, accuracy = train_classifier(recipe)
-    atomic_torch_save({"state_dict": model.state_dict(), "recipe": dataclasses.asdict(recipe), "test_accuracy": accuracy}, path)
+    atomic_torch_save(
+        {"state_dict": model.state_dict(), "recipe": dataclasses.asdict(recipe), "test_accuracy": accuracy}, path
+    )
     return model, accuracy
 
 

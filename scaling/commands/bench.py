@@ -55,18 +55,31 @@ def run(args):
     from dit.io import atomic_write_text
     from scaling.bench import bench_sampling, bench_training
 
-    geometry = dict(input_size=args.input_size, in_channels=args.in_channels, num_classes=args.num_classes, device=args.device)
+    geometry = dict(
+        input_size=args.input_size, in_channels=args.in_channels, num_classes=args.num_classes, device=args.device
+    )
     rows = []
     for path in args.paths:
-        row = bench_training(args.model, path=path, batch_size=args.batch_size, steps=args.train_steps, warmup=args.warmup, **geometry)
+        row = bench_training(
+            args.model, path=path, batch_size=args.batch_size, steps=args.train_steps, warmup=args.warmup, **geometry
+        )
         if args.sample_images:
-            row |= bench_sampling(args.model, path=path, num_images=args.sample_images, sampling_steps=args.sample_steps,
-                                  cfg_scale=args.cfg_scale, **geometry)
+            row |= bench_sampling(
+                args.model,
+                path=path,
+                num_images=args.sample_images,
+                sampling_steps=args.sample_steps,
+                cfg_scale=args.cfg_scale,
+                **geometry,
+            )
         rows.append(row)
     print(f"{args.model}, batch {args.batch_size}, {args.input_size}x{args.input_size}x{args.in_channels}")
     print(f"{'path':<10} {'train img/s':>12} {'peak GiB':>9} {'sample img/s':>13}")
     for row in rows:
-        print(f"{row['path']:<10} {row['train_images_per_sec']:>12.1f} {row['peak_mem_gb']:>9.1f} {row.get('sample_images_per_sec', float('nan')):>13.2f}")
+        print(
+            f"{row['path']:<10} {row['train_images_per_sec']:>12.1f} {row['peak_mem_gb']:>9.1f} "
+            f"{row.get('sample_images_per_sec', float('nan')):>13.2f}"
+        )
     if len(rows) == 2:
         ratio = rows[1]["train_images_per_sec"] / rows[0]["train_images_per_sec"]
         print(f"{rows[1]['path']} / {rows[0]['path']}: training x{ratio:.2f}", end="")

@@ -29,20 +29,34 @@ def add_parser(subparsers):
 
     from dit.latents import CODECS
 
-    p = subparsers.add_parser("encode", help="encode a dataset once into a latent cache (VAE posterior of each image and its flip)",
+    p = subparsers.add_parser("encode",
+                              help="encode a dataset once into a latent cache (VAE posterior of each image and its "
+                                  "flip)",
                               description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", required=True, metavar="DIR", help="image folder (class_name/*.JPEG, labels by sorted class name) or 'mnist32'")
-    p.add_argument("--vae", metavar="ID_OR_PATH", help="VAE weights: a local folder or a hub id such as stabilityai/sd-vae-ft-ema (needed for --codec sd-vae)")
+    p.add_argument("--data", required=True, metavar="DIR",
+                   help="image folder (class_name/*.JPEG, labels by sorted class name) or 'mnist32'")
+    p.add_argument("--vae", metavar="ID_OR_PATH",
+                   help="VAE weights: a local folder or a hub id such as stabilityai/sd-vae-ft-ema (needed for "
+                       "--codec sd-vae)")
     p.add_argument("--out", required=True, metavar="LATENTS", help="cache folder to create (must not exist)")
-    p.add_argument("--codec", default="sd-vae", choices=CODECS.names(), help="sd-vae (default) or identity (pixel space, no VAE)")
+    p.add_argument("--codec", default="sd-vae", choices=CODECS.names(),
+                   help="sd-vae (default) or identity (pixel space, no VAE)")
     p.add_argument("--flip", action=argparse.BooleanOptionalAction, default=None,
-                   help="store each image's mirror too, so training draws random flips (default: on for image folders, off for mnist32, whose digits must not be mirrored)")
-    p.add_argument("--resolution", type=int, default=None, help="image side after ADM's centre crop (default 256 for image folders; MNIST-32 keeps 32)")
-    p.add_argument("--batch-size", type=int, default=64, help="images per VAE call (each is encoded with its flip, so the VAE sees twice as many) (default 64)")
-    p.add_argument("--num-workers", type=int, default=None, help="data loader processes decoding images (default: min(8, CPU count))")
-    p.add_argument("--device", default="auto", help="auto (cuda when available, else cpu), cpu, cuda or cuda:N (default auto)")
-    p.add_argument("--precision", default="auto", choices=("auto", *VAE_DTYPES), help="VAE precision; auto = bf16 on GPU, fp32 on CPU (default auto)")
-    p.add_argument("--download", action="store_true", help="download a hub id that is not in the local Hugging Face cache (needs network)")
+                   help="store each image's mirror too, so training draws random flips (default: on for image "
+                       "folders, off for mnist32, whose digits must not be mirrored)")
+    p.add_argument("--resolution", type=int, default=None,
+                   help="image side after ADM's centre crop (default 256 for image folders; MNIST-32 keeps 32)")
+    p.add_argument("--batch-size", type=int, default=64,
+                   help="images per VAE call (each is encoded with its flip, so the VAE sees twice as many) (default "
+                       "64)")
+    p.add_argument("--num-workers", type=int, default=None,
+                   help="data loader processes decoding images (default: min(8, CPU count))")
+    p.add_argument("--device", default="auto",
+                   help="auto (cuda when available, else cpu), cpu, cuda or cuda:N (default auto)")
+    p.add_argument("--precision", default="auto", choices=("auto", *VAE_DTYPES),
+                   help="VAE precision; auto = bf16 on GPU, fp32 on CPU (default auto)")
+    p.add_argument("--download", action="store_true",
+                   help="download a hub id that is not in the local Hugging Face cache (needs network)")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
     p.set_defaults(func=run)
 
@@ -85,5 +99,6 @@ def run(args):
     seconds = time.perf_counter() - start
     meta = latent_cache.read_cache_meta(out)
     size_gb = (out / "moments.npy").stat().st_size / 1e9
-    print(f"wrote {out}: {meta['count']} images x {meta['flips']} flips, latents {meta['latent_channels']}x{meta['latent_size']}x{meta['latent_size']} "
+    print(f"wrote {out}: {meta['count']} images x {meta['flips']} flips, latents "
+        f"{meta['latent_channels']}x{meta['latent_size']}x{meta['latent_size']} "
           f"({meta['codec']}), {len(meta['class_names'])} classes, {size_gb:.2f} GB, {seconds:.0f} s")

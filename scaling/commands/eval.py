@@ -22,17 +22,29 @@ def add_parser(subparsers):
     p.add_argument("--ref", required=True, help="reference .npz (mu, sigma, mu_s, sigma_s and/or arr_0 images)")
     add_feature_options(p)
     add_metric_options(p)
-    p.add_argument("--json", metavar="PATH", help="also write the metrics as JSON to PATH ('-': print one JSON line instead of the table)")
+    p.add_argument(
+        "--json",
+        metavar="PATH",
+        help="also write the metrics as JSON to PATH ('-': print one JSON line instead of the table)",
+    )
     add_format_argument(p)
-    p.add_argument("--strict", action="store_true", help="refuse (instead of warning) when there are fewer samples than feature dimensions")
+    p.add_argument(
+        "--strict",
+        action="store_true",
+        help="refuse (instead of warning) when there are fewer samples than feature dimensions",
+    )
     p.set_defaults(func=run)
 
 
 def add_metric_options(p):
     """Options shared by eval and fid: which metrics, and the DINOv2 weights of fd-dinov2."""
-    p.add_argument("--metrics", default=",".join(DEFAULT_METRICS), metavar="LIST",
-                   help=f"comma-separated metrics out of {','.join(METRIC_GROUPS.names())} (default: the paper's, "
-                   f"{','.join(DEFAULT_METRICS)}); kid: torch-fidelity's KID; fd-dinov2: EDM2's FD-DINOv2 (DINOv2 ViT-L/14)")
+    p.add_argument(
+        "--metrics",
+        default=",".join(DEFAULT_METRICS),
+        metavar="LIST",
+        help=f"comma-separated metrics out of {','.join(METRIC_GROUPS.names())} (default: the paper's, "
+        f"{','.join(DEFAULT_METRICS)}); kid: torch-fidelity's KID; fd-dinov2: EDM2's FD-DINOv2 (DINOv2 ViT-L/14)",
+    )
     p.add_argument("--dinov2-weights", metavar="PATH",
                    help="DINOv2 ViT-L/14 weights for fd-dinov2 (Meta's dinov2_vitl14_pretrain.pth); default: "
                    "$DIT_DINOV2_WEIGHTS, else the torch hub cache, downloading it when online")
@@ -40,16 +52,24 @@ def add_metric_options(p):
 
 def add_feature_options(p):
     """Options shared by eval, ref-stats and fid: which features, on what, how."""
-    p.add_argument("--features", default="inception", choices=FEATURE_CHOICES,
-                   help="inception: ADM's InceptionV3 (the paper's metrics); mnist: a small digit classifier for the MNIST-32 demo")
+    p.add_argument(
+        "--features",
+        default="inception",
+        choices=FEATURE_CHOICES,
+        help="inception: ADM's InceptionV3 (the paper's metrics); mnist: a small digit classifier for the MNIST-32 "
+            "demo",
+    )
     p.add_argument("--inception-weights", metavar="PATH",
                    help="InceptionV3 weights file (torch-fidelity's weights-inception-2015-12-05-6726825d.pth); "
                    "default: $DIT_INCEPTION_WEIGHTS, else the torch hub cache, downloading it when online")
     p.add_argument("--device", help="cpu or cuda (default: cuda when available)")
     p.add_argument("--batch-size", type=int, help="images per feature batch (default: 250 on GPU, 50 on CPU)")
-    p.add_argument("--precision", choices=PRECISIONS.names(),
-                   help="feature network precision: fp32 (exact), tf32 (GPU default, as PyTorch and TF run convolutions "
-                   "there; features within about 5e-4) or bf16 (about 4e-3; faster). See benchmarks/bench_eval.py")
+    p.add_argument(
+        "--precision",
+        choices=PRECISIONS.names(),
+        help="feature network precision: fp32 (exact), tf32 (GPU default, as PyTorch and TF run convolutions "
+        "there; features within about 5e-4) or bf16 (about 4e-3; faster). See benchmarks/bench_eval.py",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 

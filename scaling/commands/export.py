@@ -14,8 +14,14 @@ def add_parser(subparsers):
     p.add_argument("--ckpt", required=True, help="checkpoint to export")
     p.add_argument("--format", required=True, choices=FORMATS, help="diffusers (a folder) or safetensors (a file)")
     p.add_argument("--out", required=True, help="output folder (diffusers) or .safetensors file")
-    p.add_argument("--vae", help="with --format diffusers: also write a DiTPipeline with this VAE (hub id in the cache or local folder)")
-    p.add_argument("--model", help="expected model name, e.g. DiT-XL/2 (checked; needed for a safetensors file without our metadata)")
+    p.add_argument(
+        "--vae",
+        help="with --format diffusers: also write a DiTPipeline with this VAE (hub id in the cache or local folder)",
+    )
+    p.add_argument(
+        "--model",
+        help="expected model name, e.g. DiT-XL/2 (checked; needed for a safetensors file without our metadata)",
+    )
     p.set_defaults(func=run)
 
 

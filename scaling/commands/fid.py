@@ -9,7 +9,8 @@ def add_parser(subparsers):
         "fid", help="sample a checkpoint and compute FID, sFID, IS, precision and recall (FID-50K by default)",
         description="Sample --num images from a checkpoint (through `scaling sample`'s code) and evaluate them against "
         "--ref. Samples and metrics are written next to the checkpoint (or into --out-dir) as "
-        "<ckpt>-<sampler>-<steps>-cfg<scale>-n<num>-seed<seed>.npz and ...-<features>.json. Re-running the same command resumes "
+        "<ckpt>-<sampler>-<steps>-cfg<scale>-n<num>-seed<seed>.npz and ...-<features>.json. Re-running the same "
+        "command resumes "
         "an interrupted sampling job and reuses finished samples and metrics. The paper's FID-50K: --num 50000 "
         "--steps 250 (DDPM), --cfg-scale 1.5 for its guided results.",
     )
@@ -43,7 +44,8 @@ def run(args):
                          f"an official DiT release), a diffusers DiT folder or a .safetensors file")
     config = SampleConfig(num=args.num, steps=args.steps, sampler=args.sampler, cfg_scale=args.cfg_scale,
                           seed=args.seed, batch_size=args.sample_batch_size)
-    stem = Path(args.out_dir or ckpt.parent) / f"{ckpt.stem}-{config.sampler}-{config.steps}-cfg{config.cfg_scale:g}-n{config.num}-seed{config.seed}"
+    name = f"{ckpt.stem}-{config.sampler}-{config.steps}-cfg{config.cfg_scale:g}-n{config.num}-seed{config.seed}"
+    stem = Path(args.out_dir or ckpt.parent) / name
     samples, metrics_path = stem.with_name(stem.name + ".npz"), stem.with_name(f"{stem.name}-{args.features}.json")
     done = json.loads(metrics_path.read_text()) if metrics_path.exists() and not args.force else {}
     if done and all(c in done for c in metric_columns(metrics)):
@@ -63,7 +65,7 @@ def run(args):
                                   batch_size=args.batch_size, inception_weights=args.inception_weights,
                                   dinov2_weights=args.dinov2_weights, precision=args.precision,
                                   progress=not args.no_progress)
-        result = {**done, **result, "ckpt": str(ckpt), "ref": str(args.ref), "sampler": config.sampler, "sampling_steps": config.steps,
-                  "cfg_scale": config.cfg_scale, "seed": config.seed}
+        result = {**done, **result, "ckpt": str(ckpt), "ref": str(args.ref), "sampler": config.sampler,
+                  "sampling_steps": config.steps, "cfg_scale": config.cfg_scale, "seed": config.seed}
         if is_main:
             report(result, str(metrics_path), args.format)

@@ -20,9 +20,21 @@ def add_parser(subparsers):
 
     p = subparsers.add_parser("gflops", help="forward Gflops of one sample per model, as the paper counts them",
                               description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("models", nargs="*", metavar="MODEL", help="model names such as DiT-XL/2 (default: the paper's 12, S/B/L/XL x p 8/4/2)")
-    p.add_argument("--input-size", type=int, default=32, help="latent/pixel grid side (32 = 256 px through the SD VAE; 64 = 512 px) (default 32)")
-    p.add_argument("--in-channels", type=int, default=4, help="input channels (4 for SD-VAE latents, 1 for MNIST) (default 4)")
+    p.add_argument(
+        "models",
+        nargs="*",
+        metavar="MODEL",
+        help="model names such as DiT-XL/2 (default: the paper's 12, S/B/L/XL x p 8/4/2)",
+    )
+    p.add_argument(
+        "--input-size",
+        type=int,
+        default=32,
+        help="latent/pixel grid side (32 = 256 px through the SD VAE; 64 = 512 px) (default 32)",
+    )
+    p.add_argument(
+        "--in-channels", type=int, default=4, help="input channels (4 for SD-VAE latents, 1 for MNIST) (default 4)"
+    )
     p.add_argument("--num-classes", type=int, default=1000, help="number of classes (default 1000, ImageNet)")
     p.add_argument("--block", nargs="+", default=["adaln-zero"], metavar="BLOCK",
                    help="conditioning block(s): in-context, cross-attn, adaln, adaln-zero (default adaln-zero)")
@@ -38,7 +50,13 @@ def run(args):
     rows = []
     for name in names:
         for block in args.block:
-            config = dit_config(name, input_size=args.input_size, in_channels=args.in_channels, num_classes=args.num_classes, block=block)
+            config = dit_config(
+                name,
+                input_size=args.input_size,
+                in_channels=args.in_channels,
+                num_classes=args.num_classes,
+                block=block,
+            )
             rows.append(dict(model=name, block=block, input_size=args.input_size, tokens=config.num_tokens,
                              params=params(config), gflops=gflops(config)))
     print(format_rows(rows, args.format, TABLE_FORMATTERS))

@@ -3,8 +3,11 @@ from scaling.commands.output import TABLE_FORMATTERS, add_format_argument, forma
 
 
 def add_parser(subparsers):
-    p = subparsers.add_parser("models", help="list DiT sizes with depth, width, heads and parameter counts",
-                              description="List the DiT sizes (the paper's S/B/L/XL and tiny T/M for CPU work) with their parameter counts.")
+    p = subparsers.add_parser(
+        "models",
+        help="list DiT sizes with depth, width, heads and parameter counts",
+        description="List the DiT sizes (the paper's S/B/L/XL and tiny T/M for CPU work) with their parameter counts.",
+    )
     p.add_argument("--input-size", type=int, default=32, help="latent/pixel grid side (32 = 256 px through the SD VAE)")
     p.add_argument("--in-channels", type=int, default=4, help="input channels (4 for SD-VAE latents, 1 for MNIST)")
     p.add_argument("--num-classes", type=int, default=1000, help="number of classes (1000 for ImageNet)")
@@ -23,7 +26,9 @@ def run(args):
         for patch in args.patch_sizes:
             name = f"DiT-{size}/{patch}"
             with torch.device("meta"):
-                model = create_dit(name, input_size=args.input_size, in_channels=args.in_channels, num_classes=args.num_classes)
+                model = create_dit(
+                    name, input_size=args.input_size, in_channels=args.in_channels, num_classes=args.num_classes
+                )
             rows.append(dict(model=name, depth=depth, width=width, heads=heads, tokens=model.config.num_tokens,
                              params=count_params(model)))
     print(format_rows(rows, args.format, TABLE_FORMATTERS))

@@ -110,7 +110,8 @@ def plan_rows(runs) -> list[dict]:
 def describe(spec) -> str:
     """Two lines on the grid as a whole: data and evaluation."""
     d, e = spec.data, spec.eval
-    data = f"{d.dataset} at {d.resolution} px via {d.codec} -> {d.input_size}x{d.input_size}x{d.in_channels} input, {d.num_classes} classes"
+    data = (f"{d.dataset} at {d.resolution} px via {d.codec} -> {d.input_size}x{d.input_size}x{d.in_channels} input, "
+            f"{d.num_classes} classes")
     points = ", ".join(str(s) for s in e.points(spec.train.steps))
     evaluation = (f"{e.num_samples} samples ({e.sampler}, steps {list(e.sampling_steps)}, cfg {list(e.cfg_scales)}) "
                   f"scored with {e.features} features at steps {points}")

@@ -12,8 +12,18 @@ def add_parser(subparsers):
     )
     p.add_argument("--data", required=True, help="'mnist32', an .npz (arr_0 uint8 N x H x W x C) or a folder of images")
     p.add_argument("--out", required=True, help="output .npz")
-    p.add_argument("--resolution", type=int, help="image side: centre-crop size for folders (default 256); mnist32 digits are resized to it (default 32); ignored for .npz")
-    p.add_argument("--num-images", type=int, default=10_000, help="reference images kept in arr_0 for precision/recall (ADM: 10,000)")
+    p.add_argument(
+        "--resolution",
+        type=int,
+        help="image side: centre-crop size for folders (default 256); mnist32 digits are resized to it (default 32); "
+            "ignored for .npz",
+    )
+    p.add_argument(
+        "--num-images",
+        type=int,
+        default=10_000,
+        help="reference images kept in arr_0 for precision/recall (ADM: 10,000)",
+    )
     p.add_argument("--seed", type=int, default=0, help="seed of the random choice of kept images")
     add_feature_options(p)
     p.set_defaults(func=run)

@@ -25,14 +25,24 @@ def add_parser(subparsers):
                    help=f"the --out directory of `scaling run-grid` (holds {grid.results_parquet.name} and "
                    f"{grid.runs_dir.name}/)")
     p.add_argument("--out", default=None, metavar="DIR", help=f"where to write the report (default: {grid.report_dir})")
-    p.add_argument("--format", default="html,pdf", help="comma-separated formats to write: html, pdf (default: html,pdf)")
+    p.add_argument(
+        "--format", default="html,pdf", help="comma-separated formats to write: html, pdf (default: html,pdf)"
+    )
     p.add_argument("--metric", default="fid",
                    help=f"metric of the main figures and fits: {', '.join(PAPER_METRICS)}; "
                    "is = inception_score (default: fid)")
-    p.add_argument("--step", type=int, default=None,
-                   help="training step of the metric-vs-Gflops figure and fit (default: the last step every run reached)")
-    p.add_argument("--target", type=float, default=None,
-                   help="metric value the fits predict the needed compute for (default: 10%% better than the best so far)")
+    p.add_argument(
+        "--step",
+        type=int,
+        default=None,
+        help="training step of the metric-vs-Gflops figure and fit (default: the last step every run reached)",
+    )
+    p.add_argument(
+        "--target",
+        type=float,
+        default=None,
+        help="metric value the fits predict the needed compute for (default: 10%% better than the best so far)",
+    )
     p.set_defaults(func=run)
 
 

@@ -41,7 +41,9 @@ def run(args):
     elif args.format == "json":
         print(df.to_json(orient="records", indent=1))  # NaN and <NA> become null
     else:
-        with pd.option_context("display.width", 200, "display.max_columns", 20, "display.float_format", "{:.4g}".format):
+        with pd.option_context(
+            "display.width", 200, "display.max_columns", 20, "display.float_format", "{:.4g}".format
+        ):
             print(df[columns].to_string(index=False) if len(df) else "(no evaluation points yet)")
 
 

@@ -14,11 +14,23 @@ def add_parser(subparsers):
     add_sampling_options(p, num_default=64)
     p.add_argument("--out", required=True, help="output .npz")
     p.add_argument("--eta", type=float, default=0.0, help="DDIM eta (0 = deterministic)")
-    p.add_argument("--labels", nargs="+", help="class labels by index or by the data set's class names, repeated cyclically (default: uniform)")
+    p.add_argument(
+        "--labels",
+        nargs="+",
+        help="class labels by index or by the data set's class names, repeated cyclically (default: uniform)",
+    )
     p.add_argument("--batch-size", type=int, default=64, help="images per batch (and per resumable shard)")
     p.add_argument("--raw-weights", action="store_true", help="use the raw model weights, not the EMA")
-    p.add_argument("--vae", help="VAE for latent models: diffusers hub id or local folder (default: the run's own, else stabilityai/sd-vae-ft-ema)")
-    p.add_argument("--guidance-channels", type=int, help="guide only the first K noise channels (3 reproduces the official release)")
+    p.add_argument(
+        "--vae",
+        help="VAE for latent models: diffusers hub id or local folder (default: the run's own, else "
+            "stabilityai/sd-vae-ft-ema)",
+    )
+    p.add_argument(
+        "--guidance-channels",
+        type=int,
+        help="guide only the first K noise channels (3 reproduces the official release)",
+    )
     p.add_argument("--precision", default="fp32", help=" or ".join(PRECISIONS))
     p.add_argument("--compile", action="store_true", help="torch.compile the model (faster long jobs on GPUs)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
@@ -28,13 +40,24 @@ def add_parser(subparsers):
 
 def add_sampling_options(p, *, num_default: int):
     """The options `scaling sample` and `scaling fid` share: what to sample, from which checkpoint."""
-    p.add_argument("--ckpt", required=True, help="checkpoint: run_dir/checkpoints/step_NNNNNNN.pt, an official .pt, a diffusers DiT folder or a .safetensors file")
+    p.add_argument(
+        "--ckpt",
+        required=True,
+        help="checkpoint: run_dir/checkpoints/step_NNNNNNN.pt, an official .pt, a diffusers DiT folder or a "
+            ".safetensors file",
+    )
     p.add_argument("--num", type=int, default=num_default, help="number of samples (the paper's FID-50K: 50000)")
     p.add_argument("--steps", type=int, default=250, help="sampling steps out of the 1000 (the paper: 250 DDPM steps)")
     p.add_argument("--sampler", default="ddpm", help="ddpm (ancestral) or ddim")
-    p.add_argument("--cfg-scale", type=float, default=1.0, help="classifier-free guidance scale (1 = none; the paper's best: 1.5)")
+    p.add_argument(
+        "--cfg-scale", type=float, default=1.0, help="classifier-free guidance scale (1 = none; the paper's best: 1.5)"
+    )
     p.add_argument("--seed", type=int, default=0, help="seed: the same seed gives the same samples")
-    p.add_argument("--model", help="expected model name for an official checkpoint, e.g. DiT-XL/2 (checked; needed for a .safetensors file without our metadata)")
+    p.add_argument(
+        "--model",
+        help="expected model name for an official checkpoint, e.g. DiT-XL/2 (checked; needed for a .safetensors file "
+            "without our metadata)",
+    )
 
 
 def run(args):
@@ -44,7 +67,9 @@ def run(args):
     from dit.sample import SampleConfig, generate_samples, resolve_labels, run_metadata, save_npz_grid
 
     if Path(args.out).is_dir():
-        raise ValueError(f"--out {args.out} is a directory; give the path of a .npz file, e.g. {Path(args.out) / 'samples.npz'}")
+        raise ValueError(
+            f"--out {args.out} is a directory; give the path of a .npz file, e.g. {Path(args.out) / 'samples.npz'}"
+        )
     labels = None
     if args.labels:
         meta = run_metadata(read_checkpoint(args.ckpt, model_name=args.model))

@@ -5,11 +5,11 @@ import urllib.error
 import numpy as np
 import pytest
 import torch
-from tests.eval.conftest import numpy_fid
 
 from eval.extract import extract_features
 from eval.images import ArrayImages
 from scaling.cli import main
+from tests.eval.conftest import numpy_fid
 
 
 @pytest.fixture(scope="module")
@@ -37,24 +37,64 @@ def run_cli(capsys, *argv) -> tuple[int, str, str]:
 
 
 def test_eval_prints_one_json_line_matching_numpy(capsys, mnist_ref, test_digits, mnist_extractor):
-    code, out, _ = run_cli(capsys, "eval", "--samples", test_digits, "--ref", mnist_ref, "--features", "mnist", "--json", "-", "--no-progress")
+    code, out, _ = run_cli(
+        capsys,
+        "eval",
+        "--samples",
+        test_digits,
+        "--ref",
+        mnist_ref,
+        "--features",
+        "mnist",
+        "--json",
+        "-",
+        "--no-progress",
+    )
     assert code == 0 and len(out.strip().splitlines()) == 1
     result = json.loads(out)
-    assert set(result) == {"fid", "sfid", "inception_score", "precision", "recall", "class_accuracy", "num_samples", "features"}
+    assert set(result) == {
+        "fid",
+        "sfid",
+        "inception_score",
+        "precision",
+        "recall",
+        "class_accuracy",
+        "num_samples",
+        "features",
+    }
     from dit.data import mnist32_split
 
     images, labels = mnist32_split("test")
     logits = extract_features(ArrayImages(images), mnist_extractor, progress=False).logits.numpy()
-    assert result["class_accuracy"] == pytest.approx((logits.argmax(axis=1) == labels).mean()) and result["class_accuracy"] > 0.9
+    assert (
+        result["class_accuracy"] == pytest.approx((logits.argmax(axis=1) == labels).mean())
+        and result["class_accuracy"] > 0.9
+    )
 
-    pool = {split: extract_features(ArrayImages(mnist32_split(split)[0]), mnist_extractor, progress=False).pool.double().numpy()
-            for split in ("train", "test")}
+    pool = {
+        split: extract_features(ArrayImages(mnist32_split(split)[0]), mnist_extractor, progress=False)
+        .pool.double()
+        .numpy()
+        for split in ("train", "test")
+    }
     assert result["fid"] == pytest.approx(numpy_fid(pool["test"], pool["train"]), rel=1e-4)
     assert result["fid"] < 10 and result["inception_score"] > 8 and result["precision"] > 0.8
 
 
 def test_eval_writes_json_and_a_table(capsys, tmp_path, mnist_ref, test_digits):
-    code, out, _ = run_cli(capsys, "eval", "--samples", test_digits, "--ref", mnist_ref, "--features", "mnist", "--json", tmp_path / "m.json", "--no-progress")
+    code, out, _ = run_cli(
+        capsys,
+        "eval",
+        "--samples",
+        test_digits,
+        "--ref",
+        mnist_ref,
+        "--features",
+        "mnist",
+        "--json",
+        tmp_path / "m.json",
+        "--no-progress",
+    )
     assert code == 0 and "sFID" in out and "Inception Score" in out and "Class accuracy" in out
     assert json.loads((tmp_path / "m.json").read_text())["features"] == "mnist"
 
@@ -77,7 +117,10 @@ def bad_samples(tmp_path):
         "float": ({"arr_0": np.zeros((4, 32, 32, 1), np.float32)}, "dtype float32; expected uint8"),
         "nchw": ({"arr_0": np.zeros((4, 1, 32, 32), np.uint8)}, "looks like (N, C, H, W)"),
         "unit-range": ({"arr_0": np.ones((4, 32, 32, 1), np.uint8)}, "only holds values 0 and 1"),
-        "size": ({"arr_0": np.full((4, 28, 28, 1), 7, np.uint8)}, "samples are 28x28x1 but the reference images are 32x32x1"),
+        "size": (
+            {"arr_0": np.full((4, 28, 28, 1), 7, np.uint8)},
+            "samples are 28x28x1 but the reference images are 32x32x1",
+        ),
     }
     for name, (arrays, _) in cases.items():
         np.savez(tmp_path / f"{name}.npz", **arrays)
@@ -88,7 +131,9 @@ def bad_samples(tmp_path):
 
 def test_bad_samples_end_in_one_line_and_exit_2(capsys, tmp_path, mnist_ref):
     for path, match in bad_samples(tmp_path):
-        code, out, err = run_cli(capsys, "eval", "--samples", path, "--ref", mnist_ref, "--features", "mnist", "--no-progress")
+        code, out, err = run_cli(
+            capsys, "eval", "--samples", path, "--ref", mnist_ref, "--features", "mnist", "--no-progress"
+        )
         assert code == 2, path
         assert err.startswith("scaling eval: error: ") and len(err.strip().splitlines()) == 1 and match in err, err
 
@@ -111,14 +156,29 @@ def test_missing_inception_weights_offline_say_where_to_put_them(capsys, monkeyp
 
 def test_too_few_samples_warn_or_refuse_with_strict(capsys, tmp_path, mnist_ref, digits):
     np.savez(tmp_path / "few.npz", arr_0=digits[0][:100])
-    code, _, err = run_cli(capsys, "eval", "--samples", tmp_path / "few.npz", "--ref", mnist_ref, "--features", "mnist", "--no-progress")
+    code, _, err = run_cli(
+        capsys, "eval", "--samples", tmp_path / "few.npz", "--ref", mnist_ref, "--features", "mnist", "--no-progress"
+    )
     assert code == 0 and "scaling eval: warning: only 100 samples" in err
-    code, _, err = run_cli(capsys, "eval", "--samples", tmp_path / "few.npz", "--ref", mnist_ref, "--features", "mnist", "--strict", "--no-progress")
+    code, _, err = run_cli(
+        capsys,
+        "eval",
+        "--samples",
+        tmp_path / "few.npz",
+        "--ref",
+        mnist_ref,
+        "--features",
+        "mnist",
+        "--strict",
+        "--no-progress",
+    )
     assert code == 2 and "only 100 samples" in err
 
 
 def test_ref_stats_refuses_unknown_data(capsys, tmp_path):
-    code, _, err = run_cli(capsys, "ref-stats", "--data", tmp_path / "nothing-here", "--out", tmp_path / "r.npz", "--features", "mnist")
+    code, _, err = run_cli(
+        capsys, "ref-stats", "--data", tmp_path / "nothing-here", "--out", tmp_path / "r.npz", "--features", "mnist"
+    )
     assert code == 2 and "neither 'mnist32', an .npz file nor an image folder" in err
 
 
@@ -129,8 +189,21 @@ def test_ref_stats_from_an_image_folder(capsys, tmp_path, digits):
         folder = tmp_path / "data" / f"class{i % 2}"
         folder.mkdir(parents=True, exist_ok=True)
         Image.fromarray(np.repeat(image, 3, axis=2)).resize((40, 48)).save(folder / f"{i}.png")
-    code, out, _ = run_cli(capsys, "ref-stats", "--data", tmp_path / "data", "--out", tmp_path / "r.npz", "--features", "mnist",
-                           "--resolution", 32, "--num-images", 20, "--no-progress")
+    code, out, _ = run_cli(
+        capsys,
+        "ref-stats",
+        "--data",
+        tmp_path / "data",
+        "--out",
+        tmp_path / "r.npz",
+        "--features",
+        "mnist",
+        "--resolution",
+        32,
+        "--num-images",
+        20,
+        "--no-progress",
+    )
     assert code == 0
     with np.load(tmp_path / "r.npz") as f:
         assert f["arr_0"].shape == (20, 32, 32, 3) and f["mu"].shape == (64,) and f["sigma_s"].shape == (512, 512)
@@ -142,9 +215,15 @@ def tiny_checkpoint(path):
 
     from dit.models import create_dit
 
-    model = create_dit("DiT-custom/8", input_size=32, in_channels=1, num_classes=10, depth=1, hidden_size=32, num_heads=2)
+    model = create_dit(
+        "DiT-custom/8", input_size=32, in_channels=1, num_classes=10, depth=1, hidden_size=32, num_heads=2
+    )
     state = model.state_dict()
-    config = {"train": {"codec": "identity", "data": "mnist32"}, "model": dataclasses.asdict(model.config), "class_names": [str(d) for d in range(10)]}
+    config = {
+        "train": {"codec": "identity", "data": "mnist32"},
+        "model": dataclasses.asdict(model.config),
+        "class_names": [str(d) for d in range(10)],
+    }
     torch.save({"model": state, "ema": state, "config": config, "step": 0}, path)
     return path
 
@@ -155,10 +234,15 @@ def test_fid_samples_then_evaluates_next_to_the_checkpoint(capsys, tmp_path, mni
             "--sample-batch-size", 6, "--device", "cpu", "--no-progress"]
     code, out, err = run_cli(capsys, *argv)
     assert code == 0, err
-    samples, metrics = tmp_path / "step_0000000-ddpm-2-cfg1-n12-seed0.npz", tmp_path / "step_0000000-ddpm-2-cfg1-n12-seed0-mnist.json"
+    samples, metrics = (
+        tmp_path / "step_0000000-ddpm-2-cfg1-n12-seed0.npz",
+        tmp_path / "step_0000000-ddpm-2-cfg1-n12-seed0-mnist.json",
+    )
     with np.load(samples) as f:
         assert f["arr_0"].shape == (12, 32, 32, 1) and f["arr_0"].dtype == np.uint8
     result = json.loads(metrics.read_text())
-    assert result["num_samples"] == 12 and result["sampling_steps"] == 2 and result["fid"] > 10  # untrained: far from digits
+    assert (
+        result["num_samples"] == 12 and result["sampling_steps"] == 2 and result["fid"] > 10
+    )  # untrained: far from digits
     code, out, _ = run_cli(capsys, *argv)
     assert code == 0 and "exists" in out  # re-running reuses the finished evaluation

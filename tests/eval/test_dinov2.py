@@ -7,10 +7,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 import torchvision
-from tests.eval.conftest import numpy_fid, smooth_images
 
 from eval.features import feature_dims, get_extractor
 from eval.features.dinov2 import DinoVisionTransformer, random_dinov2_weights, resolve_weights
+from tests.eval.conftest import numpy_fid, smooth_images
 
 SMALL = 384  # ViT-S/14: the same code path as ViT-L/14, a fifteenth of the work
 
@@ -32,8 +32,16 @@ def test_vit_l14_has_meta_checkpoint_names_and_size():
     with torch.device("meta"):
         net = DinoVisionTransformer(1024)
     names = set(net.state_dict())
-    assert {"cls_token", "pos_embed", "mask_token", "patch_embed.proj.weight", "blocks.23.attn.qkv.weight",
-            "blocks.23.ls2.gamma", "blocks.23.mlp.fc2.bias", "norm.weight"} <= names and "blocks.24.norm1.weight" not in names
+    assert {
+        "cls_token",
+        "pos_embed",
+        "mask_token",
+        "patch_embed.proj.weight",
+        "blocks.23.attn.qkv.weight",
+        "blocks.23.ls2.gamma",
+        "blocks.23.mlp.fc2.bias",
+        "norm.weight",
+    } <= names and "blocks.24.norm1.weight" not in names
     assert net.pos_embed.shape == (1, 1 + 37 * 37, 1024)
     assert sum(p.numel() for p in net.parameters()) == 304_368_640  # dinov2_vitl14: 304M parameters
     assert feature_dims("dinov2") == {"pool": 1024, "spatial": 0, "logits": 0}
@@ -52,14 +60,20 @@ def torchvision_twin(net: DinoVisionTransformer) -> torchvision.models.VisionTra
     for i, block in enumerate(net.blocks):
         prefix = f"encoder.layers.encoder_layer_{i}."
         g1, g2 = block.ls1.gamma[:, None], block.ls2.gamma[:, None]
-        state |= {prefix + "ln_1.weight": block.norm1.weight, prefix + "ln_1.bias": block.norm1.bias,
-                  prefix + "self_attention.in_proj_weight": block.attn.qkv.weight,
-                  prefix + "self_attention.in_proj_bias": block.attn.qkv.bias,
-                  prefix + "self_attention.out_proj.weight": g1 * block.attn.proj.weight,
-                  prefix + "self_attention.out_proj.bias": g1[:, 0] * block.attn.proj.bias,
-                  prefix + "ln_2.weight": block.norm2.weight, prefix + "ln_2.bias": block.norm2.bias,
-                  prefix + "mlp.0.weight": block.mlp.fc1.weight, prefix + "mlp.0.bias": block.mlp.fc1.bias,
-                  prefix + "mlp.3.weight": g2 * block.mlp.fc2.weight, prefix + "mlp.3.bias": g2[:, 0] * block.mlp.fc2.bias}
+        state |= {
+            prefix + "ln_1.weight": block.norm1.weight,
+            prefix + "ln_1.bias": block.norm1.bias,
+            prefix + "self_attention.in_proj_weight": block.attn.qkv.weight,
+            prefix + "self_attention.in_proj_bias": block.attn.qkv.bias,
+            prefix + "self_attention.out_proj.weight": g1 * block.attn.proj.weight,
+            prefix + "self_attention.out_proj.bias": g1[:, 0] * block.attn.proj.bias,
+            prefix + "ln_2.weight": block.norm2.weight,
+            prefix + "ln_2.bias": block.norm2.bias,
+            prefix + "mlp.0.weight": block.mlp.fc1.weight,
+            prefix + "mlp.0.bias": block.mlp.fc1.bias,
+            prefix + "mlp.3.weight": g2 * block.mlp.fc2.weight,
+            prefix + "mlp.3.bias": g2[:, 0] * block.mlp.fc2.bias,
+        }
     twin.load_state_dict({k: v.detach() for k, v in state.items()})
     return twin.eval()
 
@@ -122,6 +136,8 @@ def test_weights_are_found_or_refused_in_one_line(monkeypatch, tmp_path, small_w
 
 
 def test_pickled_code_is_not_loaded(tmp_path):
-    torch.save({"cls_token": torch.zeros(1, 1, SMALL), "hook": print}, tmp_path / "pickled.pth")  # a callable: not weights
+    torch.save(
+        {"cls_token": torch.zeros(1, 1, SMALL), "hook": print}, tmp_path / "pickled.pth"
+    )  # a callable: not weights
     with pytest.raises(ValueError, match="cannot load DINOv2 weights .*UnpicklingError"):
         get_extractor("dinov2", weights=tmp_path / "pickled.pth")

@@ -24,7 +24,9 @@ def _worker(rank: int, world: int, port: int, cache: str, out: str):
     from eval.features import get_extractor
     from eval.images import ArrayImages
 
-    features = extract_features(ArrayImages(mnist32_arrays()[0][:101]), get_extractor("mnist"), batch_size=16, progress=False)
+    features = extract_features(
+        ArrayImages(mnist32_arrays()[0][:101]), get_extractor("mnist"), batch_size=16, progress=False
+    )
     if rank == 1:
         torch.save(features.pool, out)
     dist.destroy_process_group()

@@ -4,13 +4,13 @@ import urllib.error
 import numpy as np
 import pytest
 import torch
-from tests.eval.conftest import smooth_images
 
 from eval import metrics
 from eval.extract import extract_features
 from eval.features import get_extractor
 from eval.features.inception import SPATIAL_LAYER, resolve_weights
 from eval.images import ArrayImages
+from tests.eval.conftest import smooth_images
 
 N = 8  # images per set: InceptionV3 at 299 px is slow on CPU; FID on rank-deficient covariances still compares
 N_DIRECT = 3  # images also run through torch-fidelity's network directly
@@ -32,7 +32,9 @@ def theirs(image_sets, inception_weights):
     """torch-fidelity's network run directly on NCHW tensors; the mixed_6/conv map taken with a hook."""
     from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
 
-    net = FeatureExtractorInceptionV3("inception-v3-compat", ["2048", "logits_unbiased"], feature_extractor_weights_path=str(inception_weights))
+    net = FeatureExtractorInceptionV3(
+        "inception-v3-compat", ["2048", "logits_unbiased"], feature_extractor_weights_path=str(inception_weights)
+    )
     maps = []
     net.Mixed_6d.branch1x1.register_forward_hook(lambda module, inputs, output: maps.append(output))
     with torch.no_grad():
@@ -61,7 +63,9 @@ def test_mixed_6_is_the_seventh_mixed_block(inception_weights):
     """The TF graph counts mixed blocks mixed, mixed_1, ..., mixed_10; mixed_6 is the 7th in network order."""
     from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
 
-    net = FeatureExtractorInceptionV3("inception-v3-compat", ["2048"], feature_extractor_weights_path=str(inception_weights))
+    net = FeatureExtractorInceptionV3(
+        "inception-v3-compat", ["2048"], feature_extractor_weights_path=str(inception_weights)
+    )
     mixed = [name for name, _ in net.named_children() if name.startswith("Mixed_")]
     assert len(mixed) == 11 and mixed[6] == SPATIAL_LAYER.split(".")[0]
     assert net.get_submodule(SPATIAL_LAYER).conv.kernel_size == (1, 1)
@@ -102,8 +106,16 @@ def test_fid_equals_torch_fidelity_end_to_end(image_sets, inception_weights, our
         def __getitem__(self, i):
             return self.images[i]
 
-    result = torch_fidelity.calculate_metrics(input1=Images(image_sets[0]), input2=Images(image_sets[1]), fid=True, cuda=False,
-                                              feature_extractor_weights_path=str(inception_weights), batch_size=N, cache=False, verbose=False)
+    result = torch_fidelity.calculate_metrics(
+        input1=Images(image_sets[0]),
+        input2=Images(image_sets[1]),
+        fid=True,
+        cuda=False,
+        feature_extractor_weights_path=str(inception_weights),
+        batch_size=N,
+        cache=False,
+        verbose=False,
+    )
     assert our_fid(ours[0].pool, ours[1].pool) == pytest.approx(result["frechet_inception_distance"], rel=1e-4)
 
 
@@ -113,7 +125,9 @@ def test_missing_weights_offline_name_where_to_put_them(monkeypatch, tmp_path):
 
     monkeypatch.setattr(torch.hub, "download_url_to_file", offline)
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
-    with pytest.raises(ValueError, match=str(tmp_path / "hub" / "checkpoints" / "weights-inception-2015-12-05")) as info:
+    with pytest.raises(
+        ValueError, match=str(tmp_path / "hub" / "checkpoints" / "weights-inception-2015-12-05")
+    ) as info:
         resolve_weights(None)
     assert "\n" not in str(info.value) and "--inception-weights" in str(info.value)
     with pytest.raises(ValueError, match="do not exist"):

@@ -2,10 +2,10 @@
 import numpy as np
 import pytest
 import torch
-from tests.eval.conftest import numpy_fid
 from scipy.stats import ortho_group
 
 from eval import metrics
+from tests.eval.conftest import numpy_fid
 
 
 def commuting_gaussians(d: int, seed: int):
@@ -28,7 +28,10 @@ def test_fid_from_features_matches_numpy():
     rng = np.random.default_rng(0)
     x1 = rng.normal(size=(400, 32)) @ rng.normal(size=(32, 32))
     x2 = 0.5 + rng.normal(size=(300, 32)) @ rng.normal(size=(32, 32))
-    (mu1, s1), (mu2, s2) = metrics.feature_statistics(torch.from_numpy(x1).float()), metrics.feature_statistics(torch.from_numpy(x2).float())
+    (mu1, s1), (mu2, s2) = (
+        metrics.feature_statistics(torch.from_numpy(x1).float()),
+        metrics.feature_statistics(torch.from_numpy(x2).float()),
+    )
     np.testing.assert_allclose(mu1, x1.astype(np.float32).mean(0), rtol=1e-5)
     np.testing.assert_allclose(s1, np.cov(x1.astype(np.float32), rowvar=False), rtol=1e-5, atol=1e-6)
     expected = numpy_fid(x1.astype(np.float32).astype(np.float64), x2.astype(np.float32).astype(np.float64))
@@ -97,7 +100,9 @@ def test_inception_score_matches_numpy_with_adm_splits():
     logits = np.random.default_rng(0).normal(scale=3.0, size=(12_000, 20))  # splits of 5,000, 5,000, 2,000
     expected = numpy_inception_score(logits, 5000)
     assert metrics.inception_score(torch.from_numpy(logits)) == pytest.approx(expected, rel=1e-10)
-    assert metrics.inception_score(torch.from_numpy(logits)) != pytest.approx(numpy_inception_score(logits, 12_000), rel=1e-6)
+    assert metrics.inception_score(torch.from_numpy(logits)) != pytest.approx(
+        numpy_inception_score(logits, 12_000), rel=1e-6
+    )
 
 
 def test_inception_score_bounds():
@@ -158,7 +163,9 @@ def kid_features(seed: int = 0, shift: float = 0.3):
 
 def test_kid_matches_numpy_from_its_definition():
     x, y = kid_features()
-    mean, std = metrics.kernel_inception_distance(torch.from_numpy(x), torch.from_numpy(y), subsets=7, subset_size=100, seed=3)
+    mean, std = metrics.kernel_inception_distance(
+        torch.from_numpy(x), torch.from_numpy(y), subsets=7, subset_size=100, seed=3
+    )
     expected = numpy_kid(x, y, subsets=7, size=100, seed=3)
     assert (mean, std) == pytest.approx(expected, rel=1e-9)
     assert mean > 0.01  # shifted sets
@@ -179,7 +186,9 @@ def test_kid_matches_torch_fidelity_on_the_same_features():
 
 def test_kid_subsets_shrink_to_the_smaller_set_and_vanish_for_one_distribution():
     x, y = kid_features(seed=2, shift=1.0)
-    same = metrics.kernel_inception_distance(torch.from_numpy(x[:130]), torch.from_numpy(x[130:]), subsets=3)  # 1,000 > 130
+    same = metrics.kernel_inception_distance(
+        torch.from_numpy(x[:130]), torch.from_numpy(x[130:]), subsets=3
+    )  # 1,000 > 130
     assert same == pytest.approx(numpy_kid(x[:130], x[130:], subsets=3, size=130, seed=metrics.KID_SEED), rel=1e-9)
     shifted = metrics.kernel_inception_distance(torch.from_numpy(x[:130]), torch.from_numpy(y[:130]), subsets=3)
     assert abs(same[0]) < shifted[0] / 10

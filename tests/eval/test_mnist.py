@@ -2,12 +2,12 @@
 import numpy as np
 import pytest
 import torch
-from tests.eval.conftest import numpy_fid
 
 from eval import metrics
 from eval.extract import extract_features
 from eval.features import mnist
 from eval.images import ArrayImages
+from tests.eval.conftest import numpy_fid
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +48,9 @@ def test_real_digits_are_close_and_noise_is_far(feature_sets):
     assert real < 10  # measured about 1.5
     for fake in ("noise", "shuffled"):
         assert fid_of(feature_sets["real_a"], feature_sets[fake]) > 100  # measured about 800
-        assert fid_of(feature_sets["real_a"], feature_sets[fake], "spatial") > 10 * fid_of(feature_sets["real_a"], feature_sets["real_b"], "spatial")
+        assert fid_of(feature_sets["real_a"], feature_sets[fake], "spatial") > 10 * fid_of(
+            feature_sets["real_a"], feature_sets["real_b"], "spatial"
+        )
 
 
 def test_inception_score_and_precision_recall_mean_something(feature_sets):

@@ -15,7 +15,9 @@ from eval.reference import STAT_KEYS, ReferenceStats, make_reference, read_refer
 def random_stats(d=6, ds=5, seed=0, features=None):
     rng = np.random.default_rng(seed)
     a, b = rng.normal(size=(40, d)), rng.normal(size=(40, ds))
-    return ReferenceStats(mu=a.mean(0), sigma=np.cov(a, rowvar=False), mu_s=b.mean(0), sigma_s=np.cov(b, rowvar=False), features=features)
+    return ReferenceStats(
+        mu=a.mean(0), sigma=np.cov(a, rowvar=False), mu_s=b.mean(0), sigma_s=np.cov(b, rowvar=False), features=features
+    )
 
 
 def test_round_trip_gives_identical_arrays_and_numbers(tmp_path):
@@ -36,7 +38,14 @@ def test_adm_reference_batch_loads_as_it_is(tmp_path):
     """ADM's files (e.g. VIRTUAL_imagenet256_labeled.npz) hold exactly arr_0, mu, sigma, mu_s, sigma_s."""
     stats = random_stats()
     images = np.zeros((4, 16, 16, 3), dtype=np.uint8)
-    np.savez(tmp_path / "adm.npz", arr_0=images, mu=stats.mu.astype(np.float32), sigma=stats.sigma, mu_s=stats.mu_s, sigma_s=stats.sigma_s)
+    np.savez(
+        tmp_path / "adm.npz",
+        arr_0=images,
+        mu=stats.mu.astype(np.float32),
+        sigma=stats.sigma,
+        mu_s=stats.mu_s,
+        sigma_s=stats.sigma_s,
+    )
     ref = read_reference(tmp_path / "adm.npz")
     assert ref.stats.features is None and ref.images.num == 4 and ref.images.shape == (16, 16, 3)
     assert np.array_equal(ref.stats.mu, stats.mu.astype(np.float32))
@@ -55,7 +64,9 @@ def test_incomplete_or_empty_references_are_refused(tmp_path):
 def test_make_reference_from_npz_keeps_a_random_subset(tmp_path, digits, mnist_extractor):
     images = digits[0][:300]
     np.savez(tmp_path / "data.npz", arr_0=images)
-    ref = read_reference(make_reference(str(tmp_path / "data.npz"), tmp_path / "ref.npz", "mnist", num_images=50, progress=False))
+    ref = read_reference(
+        make_reference(str(tmp_path / "data.npz"), tmp_path / "ref.npz", "mnist", num_images=50, progress=False)
+    )
     kept = np.concatenate(list(ref.images.batches(100)))
     assert kept.shape == (50, 32, 32, 1)
     flat = {im.tobytes(): i for i, im in enumerate(images)}

@@ -95,7 +95,10 @@ def make_grid(root, *, sizes=("S", "B", "L", "XL"), patches=(8, 4, 2), blocks_fo
     records, configs, runs = [], {}, []
     for index, (model, size, patch, block) in enumerate(specs):
         run = model if block == "adaln-zero" else f"{model}-{block}"
-        gflops = PAPER_GFLOPS[f"{size}/{patch}"] * {"adaln-zero": 1.0, "adaln": 1.0, "cross-attn": 1.16, "in-context": 1.01}[block]
+        gflops = (
+            PAPER_GFLOPS[f"{size}/{patch}"]
+            * {"adaln-zero": 1.0, "adaln": 1.0, "cross-attn": 1.16, "in-context": 1.01}[block]
+        )
         penalty = {"adaln-zero": 1.0, "adaln": 1.25, "cross-attn": 1.3, "in-context": 1.6}[block]
         config = {"model": model, "block": block, "data": dataset, "resolution": resolution, "batch_size": 256,
                   "lr": 1e-4, "steps": max(steps), "seed": seed}
@@ -118,6 +121,8 @@ def make_grid(root, *, sizes=("S", "B", "L", "XL"), patches=(8, 4, 2), blocks_fo
                     recall=0.5, wall_seconds=step / 10.0))
     df = to_table(records)
     write_results(df, root)
-    (root / "grid.yaml").write_text(f"name: synthetic\nsizes: {list(sizes)}\npatches: {list(patches)}\nsteps: {max(steps)}\n")
+    (root / "grid.yaml").write_text(
+        f"name: synthetic\nsizes: {list(sizes)}\npatches: {list(patches)}\nsteps: {max(steps)}\n"
+    )
     return SyntheticGrid(path=root, df=df, runs=runs, steps=tuple(steps), sampling_steps=tuple(sampling_steps),
                          configs=configs)

@@ -135,7 +135,9 @@ def test_paper_overlay_draws_paper_and_grid_points(grid):
     from reports.paper import paper_table
 
     paper = paper_table("fid_400k")
-    points = grid.df[(grid.df["step"] == 2000) & (grid.df["sampling_steps"] == 250) & (grid.df["block"] == "adaln-zero")]
+    points = grid.df[
+        (grid.df["step"] == 2000) & (grid.df["sampling_steps"] == 250) & (grid.df["block"] == "adaln-zero")
+    ]
     fig = F.plot_paper_overlay(points.rename(columns={"fid": "value"}), paper, "FID", "this grid")
     (ax,) = fig.axes
     assert len(ax.get_lines()) == 12 + 4
@@ -148,7 +150,9 @@ def test_unknown_metric_names_the_choices(grid, figure):
 
 
 def test_missing_column_is_named(grid):
-    with pytest.raises(ValueError, match="no column 'train_compute_gflops', which the FID-vs-training-compute figure needs"):
+    with pytest.raises(
+        ValueError, match="no column 'train_compute_gflops', which the FID-vs-training-compute figure needs"
+    ):
         F.plot_metric_vs_train_compute(grid.df.drop(columns="train_compute_gflops"), "fid")
 
 

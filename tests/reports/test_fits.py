@@ -42,7 +42,7 @@ def test_intervals_match_a_fit_in_the_raw_parametrisation():
     done in a centred variable; a's interval comes from the delta method)."""
     compute, y = noisy_power_law(5e3, 0.3, 4.0, n=25, noise=0.02, seed=4)
     fit = fit_power_law(compute, y)
-    raw, cov = optimize.curve_fit(lambda x, a, b, c: a * x ** -b + c, compute, y, p0=(fit.a, fit.b, fit.c), maxfev=20000)
+    raw, cov = optimize.curve_fit(lambda x, a, b, c: a * x**-b + c, compute, y, p0=(fit.a, fit.b, fit.c), maxfev=20000)
     t = stats.t.ppf(0.975, len(y) - 3)
     for i, name in enumerate("abc"):
         assert fit.ci[name][0] == pytest.approx(raw[i] - t * np.sqrt(cov[i, i]), rel=1e-3)
@@ -122,7 +122,10 @@ def test_prediction_interval_is_the_delta_method_plus_residual_variance():
     """Recomputed in the raw parametrisation a * x^(-b) + c, with a finite-difference gradient."""
     x, y = draw(SATURATING, seed=5)
     fit = fit_law(x, y, "saturating")
-    model = lambda x, a, b, c: a * x ** -b + c
+
+    def model(x, a, b, c):
+        return a * x ** -b + c
+
     raw, cov = optimize.curve_fit(model, x, y, p0=(fit.a, fit.b, fit.c), maxfev=20000)
     x0 = np.array([3e12, 1e13])
     grad = np.stack([(model(x0, *(raw + h)) - model(x0, *(raw - h))) / (2 * h[h != 0])

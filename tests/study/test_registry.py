@@ -12,7 +12,9 @@ def test_lookup_and_the_error_line_name_the_choices_in_order():
         samplers.get("ddmp")
     with pytest.raises(ValueError, match=r"^unknown lr_schedule 'x'; choose one of ddpm, ddim$"):
         samplers.check("x", what="lr_schedule")
-    assert str(samplers.error("Q", where=" in 'DiT-Q/2'")) == "unknown sampler 'Q' in 'DiT-Q/2'; choose one of ddpm, ddim"
+    assert (
+        str(samplers.error("Q", where=" in 'DiT-Q/2'")) == "unknown sampler 'Q' in 'DiT-Q/2'; choose one of ddpm, ddim"
+    )
 
 
 def test_plain_names_and_registration_by_decorator():
