@@ -35,7 +35,7 @@ class RunsFailed(UserError):
 
 def run_command(grid_dir, run: RunSpec, gpus: int, *, report: bool = True) -> list[str]:
     """The command that executes one run: `scaling run-one`, under torchrun when it spans several GPUs."""
-    base = ["-m", "scaling.cli", "run-one", str(grid_dir), run.dir_name, *([] if report else ["--no-report"])]
+    base = ["-m", "scaling.cli", "run-one", str(grid_dir), run.key, *([] if report else ["--no-report"])]
     if gpus > 1:
         return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={gpus}", *base]
     return [sys.executable, *base]

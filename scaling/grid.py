@@ -315,6 +315,12 @@ class RunSpec:
         return layout.run_dir_name(self.name, self.seed)
 
     @property
+    def key(self) -> str:
+        """The run's unique name in its grid (what `scaling run-one` takes): its name, or its directory
+        name in a grid that names seeds."""
+        return self.name if self.seed is None else self.dir_name
+
+    @property
     def label(self) -> str:
         """The run in messages: its name, and its seed when the grid names seeds."""
         return self.name if self.seed is None else f"{self.name} seed {self.seed}"
