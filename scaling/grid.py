@@ -222,9 +222,12 @@ class EvalSpec:
         _choice(self.sampler, SAMPLERS, "sampler")
         _require(bool(self.sampling_steps) and min(self.sampling_steps) >= 1, "sampling_steps", "list sampling step counts of at least 1")
         _require(bool(self.cfg_scales) and min(self.cfg_scales) >= 1.0, "cfg_scales", "list guidance scales of at least 1 (1 = no guidance)")
-        _require(min(self.final_sampling_steps, default=1) >= 1, "final_sampling_steps", "list sampling step counts of at least 1")
-        _require(self.validation_items >= 0, "validation_items", f"validation_items {self.validation_items} must be 0 (none) or more")
-        _require(self.validation_buckets >= 1, "validation_buckets", f"validation_buckets {self.validation_buckets} must be at least 1")
+        _require(min(self.final_sampling_steps, default=1) >= 1, "final_sampling_steps",
+                 "list sampling step counts of at least 1")
+        _require(self.validation_items >= 0, "validation_items",
+                 f"validation_items {self.validation_items} must be 0 (none) or more")
+        _require(self.validation_buckets >= 1, "validation_buckets",
+                 f"validation_buckets {self.validation_buckets} must be at least 1")
 
     def points(self, steps: int) -> tuple[int, ...]:
         """Training steps evaluated in a run of `steps` steps: multiples of `every`, and the last."""
@@ -281,10 +284,12 @@ class GridSpec:
 
     def __post_init__(self):
         _require(bool(self.name.strip()), "name", "give the grid a name")
-        _require(len(set(self.seeds)) == len(self.seeds), "seeds", f"seeds {list(self.seeds)} repeat a seed; list distinct integers")
+        _require(len(set(self.seeds)) == len(self.seeds), "seeds",
+                 f"seeds {list(self.seeds)} repeat a seed; list distinct integers")
         _require(min(self.seeds, default=0) >= 0, "seeds", f"seeds {list(self.seeds)} must be integers of at least 0")
         _require(min(self.budgets, default=1) > 0, "budgets", f"budgets {list(self.budgets)} must be positive (Gflops)")
-        _require(len(set(self.budgets)) == len(self.budgets), "budgets", f"budgets {list(self.budgets)} repeat a budget; list distinct ones")
+        _require(len(set(self.budgets)) == len(self.budgets), "budgets",
+                 f"budgets {list(self.budgets)} repeat a budget; list distinct ones")
         _require(not self.budgets or self.train.steps == DEFAULT_STEPS, "budgets",
                  "give train.steps or budgets, not both: a grid with budgets trains each model to its budgets' steps")
         plan(self)  # every model must fit the data, budgets must reach a step, and run names must be unique
@@ -411,8 +416,8 @@ def _with_budgets(spec: GridSpec, runs: list[RunSpec]) -> list[RunSpec]:
     for run in runs:
         steps = budget_steps(spec.budgets, per_step[run.name])
         same = [b for (b, s), (_, prev) in zip(steps[1:], steps) if s == prev]
-        _require(not same, "budgets", f"budget {same[0] if same else 0:.3g} Gflops trains {run.name} for the same steps "
-                 f"as a smaller budget; space the budgets further apart")
+        _require(not same, "budgets", f"budget {same[0] if same else 0:.3g} Gflops trains {run.name} for the same "
+                 f"steps as a smaller budget; space the budgets further apart")
         train = dataclasses.replace(run.train, steps=steps[-1][1])
         planned.append(dataclasses.replace(run, train=train, budgets=steps))
     return planned

@@ -39,7 +39,8 @@ def sampling_settings(run: RunSpec, step: int | None = None) -> list[SamplingSet
     """The settings of every evaluation point; at the last point (`step`) also the unguided
     `final_sampling_steps` sweep (the sampling-compute figure, the paper's Fig. 10)."""
     e = run.eval
-    settings = [SamplingSetting(e.sampler, steps, cfg, e.features) for steps in e.sampling_steps for cfg in e.cfg_scales]
+    settings = [SamplingSetting(e.sampler, steps, cfg, e.features)
+                for steps in e.sampling_steps for cfg in e.cfg_scales]
     if step == run.eval_points()[-1]:
         settings += [SamplingSetting(e.sampler, steps, 1.0, e.features) for steps in e.final_sampling_steps]
     return list(dict.fromkeys(settings))
