@@ -18,7 +18,7 @@ from reports.document import Code, Picture, Plot, Report, Section, Table, Text, 
 from reports.fits import fit_law, try_backtest
 from reports.paper import paper_citation, paper_table
 from reports.style import Metric, get_metric, run_style
-from study.layout import GridLayout, RunLayout, dir_name
+from study.layout import GridLayout, RunLayout, dir_name, run_dir_name
 
 PAPER_FID_STEP = 400_000
 RUN_FILES = RunLayout(".")  # the names of a run directory's files, for captions
@@ -226,8 +226,9 @@ def scaling_section(ctx: Context) -> Section:
 
 
 def _styles(ctx: Context) -> dict:
-    """Run name -> line style of that run (runs not yet in the table get matplotlib's default)."""
-    return {r.run: run_style(r.size, r.patch_size, r.block) for r in T.runs(ctx.df).itertuples()}
+    """Run name (and 'run seed N') -> line style of that run (runs not yet in the table get matplotlib's default)."""
+    styles = {r.run: run_style(r.size, r.patch_size, r.block) for r in T.runs(ctx.df).itertuples()}
+    return styles | {f"{run} seed {seed}": styles[run] for run, seed in seed_runs(ctx.df)}
 
 
 def training_section(ctx: Context) -> Section:
@@ -500,13 +501,26 @@ SECTIONS = (summary_section, grid_section, scaling_section, training_section, pa
             isoflop_section, samples_section, configs_section)
 
 
+def seed_runs(df: pd.DataFrame) -> list[tuple[str, int]]:
+    """(run, seed) of every row's run and seed."""
+    if "seed" not in df.columns:
+        return []
+    pairs = df[["run", "seed"]].dropna().drop_duplicates()
+    return [(run, int(seed)) for run, seed in pairs.itertuples(index=False)]
+
+
+def seed_run_names(df: pd.DataFrame) -> dict:
+    """Directory name -> 'run seed N' of each seed's run directory, for grids that name seeds."""
+    return {run_dir_name(run, seed): f"{run} seed {seed}" for run, seed in seed_runs(df)}
+
+
 def build_report(grid_dir, df: pd.DataFrame, *, metric: str = "fid", step=None, target=None) -> Report:
     """The whole report for a grid directory and its results table."""
     m = get_metric(metric)
     T.require(df, T.RUN_COLUMNS + ("step", "dataset", "resolution", "train_compute_gflops") + T.SETTING + (m.column,),
               "the report")
     grid_dir = Path(grid_dir)
-    names = {dir_name(run): run for run in T.runs(df)["run"]}
+    names = {dir_name(run): run for run in T.runs(df)["run"]} | seed_run_names(df)
     found = rundirs.run_dirs(grid_dir)
     ordered = {d: found[d] for d in names if d in found} | found
     ctx = Context(grid_dir=grid_dir, df=df, metric=m, step=step, target=target, run_dirs=ordered, run_names=names)

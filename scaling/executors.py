@@ -25,7 +25,7 @@ from pathlib import Path
 from dit.errors import UserError
 from scaling.grid import RunSpec
 from scaling.runs import execute_run, run_state
-from study.layout import GridLayout, dir_name
+from study.layout import GridLayout
 from study.registry import Registry
 
 
@@ -35,7 +35,7 @@ class RunsFailed(UserError):
 
 def run_command(grid_dir, run: RunSpec, gpus: int, *, report: bool = True) -> list[str]:
     """The command that executes one run: `scaling run-one`, under torchrun when it spans several GPUs."""
-    base = ["-m", "scaling.cli", "run-one", str(grid_dir), run.name, *([] if report else ["--no-report"])]
+    base = ["-m", "scaling.cli", "run-one", str(grid_dir), run.key, *([] if report else ["--no-report"])]
     if gpus > 1:
         return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={gpus}", *base]
     return [sys.executable, *base]
@@ -46,7 +46,7 @@ def local(runs: list[RunSpec], grid_dir, *, progress: bool = True, on_done=None,
     pending = [r for r in runs if run_state(grid_dir, r).state != "done"]
     gpus = runs[0].executor.gpus_per_run if runs else 0
     if gpus == 0:
-        failed = [run.name for run in pending if not _execute_here(run, grid_dir, progress, on_done, on_results)]
+        failed = [run.label for run in pending if not _execute_here(run, grid_dir, progress, on_done, on_results)]
         if failed:
             raise RunsFailed(f"runs failed: {', '.join(failed)} (each said why above); fix that, then re-run to resume")
         return
@@ -58,7 +58,7 @@ def _execute_here(run: RunSpec, grid_dir, progress: bool, on_done, on_results) -
     try:
         execute_run(run, grid_dir, progress=progress, on_results=on_results)
     except UserError as exc:
-        print(f"{run.name} stopped: {exc}", file=sys.stderr, flush=True)
+        print(f"{run.label} stopped: {exc}", file=sys.stderr, flush=True)
         return False
     if on_done:
         on_done(run)
@@ -83,7 +83,7 @@ def _run_on_gpus(runs: list[RunSpec], grid_dir, gpus_per_run: int, on_done, *, r
         while queue and len(free) >= gpus_per_run:
             run, ids = queue.pop(0), [free.pop(0) for _ in range(gpus_per_run)]
             env = dict(os.environ, CUDA_VISIBLE_DEVICES=",".join(ids))
-            log = open(grid.run_log(run.name), "a")
+            log = open(grid.run_log(run.name, run.seed), "a")
             command = run_command(grid_dir, run, gpus_per_run, report=report)
             running[subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)] = (run, ids, log)
         time.sleep(2)
@@ -91,7 +91,7 @@ def _run_on_gpus(runs: list[RunSpec], grid_dir, gpus_per_run: int, on_done, *, r
             run, ids, log = running.pop(proc)
             log.close()
             free += ids
-            (failed.append(run.name) if proc.returncode else on_done and on_done(run))
+            (failed.append(run.label) if proc.returncode else on_done and on_done(run))
     if failed:
         raise RunsFailed(f"runs failed: {', '.join(failed)}; see {grid.logs_dir}/<run>.log, then re-run to resume them")
 
@@ -123,7 +123,7 @@ class SlurmJob:
         if submitit.JobEnvironment().num_tasks > 1:
             submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
         execute_run(self.run, self.grid_dir, progress=False, on_results=self.on_results)
-        return self.run.name
+        return self.run.label
 
     def checkpoint(self):
         """On preemption or time-out, requeue the same job: it resumes from the run directory."""
@@ -154,7 +154,7 @@ def slurm(runs: list[RunSpec], grid_dir, *, dry_run: bool = False, cluster: str 
         try:
             job.result()
         except submitit.core.utils.UncompletedJobError:  # failed, cancelled or timed out without requeue
-            failed.append(f"{run.name} (job {job.job_id})")
+            failed.append(f"{run.label} (job {job.job_id})")
             continue
         if on_done:
             on_done(run)
@@ -175,11 +175,11 @@ def write_sbatch_scripts(runs: list[RunSpec], grid_dir, *, report: bool = True) 
         command = " ".join(run_command(grid_dir, run, 1, report=report)).replace(sys.executable, "python")
         text = _make_sbatch_string(
             command=f"srun --unbuffered {command}", folder=str(grid.sbatch_dir),
-            job_name=f"{run.grid}-{dir_name(run.name)}",
+            job_name=f"{run.grid}-{run.dir_name}",
             partition=slurm.partition, account=slurm.account, nodes=slurm.nodes, ntasks_per_node=max(1, slurm.gpus_per_node),
             gpus_per_node=slurm.gpus_per_node, time=slurm.time,
         )
-        path = grid.sbatch_script(run.name)
+        path = grid.sbatch_script(run.name, run.seed)
         path.write_text(text)
         paths.append(path)
     return paths

@@ -11,10 +11,21 @@ adaLN-Zero, ImageNet 256 through the SD VAE, batch 256, 400K steps, FID-50K ever
     train: {batch_size: 64, lr: 1.0e-3, steps: 2000}    # any dit.config.TrainConfig option
     eval: {every: 1000, features: mnist, num_samples: 500, sampler: ddim, sampling_steps: [25]}
     executor: {kind: local, gpus_per_run: 0}
+    seeds: [0, 1, 2]        # optional: each run once per training seed, one run directory each
+    budgets: [1e9, 3e9]     # optional, instead of train.steps: training compute budgets in Gflops
+
+`seeds` repeat every run with `train.seed` set to each (the run keeps its name, its directory gets
+'-seed<N>'; without `seeds` a run trains with `train.seed` in a directory named after it alone).
+`budgets` make an isoFLOP grid: each model trains until Gflops x batch x steps x 3 reaches each
+budget, steps = ceil(budget / (Gflops x batch x 3)), in one run to the largest budget's step, and is
+evaluated at each budget's step instead of every `eval.every` steps (so a budget costs no extra
+training; the learning-rate schedule spans the run to the largest budget, which only a constant
+schedule leaves the same as a run to a smaller budget would see).
 
 A bad value fails with a `SpecError` naming its key, so the file reader can point at the line.
 """
 import dataclasses
+import math
 import re
 
 from dit.blocks import BLOCKS
@@ -182,6 +193,7 @@ TrainRecipe = dataclasses.make_dataclass(
     namespace={"__doc__": "The training recipe of every run of a grid: TrainConfig's options less the model and data."},
 )
 TrainRecipe.__module__ = __name__  # pickled by executors: make it importable by name
+DEFAULT_STEPS = TrainRecipe().steps  # a grid with budgets leaves train.steps at this default
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -191,7 +203,7 @@ class EvalSpec:
     (eval.metric_groups: fid, sfid, is, pr, kid, fd-dinov2).
     The paper's: FID-50K every 50K steps, 250 DDPM steps, no guidance (cfg scale 1)."""
 
-    every: int = 50_000
+    every: int = 50_000  # not used by a grid with budgets: it evaluates at each budget's step
     features: str = "inception"
     metrics: tuple[str, ...] = DEFAULT_METRICS
     num_samples: int = 50_000
@@ -201,6 +213,9 @@ class EvalSpec:
     reference: str | None = None  # reference statistics (.npz, ADM layout); None: computed from the data
     batch_size: int = 64  # images per sampling batch (and per resumable shard)
     keep_samples: bool = False  # keep each point's samples .npz (50K images at 256 px are ~10 GB)
+    final_sampling_steps: tuple[int, ...] = ()  # more step counts at the last point only, unguided (Fig. 10)
+    validation_items: int = 256  # held-out items of the validation loss (dit.validate); 0: none
+    validation_buckets: int = 4  # timestep buckets per item: val_loss_t0 (least noisy) ...
 
     def __post_init__(self):
         _require(self.batch_size >= 1, "batch_size", f"batch_size {self.batch_size} must be at least 1")
@@ -213,6 +228,12 @@ class EvalSpec:
         _choice(self.sampler, SAMPLERS, "sampler")
         _require(bool(self.sampling_steps) and min(self.sampling_steps) >= 1, "sampling_steps", "list sampling step counts of at least 1")
         _require(bool(self.cfg_scales) and min(self.cfg_scales) >= 1.0, "cfg_scales", "list guidance scales of at least 1 (1 = no guidance)")
+        _require(min(self.final_sampling_steps, default=1) >= 1, "final_sampling_steps",
+                 "list sampling step counts of at least 1")
+        _require(self.validation_items >= 0, "validation_items",
+                 f"validation_items {self.validation_items} must be 0 (none) or more")
+        _require(self.validation_buckets >= 1, "validation_buckets",
+                 f"validation_buckets {self.validation_buckets} must be at least 1")
 
     def points(self, steps: int) -> tuple[int, ...]:
         """Training steps evaluated in a run of `steps` steps: multiples of `every`, and the last."""
@@ -264,10 +285,20 @@ class GridSpec:
     train: TrainRecipe = dataclasses.field(default_factory=TrainRecipe)
     eval: EvalSpec = dataclasses.field(default_factory=EvalSpec)
     executor: ExecutorSpec = dataclasses.field(default_factory=ExecutorSpec)
+    seeds: tuple[int, ...] = ()  # training seeds, each run once per seed; () = train.seed alone
+    budgets: tuple[float, ...] = ()  # training compute budgets (Gflops), instead of train.steps
 
     def __post_init__(self):
         _require(bool(self.name.strip()), "name", "give the grid a name")
-        plan(self)  # every model must fit the data, and run names must be unique
+        _require(len(set(self.seeds)) == len(self.seeds), "seeds",
+                 f"seeds {list(self.seeds)} repeat a seed; list distinct integers")
+        _require(min(self.seeds, default=0) >= 0, "seeds", f"seeds {list(self.seeds)} must be integers of at least 0")
+        _require(min(self.budgets, default=1) > 0, "budgets", f"budgets {list(self.budgets)} must be positive (Gflops)")
+        _require(len(set(self.budgets)) == len(self.budgets), "budgets",
+                 f"budgets {list(self.budgets)} repeat a budget; list distinct ones")
+        _require(not self.budgets or self.train.steps == DEFAULT_STEPS, "budgets",
+                 "give train.steps or budgets, not both: a grid with budgets trains each model to its budgets' steps")
+        plan(self)  # every model must fit the data, budgets must reach a step, and run names must be unique
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -285,11 +316,25 @@ class RunSpec:
     train: TrainRecipe
     eval: EvalSpec
     executor: ExecutorSpec
+    seed: int | None = None  # the grid's seed of this run when it names `seeds` (also train.seed)
+    budgets: tuple[tuple[float, int], ...] = ()  # (budget Gflops, the step that reaches it), isoFLOP grids
 
     @property
     def dir_name(self) -> str:
-        """The run's directory under GRID_DIR/runs: its name with '/' replaced by '-'."""
-        return layout.dir_name(self.name)
+        """The run's directory under GRID_DIR/runs: its name with '/' replaced by '-', and '-seed<N>'
+        when the grid names seeds (study.layout.run_dir_name)."""
+        return layout.run_dir_name(self.name, self.seed)
+
+    @property
+    def key(self) -> str:
+        """The run's unique name in its grid (what `scaling run-one` takes): its name, or its directory
+        name in a grid that names seeds."""
+        return self.name if self.seed is None else self.dir_name
+
+    @property
+    def label(self) -> str:
+        """The run in messages: its name, and its seed when the grid names seeds."""
+        return self.name if self.seed is None else f"{self.name} seed {self.seed}"
 
     @property
     def size(self) -> str:
@@ -317,7 +362,14 @@ class RunSpec:
         )
 
     def eval_points(self) -> tuple[int, ...]:
+        """The evaluated steps: each budget's step in an isoFLOP grid, else every `eval.every` and the last."""
+        if self.budgets:
+            return tuple(step for _, step in self.budgets)
         return self.eval.points(self.train.steps)
+
+    def budget_at(self, step: int) -> float | None:
+        """The training compute budget (Gflops) that `step` was trained for, or None."""
+        return next((budget for budget, at in self.budgets if at == step), None)
 
 
 def run_name(entry: ModelEntry) -> str:
@@ -330,7 +382,7 @@ def run_name(entry: ModelEntry) -> str:
     return name
 
 
-def _run(spec: GridSpec, entry: ModelEntry) -> RunSpec:
+def _model_run(spec: GridSpec, entry: ModelEntry) -> RunSpec:
     run = RunSpec(
         name=run_name(entry), model=entry.name, block=entry.block, depth=entry.depth, hidden_size=entry.hidden_size,
         num_heads=entry.num_heads, grid=spec.name, data=spec.data, train=spec.train, eval=spec.eval, executor=spec.executor,
@@ -344,10 +396,49 @@ def _run(spec: GridSpec, entry: ModelEntry) -> RunSpec:
     return run
 
 
+def step_gflops(run: RunSpec) -> float:
+    """Training compute of one step of a run: Gflops x batch x 3 (forward and backward)."""
+    from scaling.flops import gflops
+
+    return gflops(run.dit_config()) * run.train.batch_size * 3
+
+
+def budget_steps(budgets, per_step: float) -> tuple[tuple[float, int], ...]:
+    """(budget, the first step whose compute reaches it) for each budget, smallest first."""
+    return tuple((b, max(1, math.ceil(b / per_step * (1 - 1e-12)))) for b in sorted(budgets))  # 1e-12: rounding
+
+
+def _with_budgets(spec: GridSpec, runs: list[RunSpec]) -> list[RunSpec]:
+    """Each run trained to its largest budget's step and evaluated at every budget's."""
+    if not spec.budgets:
+        return runs
+    per_step = {run.name: step_gflops(run) for run in runs}
+    smallest = min(runs, key=lambda run: per_step[run.name])
+    low = min(spec.budgets)
+    _require(low >= per_step[smallest.name], "budgets",
+             f"budget {low:.3g} Gflops is less than one training step of the smallest model {smallest.name} "
+             f"({per_step[smallest.name]:.3g} Gflops = Gflops x batch {smallest.train.batch_size} x 3); raise it")
+    planned = []
+    for run in runs:
+        steps = budget_steps(spec.budgets, per_step[run.name])
+        same = [b for (b, s), (_, prev) in zip(steps[1:], steps) if s == prev]
+        _require(not same, "budgets", f"budget {same[0] if same else 0:.3g} Gflops trains {run.name} for the same "
+                 f"steps as a smaller budget; space the budgets further apart")
+        train = dataclasses.replace(run.train, steps=steps[-1][1])
+        planned.append(dataclasses.replace(run, train=train, budgets=steps))
+    return planned
+
+
+def _with_seeds(spec: GridSpec, runs: list[RunSpec]) -> list[RunSpec]:
+    """Each run once per seed of the grid, a model's seeds in a row (without `seeds`: the runs as they are)."""
+    return [dataclasses.replace(run, seed=seed, train=dataclasses.replace(run.train, seed=seed))
+            for run in runs for seed in spec.seeds] or runs
+
+
 def plan(spec: GridSpec) -> list[RunSpec]:
-    """The runs of a grid, one per model x patch size x block, in the grid's order."""
-    runs = [_run(spec, entry) for entry in spec.models.entries()]
+    """The runs of a grid, one per model x patch size x block (x seed), in the grid's order."""
+    runs = [_model_run(spec, entry) for entry in spec.models.entries()]
     names = [run.name for run in runs]
     twice = sorted({n for n in names if names.count(n) > 1})
     _require(not twice, "models", f"run {twice[0] if twice else ''} is listed twice; list each model x block once")
-    return runs
+    return _with_seeds(spec, _with_budgets(spec, runs))

@@ -110,7 +110,22 @@ def parse_grid(text: str, source: str = "<grid>") -> GridSpec:
         raise GridFileError(f"{source}{line}: malformed YAML: {problem}") from None
     if root is None:
         raise GridFileError(f"{source}: the grid file is empty")
+    _check_steps_or_budgets(root, source)
     return _build(GridSpec, root, "", source)
+
+
+def _keys(node: yaml.Node) -> dict:
+    """Key -> (key node, value node) of a mapping node ({} for any other node)."""
+    return {k.value: (k, v) for k, v in node.value} if isinstance(node, yaml.MappingNode) else {}
+
+
+def _check_steps_or_budgets(root: yaml.Node, source: str):
+    """A grid trains to `train.steps` or to its `budgets`, never both: fail at the steps line."""
+    train, budgets = _keys(root).get("train"), _keys(root).get("budgets")
+    steps = _keys(train[1]).get("steps") if train else None
+    if budgets and budgets[1].value not in ([], "", "null", "~") and steps:
+        _fail(source, steps[0], "train.steps", "give train.steps or budgets, not both: a grid with budgets trains "
+              "each model to the step that reaches each budget")
 
 
 def load_grid(path) -> GridSpec:
@@ -153,7 +168,10 @@ def grid_to_dict(spec: GridSpec) -> dict:
             return [plain(v) for v in value]
         return value
 
-    return plain(dataclasses.asdict(spec))
+    resolved = plain(dataclasses.asdict(spec))
+    if spec.budgets:  # the steps are the budgets'
+        del resolved["train"]["steps"]
+    return resolved
 
 
 def dump_grid(spec: GridSpec) -> str:

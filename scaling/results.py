@@ -42,7 +42,8 @@ def results_records(grid_dir, runs: list[RunSpec]) -> list[dict]:
     records = []
     for run in runs:
         columns = run_columns(run)
-        records += [result_row(columns, read_eval_record(path)) for path in grid.run(run.name).eval_records()]
+        paths = grid.run(run.name, run.seed).eval_records()
+        records += [result_row(columns, read_eval_record(path)) for path in paths]
     return records
 
 

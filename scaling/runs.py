@@ -1,7 +1,9 @@
 """Executing one run of a grid, and the run's state as its directory shows it.
 
-A run trains to each evaluation point (resuming from its last checkpoint), samples and scores
-that checkpoint for every sampling setting, then rebuilds the grid's results table and tells the
+A run trains to each evaluation point (resuming from its last checkpoint), measures the EMA
+model's validation loss there (`dit.validate`, once per point), samples and scores that checkpoint
+for every sampling setting (each record carries the point's validation loss and, in isoFLOP
+grids, its budget), then rebuilds the grid's results table and tells the
 caller (`on_results`: the command that runs the grid renders the report there). Nothing is
 remembered outside the run directory: a finished evaluation point is one JSON file, a finished
 run is one whose last point is evaluated, so re-running skips what is done.
@@ -33,13 +35,19 @@ class SamplingSetting:
         return f"{self.sampler}-{self.sampling_steps}-cfg{self.cfg_scale:g}-{self.features}"
 
 
-def sampling_settings(run: RunSpec) -> list[SamplingSetting]:
+def sampling_settings(run: RunSpec, step: int | None = None) -> list[SamplingSetting]:
+    """The settings of every evaluation point; at the last point (`step`) also the unguided
+    `final_sampling_steps` sweep (the sampling-compute figure, the paper's Fig. 10)."""
     e = run.eval
-    return [SamplingSetting(e.sampler, steps, cfg, e.features) for steps in e.sampling_steps for cfg in e.cfg_scales]
+    settings = [SamplingSetting(e.sampler, steps, cfg, e.features)
+                for steps in e.sampling_steps for cfg in e.cfg_scales]
+    if step == run.eval_points()[-1]:
+        settings += [SamplingSetting(e.sampler, steps, 1.0, e.features) for steps in e.final_sampling_steps]
+    return list(dict.fromkeys(settings))
 
 
 def run_layout(grid_dir, run: RunSpec) -> RunLayout:
-    return GridLayout(grid_dir).run(run.name)
+    return GridLayout(grid_dir).run(run.name, run.seed)
 
 
 def run_train_config(run: RunSpec):
@@ -67,14 +75,14 @@ def run_state(grid_dir, run: RunSpec) -> RunState:
     step = checkpoints[-1][0] if checkpoints else 0
     points = run.eval_points()
     settings = sampling_settings(run)
-    done = [p for p in points if all(layout.eval_record(p, s.file_stem).exists() for s in settings)]
+    done = [p for p in points if all(layout.eval_record(p, s.file_stem).exists() for s in sampling_settings(run, p))]
     scored = [layout.eval_record(p, settings[0].file_stem) for p in points]
     scored = [path for path in scored if path.exists()]
     latest = read_eval_record(scored[-1]) if scored else None
     finished = step >= run.train.steps and len(done) == len(points)
     started = step or done or layout.train_log.exists()
     state = "done" if finished else ("training" if started else "pending")
-    return RunState(run.name, state, step, run.train.steps, len(done), len(points), latest, seconds_per_step(layout))
+    return RunState(run.label, state, step, run.train.steps, len(done), len(points), latest, seconds_per_step(layout))
 
 
 def seconds_per_step(layout: RunLayout) -> float | None:
@@ -101,7 +109,9 @@ def execute_run(run: RunSpec, grid_dir, *, progress: bool = True, on_results=Non
     config = run_train_config(run)
     for point in run.eval_points():
         train(config, directory, until=point, progress=progress)
-        evaluated = [evaluate_point(run, grid_dir, point, s, progress=progress) for s in sampling_settings(run)]
+        validation = validate_point(run, grid_dir, point)
+        evaluated = [evaluate_point(run, grid_dir, point, s, validation, progress=progress)
+                     for s in sampling_settings(run, point)]
         if any(evaluated) and distributed.setup(config.device).is_main:
             refresh_results(grid_dir)
             if on_results:
@@ -109,8 +119,32 @@ def execute_run(run: RunSpec, grid_dir, *, progress: bool = True, on_results=Non
     train(config, directory, progress=progress)  # the steps after the last evaluation point, if any
 
 
-def evaluate_point(run: RunSpec, grid_dir: Path, step: int, setting: SamplingSetting, *, progress: bool = True) -> bool:
-    """Sample and score the checkpoint at `step` with one setting, unless done. True if it ran."""
+def validate_point(run: RunSpec, grid_dir: Path, step: int) -> dict:
+    """The validation loss of the checkpoint at `step` (dit.validate), computed once and kept in its own
+    record; {} when the data has no held-out split or the grid asks for none (and on ranks but the first)."""
+    from dit import distributed
+    from dit.validate import held_out_items, validate_checkpoint
+
+    layout, e, d = run_layout(grid_dir, run), run.eval, run.data
+    dist = distributed.setup(run.train.device)
+    if not dist.is_main or e.validation_items == 0:
+        return {}
+    path = layout.validation_record(step)
+    if path.exists():
+        return read_eval_record(path)
+    items = held_out_items(d.dataset, d.resolution, e.validation_items, d.codec)
+    if items is None:
+        return {}
+    metrics = validate_checkpoint(layout.checkpoint(step), items, timesteps=e.validation_buckets,
+                                  batch_size=e.batch_size, device=dist.device)
+    atomic_write_text(path, json.dumps(metrics, indent=1) + "\n")
+    return metrics
+
+
+def evaluate_point(run: RunSpec, grid_dir: Path, step: int, setting: SamplingSetting, validation: dict | None = None,
+                   *, progress: bool = True) -> bool:
+    """Sample and score the checkpoint at `step` with one setting, unless done. True if it ran.
+    The record carries the point's `validation` loss and, in an isoFLOP grid, its budget."""
     from dit import distributed
     from dit.loggers import log_eval
     from dit.sample import SampleConfig, generate_samples
@@ -129,7 +163,9 @@ def evaluate_point(run: RunSpec, grid_dir: Path, step: int, setting: SamplingSet
         warnings.simplefilter("ignore", SmallSampleWarning)  # said once for the whole grid by sample_count_note
         metrics = evaluate_samples(samples, reference, setting.features, metrics=run.eval.metrics, progress=progress)
     if distributed.setup(run.train.device).is_main:
-        record = {"step": step, **dataclasses.asdict(setting), **metrics, "wall_seconds": training_seconds(layout, step)}
+        budget = {"budget": run.budget_at(step)} if run.budgets else {}
+        record = {"step": step, **budget, **dataclasses.asdict(setting), **metrics, **(validation or {}),
+                  "wall_seconds": training_seconds(layout, step)}
         atomic_write_text(record_path, json.dumps(record, indent=1) + "\n")
         log_eval(layout, step, setting.file_stem, metrics)  # to the run's loggers, if it has any
         if not run.eval.keep_samples:
@@ -221,7 +257,7 @@ def eta_seconds(states: list[RunState], runs: list[RunSpec]) -> float | None:
 
     from scaling.flops import gflops
 
-    flops = {r.name: gflops(r.dit_config()) for r in runs}
+    flops = {r.label: gflops(r.dit_config()) for r in runs}
     measured = [(flops[s.name], s.seconds_per_step) for s in states if s.seconds_per_step]
     left = [s for s in states if s.state != "done"]
     unstarted = [s for s in left if not s.seconds_per_step]

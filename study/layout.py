@@ -3,7 +3,8 @@
 A grid directory (`scaling run-grid --out GRID_DIR`)::
 
     grid.yaml                       the resolved grid spec
-    runs/<run>/                     one run directory per run ('/' in the run's name -> '-')
+    runs/<run>/                     one run directory per run ('/' in the run's name -> '-'; '<run>-seed<N>'
+                                    for each seed of a grid that names seeds)
     reference-<data>-<res>px-<features>.npz   reference statistics made from the data
     results.parquet, results.csv    the results table
     report/report.html, report/report.pdf, report/figures/
@@ -17,6 +18,7 @@ A run directory (`scaling train --run-dir RUN_DIR`)::
     checkpoints/step_NNNNNNN.pt
     samples/step_NNNNNNN.png, samples/progress.gif   EMA previews
     eval/step_NNNNNNN/<setting>.json (and .npz)      one record per evaluation point and setting
+    eval/step_NNNNNNN/validation.json                the validation loss at that point (in every record too)
     lr-find.json, lr-find.png       the learning-rate range test, when one ran
     tensorboard/, wandb/            the loggers' files (`--logger tensorboard`, `--logger wandb`)
 """
@@ -25,6 +27,7 @@ import re
 from pathlib import Path
 
 STEP_PATTERN = re.compile(r"^step_(\d{7,})$")
+VALIDATION_RECORD = "validation.json"
 
 
 def step_name(step: int) -> str:
@@ -41,6 +44,11 @@ def parse_step(path) -> int | None:
 def dir_name(run: str) -> str:
     """'DiT-B/4-cross-attn' -> 'DiT-B-4-cross-attn' (file names replace '/' by '-')."""
     return run.replace("/", "-")
+
+
+def run_dir_name(run: str, seed: int | None = None) -> str:
+    """The directory of a run: 'DiT-B/4' -> 'DiT-B-4', or 'DiT-B-4-seed1' for seed 1 of a grid that names seeds."""
+    return dir_name(run) if seed is None else f"{dir_name(run)}-seed{seed}"
 
 
 def steps_in(folder, suffix: str) -> list[tuple[int, Path]]:
@@ -112,8 +120,12 @@ class RunLayout:
         return self.eval_record(step, setting).with_suffix(".npz")
 
     def eval_records(self) -> list[Path]:
-        """Every evaluation record of the run, sorted by path (step, then setting)."""
-        return sorted(self.eval_dir.glob("step_*/*.json"))
+        """Every evaluation record of the run, sorted by path (step, then setting); not the validation records."""
+        return sorted(p for p in self.eval_dir.glob("step_*/*.json") if p.name != VALIDATION_RECORD)
+
+    def validation_record(self, step: int) -> Path:
+        """The validation loss of the checkpoint at `step` (dit.validate), computed once per point."""
+        return self.eval_dir / step_name(step) / VALIDATION_RECORD
 
     @property
     def lr_find_json(self) -> Path:
@@ -141,8 +153,9 @@ class GridLayout:
     def runs_dir(self) -> Path:
         return self.root / "runs"
 
-    def run(self, name: str) -> RunLayout:
-        return RunLayout(self.runs_dir / dir_name(name))
+    def run(self, name: str, seed: int | None = None) -> RunLayout:
+        """The run directory of run `name` (of `seed`, when the grid names seeds)."""
+        return RunLayout(self.runs_dir / run_dir_name(name, seed))
 
     def run_dirs(self) -> dict[str, Path]:
         """Directory name -> path of every run directory present, sorted by name."""
@@ -174,9 +187,9 @@ class GridLayout:
     def logs_dir(self) -> Path:
         return self.root / "logs"
 
-    def run_log(self, name: str) -> Path:
+    def run_log(self, name: str, seed: int | None = None) -> Path:
         """The output of the `scaling run-one` process of a run (the local GPU executor)."""
-        return self.logs_dir / f"{dir_name(name)}.log"
+        return self.logs_dir / f"{run_dir_name(name, seed)}.log"
 
     @property
     def slurm_dir(self) -> Path:
@@ -186,8 +199,8 @@ class GridLayout:
     def sbatch_dir(self) -> Path:
         return self.slurm_dir / "dry-run"
 
-    def sbatch_script(self, name: str) -> Path:
-        return self.sbatch_dir / f"{dir_name(name)}.sbatch"
+    def sbatch_script(self, name: str, seed: int | None = None) -> Path:
+        return self.sbatch_dir / f"{run_dir_name(name, seed)}.sbatch"
 
 
 @dataclasses.dataclass(frozen=True)

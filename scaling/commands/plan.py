@@ -100,7 +100,7 @@ def plan_rows(runs) -> list[dict]:
         config = run.dit_config()
         g = gflops(config)
         rows.append(dict(
-            run=run.name, model=run.model, block=run.block, tokens=config.num_tokens,
+            run=run.label, model=run.model, block=run.block, tokens=config.num_tokens,
             params=params(config), gflops=g, batch_size=run.train.batch_size,
             steps=run.train.steps, train_compute_gflops=train_compute_gflops(g, run.train.batch_size, run.train.steps),
         ))
@@ -112,9 +112,11 @@ def describe(spec) -> str:
     d, e = spec.data, spec.eval
     data = (f"{d.dataset} at {d.resolution} px via {d.codec} -> {d.input_size}x{d.input_size}x{d.in_channels} input, "
             f"{d.num_classes} classes")
-    points = ", ".join(str(s) for s in e.points(spec.train.steps))
+    points = (f"the step of each budget ({', '.join(f'{b:.3g}' for b in spec.budgets)} Gflops)" if spec.budgets
+              else "steps " + ", ".join(str(s) for s in e.points(spec.train.steps)))
+    seeds = f"; seeds {list(spec.seeds)}, one run each" if spec.seeds else ""
     evaluation = (f"{e.num_samples} samples ({e.sampler}, steps {list(e.sampling_steps)}, cfg {list(e.cfg_scales)}) "
-                  f"scored with {e.features} features at steps {points}")
+                  f"scored with {e.features} features at {points}{seeds}")
     return f"grid {spec.name}: {data}\nevaluation: {evaluation}; executor: {spec.executor.kind}"
 
 

@@ -50,7 +50,7 @@ def run(args):
     grid = GridLayout(grid_dir)
     if args.dry_run and spec.executor.kind == "local":
         for r in runs:
-            print(r.name)
+            print(r.label)
         return
     claim_grid_dir(grid_dir, spec)
     started = time.time()
@@ -59,7 +59,7 @@ def run(args):
         return grid_progress([run_state(grid_dir, r) for r in runs], runs)
 
     def on_done(run):
-        print(f"[{time.time() - started:6.0f} s] {run.name} finished: {progress()}", flush=True)
+        print(f"[{time.time() - started:6.0f} s] {run.label} finished: {progress()}", flush=True)
 
     print(f"grid {spec.name}: {len(runs)} runs -> {grid_dir} ({spec.executor.kind} executor): {progress()}")
     note = sample_count_note(spec)

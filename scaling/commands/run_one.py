@@ -8,7 +8,7 @@ def add_parser(subparsers):
         "launched by the local GPU executor (under torchrun for several GPUs per run) and SLURM scripts.",
     )
     p.add_argument("grid_dir", help="grid directory written by `scaling run-grid`")
-    p.add_argument("run", help="run name, e.g. DiT-B/4")
+    p.add_argument("run", help="run name, e.g. DiT-B/4, or its directory name in a grid with seeds, e.g. DiT-B-4-seed1")
     p.add_argument("--no-report", action="store_true", help="do not render the grid's report after an evaluation point")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
@@ -19,8 +19,10 @@ def run(args):
     from scaling.grid import plan
     from scaling.runs import execute_run, read_grid
 
-    runs = {r.name: r for r in plan(read_grid(args.grid_dir))}
-    if args.run not in runs:
-        raise ValueError(f"no run {args.run!r} in {args.grid_dir}; runs: {', '.join(runs)}")
+    runs = plan(read_grid(args.grid_dir))
+    chosen = [r for r in runs if args.run in (r.key, r.dir_name)] or [r for r in runs if args.run == r.name]
+    if len(chosen) != 1:
+        problem = "names several runs (one per seed)" if chosen else "is no run"
+        raise ValueError(f"{args.run!r} {problem} in {args.grid_dir}; give one of: {', '.join(r.key for r in runs)}")
     on_results = None if args.no_report else refresh_report_while_training
-    execute_run(runs[args.run], args.grid_dir, progress=not args.no_progress, on_results=on_results)
+    execute_run(chosen[0], args.grid_dir, progress=not args.no_progress, on_results=on_results)

@@ -1,5 +1,6 @@
 """Grid specs: the presets plan what the paper (and the demo) train; bad files fail naming key and line."""
 import json
+import math
 import pickle
 import textwrap
 
@@ -133,7 +134,7 @@ def test_named_sizes_refuse_architecture_overrides():
 
 def test_presets_registry_names_the_valid_presets(tmp_path):
     assert set(preset_names()) >= {"paper", "blocks", "demo", "demo-long"}
-    with pytest.raises(ValueError, match="unknown preset 'papr'; choose one of blocks, demo, demo-long, paper"):
+    with pytest.raises(ValueError, match="unknown preset 'papr'; choose one of blocks, demo, demo-isoflop, demo-long, paper"):
         load_preset("papr")
     path = tmp_path / "g.yaml"
     path.write_text(GRID)
@@ -204,3 +205,60 @@ def test_gflops_command_csv(capsys):
     lines = capsys.readouterr().out.strip().splitlines()
     assert lines[0] == "model,block,input_size,tokens,params,gflops" and len(lines) == 3
     assert main(["gflops", "DiT-Q/2"]) == 2
+
+
+ISOFLOP = textwrap.dedent("""\
+    name: iso
+    models: {sizes: [T], patch_sizes: [8, 4]}
+    data: {dataset: mnist32, codec: identity, resolution: 16, channels: 1, num_classes: 10}
+    train: {batch_size: 32, lr: 1e-3}
+    eval: {features: mnist, num_samples: 50, sampler: ddim, sampling_steps: 10}
+    budgets: [1000, 300, 3000]
+    """)
+
+
+def test_budgets_set_each_models_steps_and_evaluation_points():
+    from scaling.flops import gflops
+
+    spec = parse_grid(ISOFLOP)
+    assert spec.budgets == (1000.0, 300.0, 3000.0)
+    for run in plan(spec):
+        per_step = gflops(run.dit_config()) * 32 * 3  # training compute of one step: Gflops x batch x 3
+        steps = [math.ceil(b / per_step) for b in (300, 1000, 3000)]
+        assert steps[0] < steps[1] < steps[2]
+        assert run.eval_points() == tuple(steps) and run.train.steps == steps[-1]
+        assert [run.budget_at(s) for s in steps] == [300.0, 1000.0, 3000.0] and run.budget_at(steps[0] + 1) is None
+        assert (steps[0] - 1) * per_step < 300 <= steps[0] * per_step  # the first step whose compute reaches it
+    assert parse_grid(dump_grid(spec)) == spec  # the resolved spec leaves train.steps out
+
+
+def test_seeds_make_one_run_directory_each_with_the_same_name():
+    runs = plan(parse_grid(GRID + "seeds: [0, 2]\n"))
+    assert [(r.name, r.seed, r.train.seed, r.dir_name) for r in runs[:2]] == [
+        ("DiT-T/2", 0, 0, "DiT-T-2-seed0"), ("DiT-T/2", 2, 2, "DiT-T-2-seed2")]
+    assert len(runs) == 2 * len(plan(parse_grid(GRID)))
+    assert plan(parse_grid(GRID))[0].seed is None and plan(parse_grid(GRID))[0].dir_name == "DiT-T-2"  # layout kept
+
+
+@pytest.mark.parametrize("text,fragment,words", [
+    (ISOFLOP.replace("lr: 1e-3}", "lr: 1e-3, steps: 100}"), "train:", "train.steps: give train.steps or budgets, not both"),
+    (ISOFLOP.replace("[1000, 300, 3000]", "[0.1, 300, 3000]"), "budgets:", "budget 0.1 Gflops is less than one training step "
+     "of the smallest model DiT-T/8"),
+    (ISOFLOP.replace("[1000, 300, 3000]", "[300, 300]"), "budgets:", "repeat a budget"),
+    (ISOFLOP.replace("[1000, 300, 3000]", "[-3]"), "budgets:", "must be positive"),
+    (GRID + "seeds: [0, 1, 0]\n", "seeds:", "seeds [0, 1, 0] repeat a seed; list distinct integers"),
+    (GRID + "seeds: [0, 1.5]\n", "seeds:", "seeds[1]: expected an integer, got 1.5"),
+    (GRID + "seeds: [-1]\n", "seeds:", "must be integers of at least 0"),
+])
+def test_bad_seeds_and_budgets_fail_with_one_located_line(text, fragment, words):
+    message = _error(text)
+    assert message.startswith(f"grid.yaml line {_line_of(text, fragment)}: ")
+    assert words in message
+
+
+def test_grid_with_budgets_and_steps_is_refused_when_built_in_code():
+    import dataclasses
+
+    spec = parse_grid(ISOFLOP)
+    with pytest.raises(ValueError, match="not both"):
+        dataclasses.replace(spec, train=dataclasses.replace(spec.train, steps=100))

@@ -135,3 +135,60 @@ def test_the_report_is_refreshed_at_most_every_interval_and_a_failed_render_is_o
     monkeypatch.setattr("reports.render.render_report", crash)
     refresh_report(tmp_path)
     assert capsys.readouterr().out == "warning: the report was not refreshed: RuntimeError: no fonts\n"
+
+
+def _tiny_grid(tmp_path, name: str, *, drop: str = "", add: str = ""):
+    text = GRID.format(name=name, steps=4, every=4, kind="local", slurm="").replace(drop, "") + add
+    spec = parse_grid(text)
+    claim_grid_dir(tmp_path / name, spec)
+    return spec, tmp_path / name
+
+
+def test_a_grid_with_budgets_trains_each_model_to_each_budget_and_evaluates_it_once(tmp_path):
+    import json
+    import math
+
+    from scaling.executors import local
+    from scaling.flops import gflops
+    from scaling.runs import run_layout
+
+    probe = plan(parse_grid(GRID.format(name="p", steps=4, every=4, kind="local", slurm="")))
+    per_step8 = gflops(probe[0].dit_config()) * 8 * 3  # Gflops x batch 8 x 3 of DiT-custom/8
+    budgets = [2.5 * per_step8, 6.5 * per_step8]  # custom/8 reaches them at steps 3 and 7
+    spec, out = _tiny_grid(tmp_path, "iso", drop=" steps: 4,", add=f"budgets: [{budgets[0]!r}, {budgets[1]!r}]\n")
+    runs = plan(spec)
+    local(runs, out, progress=False)
+    df = read_results(out)
+    for run, planned in zip(runs, probe):
+        per_step = gflops(planned.dit_config()) * 8 * 3
+        steps = [math.ceil(b / per_step) for b in budgets]
+        rows = df[df["run"] == run.name].sort_values("step")
+        assert rows["step"].tolist() == steps and rows["budget"].tolist() == budgets  # each budget once, at its step
+        assert (rows["train_compute_gflops"] >= rows["budget"]).all()
+        assert (rows["train_compute_gflops"] - per_step < rows["budget"]).all()  # one step less would not reach it
+        log = [json.loads(line) for line in run_layout(out, run).train_log.read_text().splitlines()]
+        assert log[-1]["step"] == steps[-1]  # trained to the largest budget's step, no further
+        assert rows["val_loss"].notna().all() and (rows["val_loss"] > rows["val_mse"]).all()
+        record = json.loads(run_layout(out, run).validation_record(steps[-1]).read_text())
+        assert rows["val_loss"].iloc[-1] == record["val_loss"] and set(record) >= {"val_loss_t0", "val_loss_t3"}
+    assert [math.ceil(b / per_step8) for b in budgets] == [3, 7]
+    before = {p: p.stat().st_mtime_ns for p in out.glob("runs/*/eval/*/*.json")}
+    local(runs, out, progress=False)  # done: nothing evaluated again
+    assert {p: p.stat().st_mtime_ns for p in out.glob("runs/*/eval/*/*.json")} == before
+
+
+def test_two_seeds_of_one_model_are_two_runs_with_different_losses(tmp_path):
+    import json
+
+    from scaling.executors import local
+
+    spec, out = _tiny_grid(tmp_path, "seeds", drop="    - {name: DiT-custom/4, depth: 1, hidden_size: 32, num_heads: 2}\n",
+                           add="seeds: [0, 1]\n")
+    runs = plan(spec)
+    assert [r.dir_name for r in runs] == ["DiT-custom-8-d1-w32-h2-seed0", "DiT-custom-8-d1-w32-h2-seed1"]
+    local(runs, out, progress=False)
+    df = read_results(out)
+    assert df["run"].unique().tolist() == ["DiT-custom/8-d1-w32-h2"] and df["seed"].tolist() == [0, 1]
+    assert df["val_loss"].nunique() == 2
+    losses = [json.loads((out / "runs" / r.dir_name / "train-log.jsonl").read_text().splitlines()[-1])["loss"] for r in runs]
+    assert losses[0] != losses[1]

@@ -19,7 +19,11 @@ def test_the_demo_study_finishes_in_its_budget_and_draws_the_asked_digits(tmp_pa
     assert proc.returncode == 0, proc.stdout + proc.stderr
     df = read_results(tmp_path)
     assert sorted(df["run"].unique()) == sorted(["DiT-T/8", "DiT-T/4", "DiT-T/2", "DiT-M/8", "DiT-M/4", "DiT-M/2"])
-    assert len(df) == 6 * 2 * 2  # runs x evaluation points (250, 500) x guidance scales (1, 4)
+    # runs x (evaluation points (250, 500) x guidance scales (1, 4) + the unguided 5 and 20 steps at 500)
+    assert len(df) == 6 * (2 * 2 + 2)
+    swept = df[(df["step"] == 500) & (df["cfg_scale"] == 1)]
+    assert sorted(swept["sampling_steps"].unique()) == [5, 10, 20]
+    assert df["val_loss"].notna().all() and (df["val_loss"] > df["val_mse"]).all()
     final = df[(df["step"] == 500) & (df["cfg_scale"] > 1)]
     best = final.loc[final["class_accuracy"].idxmax()]
     # the MNIST classifier (97% on held-out digits, trained apart from the generators) reads the samples
