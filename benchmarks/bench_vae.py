@@ -11,10 +11,12 @@ initialised with the Stable Diffusion VAE's architecture (dit.latents.SD_VAE_CON
 encode rate printed here (plus image decoding on the CPU, which --num-workers spreads).
 """
 import argparse
+import json
 import time
 
 import torch
 
+from dit.io import atomic_write_text
 from dit.latents import SD_VAE_CONFIG, SDVAECodec, get_codec
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -32,6 +34,8 @@ def parse_args():
     p.add_argument("--warmup", type=int, default=3, help="untimed calls first (default 3)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
     p.add_argument("--channels-last", action="store_true", help="run the VAE in channels-last memory format")
+    p.add_argument("--compile", action="store_true", help="torch.compile the encoder and decoder (GPU; slow to start)")
+    p.add_argument("--json", help="also write the rates here")
     p.add_argument("--no-tf32", dest="tf32", action="store_false", help="fp32 without TF32 matmuls/convolutions on GPU")
     return p.parse_args()
 
@@ -47,6 +51,9 @@ def build_codec(args, device, dtype):
         )
     if args.channels_last:
         codec.model.to(memory_format=torch.channels_last)
+    if args.compile:  # the warm-up calls compile; the timed ones replay
+        codec.model.encoder = torch.compile(codec.model.encoder)
+        codec.model.decoder = torch.compile(codec.model.decoder)
     return codec
 
 
@@ -74,13 +81,13 @@ def main():
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = args.tf32
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({torch.get_num_threads()} threads)"
     print(f"SD-VAE on {name}, {args.resolution} px, batch {args.batch_size}, weights: {args.vae or 'random init'}, "
-          f"channels-last: {args.channels_last}, torch {torch.__version__}")
+          f"channels-last: {args.channels_last}, compile: {args.compile}, torch {torch.__version__}")
     memory_format = torch.channels_last if args.channels_last else torch.contiguous_format
     images = (torch.rand(args.batch_size, 3, args.resolution, args.resolution, device=device) * 2 - 1).contiguous(
         memory_format=memory_format
     )
     print(f"{'precision':<10} {'encode img/s':>13} {'peak GiB':>9} {'decode img/s':>13} {'peak GiB':>9}")
-    rates = {}
+    rates, results = {}, {}
     for precision in args.precisions:
         codec = build_codec(args, device, DTYPES[precision])
         latents = (
@@ -91,12 +98,16 @@ def main():
         enc, enc_mem = images_per_second(codec.encode_moments, images, args, device)
         dec, dec_mem = images_per_second(codec.decode, latents, args, device)
         rates[precision] = enc, dec
+        results[precision] = dict(encode_images_per_sec=enc, encode_peak_gb=enc_mem, decode_images_per_sec=dec,
+                                  decode_peak_gb=dec_mem)
         print(f"{precision:<10} {enc:>13.1f} {enc_mem:>9.1f} {dec:>13.1f} {dec_mem:>9.1f}")
         del codec
     if "fp32" in rates:
         for precision, (enc, dec) in rates.items():
             if precision != "fp32":
                 print(f"{precision} / fp32: encode x{enc / rates['fp32'][0]:.2f}, decode x{dec / rates['fp32'][1]:.2f}")
+    if args.json:
+        atomic_write_text(args.json, json.dumps({"setup": vars(args), "device": name, "rates": results}, indent=2) + "\n")
 
 
 if __name__ == "__main__":

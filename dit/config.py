@@ -84,7 +84,8 @@ class TrainConfig:
     compile: bool = False
     fused_optimizer: bool = True
     fused_ema: bool = True
-    grad_checkpointing: bool = False
+    grad_checkpointing: bool = False  # recompute every block's activations in backward ...
+    checkpoint_blocks: int | None = None  # ... or only the first K blocks' (given, it wins)
     num_workers: int = 4
     # experiment tracking beside train-log.jsonl: "tensorboard", "wandb" (extras: pip install "dit-scaling[wandb]")
     loggers: tuple[str, ...] = ()
@@ -110,6 +111,16 @@ class TrainConfig:
         if self.max_grad_norm is not None and not self.max_grad_norm > 0:
             raise ValueError(f"max_grad_norm must be above 0 (got {self.max_grad_norm}: below 0 the clip would reverse "
                              f"the gradient); leave it out for no clipping, as the paper")
+        if self.checkpoint_blocks is not None and self.checkpoint_blocks < 0:
+            raise ValueError(f"checkpoint_blocks must be at least 0 (got {self.checkpoint_blocks}); leave it out "
+                             f"for grad_checkpointing's all or none")
+
+    def checkpointed_blocks(self, depth: int) -> int:
+        """How many of a `depth`-block model's first blocks recompute their activations in backward
+        (checkpoint_blocks when given, else all or none as grad_checkpointing says)."""
+        if self.checkpoint_blocks is None:
+            return depth if self.grad_checkpointing else 0
+        return self.checkpoint_blocks
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

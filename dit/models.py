@@ -127,7 +127,7 @@ class DiT(nn.Module):
         super().__init__()
         self.config = config
         c = config
-        self.grad_checkpointing = False
+        self.checkpoint_blocks = 0  # activation checkpointing of the first K blocks in training (set_checkpointing)
         self.x_embedder = PatchEmbed(c.input_size, c.patch_size, c.in_channels, c.hidden_size)
         self.t_embedder = TimestepEmbedder(c.hidden_size)
         self.y_embedder = LabelEmbedder(c.num_classes, c.hidden_size, c.class_dropout_prob)
@@ -170,6 +170,14 @@ class DiT(nn.Module):
         nn.init.zeros_(self.final_layer.linear.weight)
         nn.init.zeros_(self.final_layer.linear.bias)
 
+    def set_checkpointing(self, blocks: int):
+        """Recompute the activations of the first `blocks` blocks in backward instead of keeping them
+        (0: none, depth: all); the earliest blocks go first, so a count trades memory for time in even steps."""
+        if not 0 <= blocks <= self.config.depth:
+            raise ValueError(f"cannot checkpoint {blocks} blocks of a {self.config.depth}-block model; "
+                             f"choose 0 to {self.config.depth}")
+        self.checkpoint_blocks = blocks
+
     def unpatchify(self, x: torch.Tensor) -> torch.Tensor:
         """(N, T, p*p*C) -> (N, C, H, W)."""
         c, p = self.config.out_channels, self.config.patch_size
@@ -191,8 +199,8 @@ class DiT(nn.Module):
             x = torch.cat([x, t_emb.unsqueeze(1), y_emb.unsqueeze(1)], dim=1)  # (N, T+2, D)
         elif self.conditioning == "sequence":
             cond = torch.stack([t_emb, y_emb], dim=1)  # (N, 2, D)
-        for block in self.blocks:
-            if self.grad_checkpointing and self.training:
+        for i, block in enumerate(self.blocks):
+            if self.training and i < self.checkpoint_blocks:  # recomputed in backward: memory for time
                 x = checkpoint(block, x, cond, use_reentrant=False)
             else:
                 x = block(x, cond)  # (N, T, D)

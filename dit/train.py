@@ -36,6 +36,7 @@ from study.layout import RunLayout
 RESUMABLE_CHANGES = {
     "steps", "device", "num_workers", "compile", "log_every", "ckpt_every", "keep_last", "keep_every",
     "sample_every", "fused_optimizer", "fused_ema", "grad_checkpointing", "tf32", "loggers",
+    "checkpoint_blocks",
 }
 
 
@@ -155,7 +156,7 @@ def build_training(config: TrainConfig, device) -> TrainingParts:
     dataset = build_dataset(config.data, resolution=config.resolution, train=True)
     codec = build_codec(config, device)
     model = build_model(config, dataset, codec).to(device)
-    model.grad_checkpointing = config.grad_checkpointing
+    model.set_checkpointing(config.checkpointed_blocks(model.config.depth))
     ema = copy.deepcopy(model).requires_grad_(False).eval()
     opt = make_optimizer(model, config, device)
     diffusion = create_diffusion("", config.noise_schedule, config.learn_sigma, config.diffusion_steps)

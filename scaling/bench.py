@@ -13,6 +13,7 @@ from dit.diffusion import create_diffusion
 from dit.distributed import pick_device
 from dit.models import create_dit
 from dit.precision import autocast_for
+from dit.sample import compile_forward
 from dit.samplers import guided_model_fn, sample_ddpm
 from dit.train import StepInputs, TrainingParts, make_optimizer, train_step
 from study.registry import Registry
@@ -55,21 +56,22 @@ def _model(model_name, options, input_size, in_channels, num_classes, device):
     return model.to(device)
 
 
-def bench_training(model_name: str, *, path: str, batch_size: int, input_size: int = 32, in_channels: int = 4,
-                   num_classes: int = 1000, steps: int = 10, warmup: int = 3, device: str = "auto") -> dict:
-    """Images/s and peak memory of full training steps (forward, backward, AdamW, EMA)."""
+def training_setup(model_name: str, *, path: str, batch_size: int, input_size: int = 32, in_channels: int = 4,
+                   num_classes: int = 1000, checkpoint_blocks: int = 0, device: str = "auto"):
+    """(step, device): step() runs one full training step (forward, backward, AdamW, EMA) of a
+    random-weight model on a fixed synthetic batch, with the path's settings."""
     dev = pick_device(device)
     options = path_options(path, dev)
     _enable_tf32(dev)
-    if dev.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(dev)
     config = TrainConfig(
         model=model_name,
         batch_size=batch_size,
         **{k: v for k, v in options.items() if k != "attention"},
         attention=options["attention"],
+        checkpoint_blocks=checkpoint_blocks,
     )
     model = _model(model_name, options, input_size, in_channels, num_classes, dev).train()
+    model.set_checkpointing(checkpoint_blocks)
     ema = _model(model_name, options, input_size, in_channels, num_classes, dev).requires_grad_(False)
     opt = make_optimizer(model, config, dev)
     net = torch.compile(model) if options["compile"] else model
@@ -80,26 +82,43 @@ def bench_training(model_name: str, *, path: str, batch_size: int, input_size: i
     t = torch.randint(0, diffusion.num_timesteps, (batch_size,), generator=gen, device=dev)
     inputs = StepInputs(x, y, t, torch.randn_like(x), torch.zeros_like(y))
     parts = TrainingParts(None, None, model, ema, opt, diffusion)
+    return (lambda: train_step(parts, net, inputs, config)), dev
+
+
+def bench_training(model_name: str, *, path: str, batch_size: int, input_size: int = 32, in_channels: int = 4,
+                   num_classes: int = 1000, steps: int = 10, warmup: int = 3, checkpoint_blocks: int = 0,
+                   device: str = "auto") -> dict:
+    """Images/s and peak memory of full training steps (forward, backward, AdamW, EMA)."""
+    step, dev = training_setup(model_name, path=path, batch_size=batch_size, input_size=input_size,
+                               in_channels=in_channels, num_classes=num_classes, checkpoint_blocks=checkpoint_blocks,
+                               device=device)
+    if dev.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(dev)
     for i in range(warmup + steps):
         if i == warmup:
             _sync(dev)
             start = time.perf_counter()
-        train_step(parts, net, inputs, config)
+        step()
     _sync(dev)
     seconds = time.perf_counter() - start
     peak = torch.cuda.max_memory_allocated(dev) / 2**30 if dev.type == "cuda" else float("nan")
-    return {"path": path, "train_images_per_sec": steps * batch_size / seconds, "peak_mem_gb": peak}
+    return {"path": path, "train_images_per_sec": steps * batch_size / seconds, "peak_mem_gb": peak,
+            "checkpoint_blocks": checkpoint_blocks}
 
 
 def bench_sampling(model_name: str, *, path: str, num_images: int, sampling_steps: int = 250, cfg_scale: float = 1.5,
-                   input_size: int = 32, in_channels: int = 4, num_classes: int = 1000, device: str = "auto") -> dict:
-    """Images/s of guided DDPM sampling (the diffusion model only; the VAE decoder is benchmarked apart)."""
+                   input_size: int = 32, in_channels: int = 4, num_classes: int = 1000, compile_mode: str = "default",
+                   device: str = "auto") -> dict:
+    """Images/s of guided DDPM sampling (the diffusion model only; the VAE decoder is benchmarked apart).
+
+    compile_mode "reduce-overhead" replays CUDA graphs of the compiled forward (fast path on a GPU only).
+    """
     dev = pick_device(device)
     options = path_options(path, dev)
     _enable_tf32(dev)
     model = _model(model_name, options, input_size, in_channels, num_classes, dev).eval()
     if options["compile"]:
-        model.forward = torch.compile(model.forward)  # forward_with_cfg calls the compiled forward
+        compile_mode = compile_forward(model, compile_mode, dev)
     diffusion = create_diffusion(str(sampling_steps))
     autocast = autocast_for(dev, options["precision"])
     gen = torch.Generator(dev).manual_seed(0)
@@ -111,4 +130,6 @@ def bench_sampling(model_name: str, *, path: str, num_images: int, sampling_step
         start = time.perf_counter()
         sample_ddpm(diffusion, guided_model_fn(model, labels, cfg_scale), noise, generator=gen)
         _sync(dev)
-    return {"path": path, "sample_images_per_sec": num_images / (time.perf_counter() - start)}
+    seconds = time.perf_counter() - start
+    mode = compile_mode if options["compile"] else None
+    return {"path": path, "sample_images_per_sec": num_images / seconds, "sample_compile_mode": mode}

@@ -19,6 +19,11 @@ def add_parser(subparsers):
     p.add_argument("--sample-images", type=int, default=4, help="images sampled in the sampling benchmark (0: skip it)")
     p.add_argument("--sample-steps", type=int, default=10, help="DDPM steps of the sampling benchmark (the paper: 250)")
     p.add_argument("--cfg-scale", type=float, default=1.5, help="guidance scale of the sampling benchmark")
+    p.add_argument("--checkpoint-blocks", type=int, default=0,
+                   help="recompute the first K blocks' activations in backward (memory for time; default 0)")
+    p.add_argument("--sample-compile-mode", default="default",
+                   help="the fast path's compile mode for sampling: default, reduce-overhead (CUDA graphs) or "
+                   "max-autotune")
     p.add_argument("--paths", nargs="+", default=["reference", "fast"], help="paths to time: reference, fast")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     p.add_argument("--json", help="also write the figures to this JSON file")
@@ -61,7 +66,8 @@ def run(args):
     rows = []
     for path in args.paths:
         row = bench_training(
-            args.model, path=path, batch_size=args.batch_size, steps=args.train_steps, warmup=args.warmup, **geometry
+            args.model, path=path, batch_size=args.batch_size, steps=args.train_steps, warmup=args.warmup,
+            checkpoint_blocks=args.checkpoint_blocks, **geometry
         )
         if args.sample_images:
             row |= bench_sampling(
@@ -70,6 +76,7 @@ def run(args):
                 num_images=args.sample_images,
                 sampling_steps=args.sample_steps,
                 cfg_scale=args.cfg_scale,
+                compile_mode=args.sample_compile_mode,
                 **geometry,
             )
         rows.append(row)

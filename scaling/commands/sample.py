@@ -33,6 +33,8 @@ def add_parser(subparsers):
     )
     p.add_argument("--precision", default="fp32", help=" or ".join(PRECISIONS))
     p.add_argument("--compile", action="store_true", help="torch.compile the model (faster long jobs on GPUs)")
+    p.add_argument("--compile-mode", default="default",
+                   help="with --compile: default, reduce-overhead (CUDA graphs; a CPU falls back) or max-autotune")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     p.add_argument("--grid", help="also write a PNG grid of the first 64 samples here")
     p.set_defaults(func=run)
@@ -79,6 +81,7 @@ def run(args):
         num=args.num, steps=args.steps, sampler=args.sampler, cfg_scale=args.cfg_scale, eta=args.eta,
         batch_size=args.batch_size, seed=args.seed, labels=labels, use_ema=not args.raw_weights,
         guidance_channels=args.guidance_channels, vae=args.vae, precision=args.precision, compile=args.compile,
+        compile_mode=args.compile_mode,
     )
     overrides = {"name": args.model} if args.model else {}
     out = generate_samples(args.ckpt, args.out, config, device=args.device, model_overrides=overrides)

@@ -18,6 +18,8 @@ HELP = {
     "sample_every": "write an EMA sample grid every N steps (default: at each checkpoint)",
     "precision": "fp32 or bf16 (autocast; the schedule math stays in float32/64)",
     "device": "auto, cpu, cuda",
+    "checkpoint_blocks": "recompute the activations of only the first K blocks in backward (memory for time; "
+    "default: all or none, as --grad-checkpointing)",
     "loggers": "also log to tensorboard (RUN_DIR/tensorboard/) or wandb (offline unless configured); repeatable",
 }
 

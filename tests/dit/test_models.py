@@ -155,3 +155,54 @@ def test_cfg_guides_all_noise_channels_by_default_or_the_first_three():
 def test_bad_input_raises_value_error_naming_valid_choices(kwargs, match):
     with pytest.raises(ValueError, match=match):
         dit_config(**kwargs)
+
+
+def _saved_tensors_and_grads(model, k: int, x, t, y, target) -> tuple[int, dict]:
+    """Tensors autograd keeps for backward, and every parameter's gradient, with the first k blocks checkpointed."""
+    model.set_checkpointing(k)
+    model.zero_grad()
+    count = [0]
+
+    def pack(tensor):
+        count[0] += 1
+        return tensor
+
+    torch.manual_seed(1)  # the same label dropout in every pass
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        loss = (model(x, t, y) - target).square().mean()
+    loss.backward()
+    return count[0], {name: p.grad.clone() for name, p in model.named_parameters() if p.requires_grad}
+
+
+def test_checkpointing_the_first_k_blocks_keeps_gradients_and_saves_k_blocks_of_activations():
+    torch.manual_seed(0)
+    depth = 3
+    model = create_dit("DiT-custom/4", input_size=16, num_classes=3, depth=depth, hidden_size=32, num_heads=2).train()
+    for layer in [b.adaLN_modulation[-1] for b in model.blocks] + [model.final_layer.linear]:
+        torch.nn.init.normal_(layer.weight, std=0.1)  # away from the zero init, so every gradient is nonzero
+    x, t, y = torch.randn(4, 4, 16, 16), torch.tensor([1, 50, 200, 900]), torch.tensor([0, 1, 2, 3])
+    target = torch.randn(4, 8, 16, 16)
+    runs = [_saved_tensors_and_grads(model, k, x, t, y, target) for k in range(depth + 1)]
+    saved_none, grads_none = runs[0]
+    per_block = (saved_none - runs[depth][0]) / depth
+    assert per_block > 0
+    for k, (saved, grads) in enumerate(runs):
+        assert saved == saved_none - k * per_block  # each checkpointed block keeps only its inputs
+        for name, grad in grads.items():
+            assert torch.equal(grad, grads_none[name]), f"k={k}: {name}"  # recomputation is exact in fp32 on CPU
+    model.eval()
+    assert model.checkpoint_blocks == depth and _saved_tensors_and_grads(model, depth, x, t, y, target)[0] == saved_none
+
+
+def test_checkpoint_blocks_is_validated_and_resolves_the_all_or_none_switch():
+    from dit.config import TrainConfig
+
+    assert TrainConfig().checkpointed_blocks(28) == 0
+    assert TrainConfig(grad_checkpointing=True).checkpointed_blocks(28) == 28
+    assert TrainConfig(grad_checkpointing=True, checkpoint_blocks=4).checkpointed_blocks(28) == 4
+    assert TrainConfig(checkpoint_blocks=0).checkpointed_blocks(28) == 0
+    with pytest.raises(ValueError, match="checkpoint_blocks must be at least 0"):
+        TrainConfig(checkpoint_blocks=-1)
+    model = create_dit("DiT-custom/4", input_size=16, num_classes=3, **TINY)
+    with pytest.raises(ValueError, match="cannot checkpoint 3 blocks of a 2-block model; choose 0 to 2"):
+        model.set_checkpointing(3)
