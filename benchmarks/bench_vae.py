@@ -107,7 +107,9 @@ def main():
             if precision != "fp32":
                 print(f"{precision} / fp32: encode x{enc / rates['fp32'][0]:.2f}, decode x{dec / rates['fp32'][1]:.2f}")
     if args.json:
-        atomic_write_text(args.json, json.dumps({"setup": vars(args), "device": name, "rates": results}, indent=2) + "\n")
+        atomic_write_text(
+            args.json, json.dumps({"setup": vars(args), "device": name, "rates": results}, indent=2) + "\n"
+        )
 
 
 if __name__ == "__main__":

@@ -100,15 +100,23 @@ class ImageFolder(Dataset):
     def __init__(self, root: str | Path, resolution: int = 256, flip: bool = True):
         root = Path(root)
         if not root.is_dir():
-            raise ValueError(f"data folder {root} does not exist; give a folder of class sub-folders (class_name/*.JPEG) or 'mnist32'")
+            raise ValueError(
+                f"data folder {root} does not exist; give a folder of class sub-folders (class_name/*.JPEG) or "
+                "'mnist32'"
+            )
         self.class_names = sorted(p.name for p in root.iterdir() if p.is_dir())
         if not self.class_names:
-            raise ValueError(f"data folder {root} has no class sub-folders; arrange images as {root}/class_name/image.JPEG")
+            raise ValueError(
+                f"data folder {root} has no class sub-folders; arrange images as {root}/class_name/image.JPEG"
+            )
         self.files, labels = [], []
         for label, name in enumerate(self.class_names):
             files = sorted(p for p in (root / name).rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS)
             if not files:
-                raise ValueError(f"class folder {root / name} holds no images ({', '.join(IMAGE_EXTENSIONS)}); remove it or add images")
+                raise ValueError(
+                    f"class folder {root / name} holds no images ({', '.join(IMAGE_EXTENSIONS)}); remove it or add "
+                    "images"
+                )
             self.files += files
             labels += [label] * len(files)
         self.labels = torch.tensor(labels)
@@ -126,7 +134,9 @@ class ImageFolder(Dataset):
         return x, int(self.labels[i])
 
 
-def build_dataset(name_or_path: str, *, resolution: int | None = None, train: bool = True, flip: bool = True) -> Dataset:
+def build_dataset(
+    name_or_path: str, *, resolution: int | None = None, train: bool = True, flip: bool = True
+) -> Dataset:
     """'mnist32' (optionally resized), a latent cache written by `scaling encode`, or an image folder."""
     if name_or_path == MNIST_NAME:
         return MNIST32("train" if train else "test", resolution)
@@ -162,7 +172,9 @@ class StepBatches(torch.utils.data.Sampler):
 
     def __init__(self, num_items: int, global_batch: int, rank: int, world_size: int, seed: int, start_step: int):
         if num_items < global_batch:
-            raise ValueError(f"the data set has {num_items} items, fewer than the batch size {global_batch}; lower --batch-size")
+            raise ValueError(
+                f"the data set has {num_items} items, fewer than the batch size {global_batch}; lower --batch-size"
+            )
         self.num_items, self.global_batch, self.seed, self.start_step = num_items, global_batch, seed, start_step
         self.local = global_batch // world_size
         self.offset = rank * self.local

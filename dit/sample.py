@@ -173,7 +173,8 @@ def generate_samples(ckpt_path, out_npz, config: SampleConfig, *, device: str = 
     del ckpt
     c = model.config
     decode = build_decoder(meta, c.in_channels, config.vae, dist.device)
-    diffusion = create_diffusion(str(config.steps), meta.get("train", {}).get("noise_schedule", "linear"), c.learn_sigma)
+    schedule = meta.get("train", {}).get("noise_schedule", "linear")
+    diffusion = create_diffusion(str(config.steps), schedule, c.learn_sigma)
     sampler = get_sampler(config.sampler)
     options = {"eta": config.eta} if config.sampler == "ddim" else {}
 
@@ -185,10 +186,12 @@ def generate_samples(ckpt_path, out_npz, config: SampleConfig, *, device: str = 
     autocast = autocast_for(dist.device, config.precision)
     bar = progress_bar(total=num_shards, initial=num_shards - len(todo) * dist.world_size, desc="sampling",
                        enabled=progress and dist.is_main, unit="batch")
+    shape = (c.in_channels, c.input_size, c.input_size)
     for shard in todo:
-        labels, noise, gen = shard_batch(config, shard, c.num_classes, (c.in_channels, c.input_size, c.input_size), dist.device)
+        labels, noise, gen = shard_batch(config, shard, c.num_classes, shape, dist.device)
         with torch.no_grad(), autocast:
-            latents = sampler(diffusion, guided_model_fn(model, labels, config.cfg_scale, config.guidance_channels), noise, generator=gen, **options)
+            model_fn = guided_model_fn(model, labels, config.cfg_scale, config.guidance_channels)
+            latents = sampler(diffusion, model_fn, noise, generator=gen, **options)
             images = to_uint8(decode(latents.float()))
         with atomic_path(shard_dir / f"{shard:06d}.npz") as tmp:
             with open(tmp, "wb") as f:
@@ -204,7 +207,8 @@ def generate_samples(ckpt_path, out_npz, config: SampleConfig, *, device: str = 
 
 def _check_shards_match(shard_dir: Path, config: SampleConfig, ckpt_path):
     """Shards left by an interrupted job are reused only for the same checkpoint and settings."""
-    key = {"ckpt": str(Path(ckpt_path).resolve()) if not isinstance(ckpt_path, dict) else "in-memory", **dataclasses.asdict(config)}
+    source = str(Path(ckpt_path).resolve()) if not isinstance(ckpt_path, dict) else "in-memory"
+    key = {"ckpt": source, **dataclasses.asdict(config)}
     key["labels"] = list(key["labels"]) if key["labels"] else None
     path = shard_dir / "job.json"
     if path.exists() and json.loads(path.read_text()) != key:
@@ -242,7 +246,8 @@ def save_sample_grid(ema, config: TrainConfig, codec, run_dir, step: int, device
     gen = torch.Generator(device).manual_seed(config.seed)
     noise = torch.randn((config.sample_images, c.in_channels, c.input_size, c.input_size), generator=gen, device=device)
     labels = torch.arange(config.sample_images, device=device) % c.num_classes
-    diffusion = create_diffusion(str(config.sample_steps), config.noise_schedule, config.learn_sigma, config.diffusion_steps)
+    diffusion = create_diffusion(str(config.sample_steps), config.noise_schedule, config.learn_sigma,
+                                 config.diffusion_steps)
     x = sample_ddpm(diffusion, guided_model_fn(ema, labels, config.sample_cfg_scale), noise, generator=gen)
     images = to_uint8(codec.decode(x) if codec is not None else x)
     run = RunLayout(run_dir)

@@ -114,8 +114,12 @@ class ModelGrid:
 
     def entries(self) -> list[ModelEntry]:
         """Every model x block of the grid, in order: sizes, then patch sizes, then blocks, then include."""
-        grid = [ModelEntry(name=f"DiT-{s}/{p}", block=b) for s in self.sizes for p in self.patch_sizes for b in self.blocks]
-        listed = [dataclasses.replace(e, block=b) for e in self.include for b in ((e.block,) if e.block else self.blocks)]
+        grid = [
+            ModelEntry(name=f"DiT-{s}/{p}", block=b) for s in self.sizes for p in self.patch_sizes for b in self.blocks
+        ]
+        listed = [
+            dataclasses.replace(e, block=b) for e in self.include for b in ((e.block,) if e.block else self.blocks)
+        ]
         return grid + listed
 
 
@@ -142,9 +146,16 @@ class DataSpec:
         _require(self.channels >= 1, "channels", f"channels {self.channels} must be positive")
         _require(self.num_classes >= 1, "num_classes", f"num_classes {self.num_classes} must be positive")
         if self.codec == "sd-vae":
-            _require(self.channels == 3, "channels", f"the SD VAE encodes 3-channel images, not {self.channels}; use codec identity")
-            _require(self.resolution % SD_VAE_DOWNSAMPLE == 0, "resolution",
-                     f"resolution {self.resolution} does not divide by the SD VAE's downsampling factor {SD_VAE_DOWNSAMPLE}")
+            _require(
+                self.channels == 3,
+                "channels",
+                f"the SD VAE encodes 3-channel images, not {self.channels}; use codec identity",
+            )
+            _require(
+                self.resolution % SD_VAE_DOWNSAMPLE == 0,
+                "resolution",
+                f"resolution {self.resolution} does not divide by the SD VAE's downsampling factor {SD_VAE_DOWNSAMPLE}",
+            )
 
     @property
     def input_size(self) -> int:
@@ -178,7 +189,11 @@ class _Recipe:
 
 
 def _recipe_field(f: dataclasses.Field):
-    default = dataclasses.field(default=f.default) if f.default is not dataclasses.MISSING else dataclasses.field(default_factory=f.default_factory)
+    default = (
+        dataclasses.field(default=f.default)
+        if f.default is not dataclasses.MISSING
+        else dataclasses.field(default_factory=f.default_factory)
+    )
     return f.name, f.type, default
 
 
@@ -226,8 +241,16 @@ class EvalSpec:
             _choice(name, METRIC_GROUPS, "metrics")
         _require(self.num_samples >= 1, "num_samples", f"num_samples {self.num_samples} must be at least 1")
         _choice(self.sampler, SAMPLERS, "sampler")
-        _require(bool(self.sampling_steps) and min(self.sampling_steps) >= 1, "sampling_steps", "list sampling step counts of at least 1")
-        _require(bool(self.cfg_scales) and min(self.cfg_scales) >= 1.0, "cfg_scales", "list guidance scales of at least 1 (1 = no guidance)")
+        _require(
+            bool(self.sampling_steps) and min(self.sampling_steps) >= 1,
+            "sampling_steps",
+            "list sampling step counts of at least 1",
+        )
+        _require(
+            bool(self.cfg_scales) and min(self.cfg_scales) >= 1.0,
+            "cfg_scales",
+            "list guidance scales of at least 1 (1 = no guidance)",
+        )
         _require(min(self.final_sampling_steps, default=1) >= 1, "final_sampling_steps",
                  "list sampling step counts of at least 1")
         _require(self.validation_items >= 0, "validation_items",
@@ -270,8 +293,12 @@ class ExecutorSpec:
 
         _choice(self.kind, EXECUTORS, "kind")
         _require(self.gpus_per_run >= 0, "gpus_per_run", f"gpus_per_run {self.gpus_per_run} must be 0 (CPU) or more")
-        _require(self.kind != "slurm" or self.slurm is not None, "kind",
-                 "executor kind slurm needs an executor.slurm section (partition, account, nodes, gpus_per_node, time, array_parallelism)")
+        _require(
+            self.kind != "slurm" or self.slurm is not None,
+            "kind",
+            "executor kind slurm needs an executor.slurm section (partition, account, nodes, gpus_per_node, time, "
+            "array_parallelism)",
+        )
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -384,8 +411,17 @@ def run_name(entry: ModelEntry) -> str:
 
 def _model_run(spec: GridSpec, entry: ModelEntry) -> RunSpec:
     run = RunSpec(
-        name=run_name(entry), model=entry.name, block=entry.block, depth=entry.depth, hidden_size=entry.hidden_size,
-        num_heads=entry.num_heads, grid=spec.name, data=spec.data, train=spec.train, eval=spec.eval, executor=spec.executor,
+        name=run_name(entry),
+        model=entry.name,
+        block=entry.block,
+        depth=entry.depth,
+        hidden_size=entry.hidden_size,
+        num_heads=entry.num_heads,
+        grid=spec.name,
+        data=spec.data,
+        train=spec.train,
+        eval=spec.eval,
+        executor=spec.executor,
     )
     try:
         run.dit_config()

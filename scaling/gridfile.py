@@ -35,7 +35,13 @@ _TYPE_NAMES = {int: "an integer", float: "a number", str: "text", bool: "true or
 
 def _scalar(node: yaml.Node, tp: type, path: str, source: str):
     if not isinstance(node, yaml.ScalarNode):
-        _fail(source, node, path, f"expected {_TYPE_NAMES.get(tp, tp.__name__)}, got a {'list' if isinstance(node, yaml.SequenceNode) else 'mapping'}")
+        _fail(
+            source,
+            node,
+            path,
+            f"expected {_TYPE_NAMES.get(tp, tp.__name__)}, got a "
+            f"{'list' if isinstance(node, yaml.SequenceNode) else 'mapping'}",
+        )
     value = _SCALAR.construct_object(node)
     if tp is float and isinstance(value, str):  # YAML 1.1 reads 1e-4 (no dot) as text
         try:
@@ -66,7 +72,16 @@ def _convert(node: yaml.Node, tp, path: str, source: str):
         items = node.value if isinstance(node, yaml.SequenceNode) else [node]  # a single value is a list of one
         return tuple(_convert(item, args[0], f"{path}[{i}]", source) for i, item in enumerate(items))
     if tp is ModelEntry and isinstance(node, yaml.ScalarNode):  # `- DiT-B/4` is short for `- name: DiT-B/4`
-        return _build(tp, yaml.MappingNode("tag:yaml.org,2002:map", [(yaml.ScalarNode("tag:yaml.org,2002:str", "name", node.start_mark), node)], node.start_mark), path, source)
+        return _build(
+            tp,
+            yaml.MappingNode(
+                "tag:yaml.org,2002:map",
+                [(yaml.ScalarNode("tag:yaml.org,2002:str", "name", node.start_mark), node)],
+                node.start_mark,
+            ),
+            path,
+            source,
+        )
     if dataclasses.is_dataclass(tp):
         return _build(tp, node, path, source)
     return _scalar(node, tp, path, source)
@@ -89,7 +104,11 @@ def _build(cls, node: yaml.Node, path: str, source: str):
             _fail(source, key_node, "", f"key {dotted!r} appears twice")
         kwargs[key] = _convert(value_node, hints[key], dotted, source)
         key_nodes[key] = key_node
-    missing = [k for k, f in fields.items() if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING and k not in kwargs]
+    missing = [
+        k
+        for k, f in fields.items()
+        if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING and k not in kwargs
+    ]
     if missing:
         _fail(source, node, "", f"{section} is missing the key {missing[0]!r}")
     try:

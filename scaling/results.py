@@ -24,15 +24,24 @@ def run_columns(run: RunSpec) -> dict:
     with torch.device("meta"):
         params = count_params(DiT(config))
     return {
-        "run": run.name, "seed": run.train.seed, "model": config.name, "size": config.size, "patch_size": config.patch_size,
-        "block": config.block, "params": params, "gflops": gflops(config), "dataset": run.data.dataset, "resolution": run.data.resolution,
+        "run": run.name,
+        "seed": run.train.seed,
+        "model": config.name,
+        "size": config.size,
+        "patch_size": config.patch_size,
+        "block": config.block,
+        "params": params,
+        "gflops": gflops(config),
+        "dataset": run.data.dataset,
+        "resolution": run.data.resolution,
         "batch_size": run.train.batch_size,
     }
 
 
 def read_eval_record(path: Path) -> dict:
     """One evaluation record; a damaged one ends in one line naming it and how to redo it."""
-    fix = "delete it and re-run `scaling run-grid` to evaluate that point again, then `scaling results GRID_DIR --refresh`"
+    fix = ("delete it and re-run `scaling run-grid` to evaluate that point again, then "
+           "`scaling results GRID_DIR --refresh`")
     return read_json(path, what="evaluation record", fix=fix)
 
 

@@ -51,7 +51,16 @@ def test_official_key_list_loads_strictly_into_the_named_model():
 
 def test_saved_state_dict_and_project_checkpoint_reload_with_equal_outputs(tmp_path):
     torch.manual_seed(0)
-    model = create_dit("DiT-custom/4", input_size=16, in_channels=1, num_classes=10, block="cross-attn", depth=2, hidden_size=32, num_heads=2)
+    model = create_dit(
+        "DiT-custom/4",
+        input_size=16,
+        in_channels=1,
+        num_classes=10,
+        block="cross-attn",
+        depth=2,
+        hidden_size=32,
+        num_heads=2,
+    )
     model.load_state_dict({k: torch.randn_like(v) * 0.1 for k, v in model.state_dict().items()})
     ema = {k: v + 1e-3 for k, v in model.state_dict().items()}
     x, t, y = torch.randn(2, 1, 16, 16), torch.tensor([4, 800]), torch.tensor([3, 10])

@@ -24,7 +24,10 @@ def test_linear_schedule_is_the_papers():
 
 def test_cosine_schedule_follows_alpha_bar():
     betas = make_betas("cosine", 1000)
-    f = lambda u: math.cos((u + 0.008) / 1.008 * math.pi / 2) ** 2
+
+    def f(u):
+        return math.cos((u + 0.008) / 1.008 * math.pi / 2) ** 2
+
     abar = np.cumprod(1 - betas)
     assert abar[499] == pytest.approx(f(500 / 1000) / f(0), rel=1e-9)
     assert betas.max() <= 0.999
@@ -61,7 +64,9 @@ def test_posterior_mean_and_variance_match_bayes_rule():
 def test_normal_kl_matches_numerical_integration():
     for m1, v1, m2, v2 in [(0.0, 1.0, 0.0, 1.0), (0.5, 0.3, -0.2, 2.0), (1.0, 0.01, 1.1, 0.02)]:
         p, q = scipy.stats.norm(m1, math.sqrt(v1)), scipy.stats.norm(m2, math.sqrt(v2))
-        expect, _ = scipy.integrate.quad(lambda x: p.pdf(x) * (p.logpdf(x) - q.logpdf(x)), m1 - 12 * math.sqrt(v1), m1 + 12 * math.sqrt(v1))
+        expect, _ = scipy.integrate.quad(
+            lambda x: p.pdf(x) * (p.logpdf(x) - q.logpdf(x)), m1 - 12 * math.sqrt(v1), m1 + 12 * math.sqrt(v1)
+        )
         got = normal_kl(torch.tensor(m1), torch.tensor(math.log(v1)), torch.tensor(m2), torch.tensor(math.log(v2)))
         assert got.item() == pytest.approx(expect, rel=1e-4, abs=1e-6)
 
@@ -114,7 +119,13 @@ def _optimal_gaussian_model(mu: float, s: float, diffusion):
         post_var = beta * (1 - a_prev) / (1 - a)
         coef1 = beta * a_prev.sqrt() / (1 - a)
         true_var = post_var + coef1**2 * s**2 * (1 - a) / (a * s**2 + 1 - a)
-        lo = torch.log(torch.where(i.reshape(-1, 1, 1, 1) == 0, betas[1] * (1 - abar_prev[1]) / (1 - torch.from_numpy(diffusion.alphas_cumprod)[1]), post_var))
+        lo = torch.log(
+            torch.where(
+                i.reshape(-1, 1, 1, 1) == 0,
+                betas[1] * (1 - abar_prev[1]) / (1 - torch.from_numpy(diffusion.alphas_cumprod)[1]),
+                post_var,
+            )
+        )
         v = 2 * (torch.log(true_var) - lo) / (torch.log(beta) - lo) - 1
         return torch.cat([eps, v.expand_as(x)], dim=1).float()
 
@@ -151,7 +162,10 @@ def test_training_losses_are_mse_plus_vb_and_vb_does_not_train_the_mean():
     torch.manual_seed(0)
     d = create_diffusion()
     net = torch.nn.Conv2d(1, 2, 3, padding=1)
-    model = lambda x, t, y=None: net(x)
+
+    def model(x, t, y=None):
+        return net(x)
+
     x0, t = torch.rand(4, 1, 6, 6) * 2 - 1, torch.tensor([0, 1, 500, 999])
     noise = torch.randn_like(x0)
     terms = d.training_losses(model, x0, t, noise=noise)
@@ -167,7 +181,10 @@ def test_losses_under_bf16_autocast_stay_close_to_fp32():
     torch.manual_seed(0)
     d = create_diffusion()
     net = torch.nn.Conv2d(1, 2, 3, padding=1)
-    model = lambda x, t: net(x)
+
+    def model(x, t):
+        return net(x)
+
     x0, t, noise = torch.rand(4, 1, 8, 8) * 2 - 1, torch.tensor([3, 10, 500, 999]), torch.randn(4, 1, 8, 8)
     ref = d.training_losses(model, x0, t, noise=noise)["loss"]
     with torch.autocast("cpu", dtype=torch.bfloat16):

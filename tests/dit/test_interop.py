@@ -58,7 +58,9 @@ def exported(tmp_path):
     return model, ckpt, export_diffusers(ckpt, tmp_path / "diffusers")
 
 
-def test_diffusers_gives_our_outputs_at_t0_and_differs_elsewhere_only_by_its_timestep_frequencies(exported, monkeypatch):
+def test_diffusers_gives_our_outputs_at_t0_and_differs_elsewhere_only_by_its_timestep_frequencies(
+    exported, monkeypatch
+):
     model, _, folder = exported
     theirs = DiTTransformer2DModel.from_pretrained(folder).eval()
     x, y = inputs()  # y = 10 is the null class
@@ -135,8 +137,13 @@ def test_init_starts_model_and_ema_from_the_weights_and_refuses_another_shape(ex
     fresh, ema = create_dit("DiT-custom/4", input_size=16, in_channels=1, num_classes=10, depth=2, hidden_size=32,
                             num_heads=2), random_tiny_dit(seed=1)
     initialise_from(fresh, ema, folder)
-    assert all(torch.equal(v, fresh.state_dict()[k]) and torch.equal(v, ema.state_dict()[k]) for k, v in model.state_dict().items())
-    deeper = create_dit("DiT-custom/4", input_size=16, in_channels=1, num_classes=10, depth=3, hidden_size=32, num_heads=2)
+    assert all(
+        torch.equal(v, fresh.state_dict()[k]) and torch.equal(v, ema.state_dict()[k])
+        for k, v in model.state_dict().items()
+    )
+    deeper = create_dit(
+        "DiT-custom/4", input_size=16, in_channels=1, num_classes=10, depth=3, hidden_size=32, num_heads=2
+    )
     with pytest.raises(ValueError, match="depth=2.*depth=3"):
         initialise_from(deeper, deeper, folder)
 
@@ -160,5 +167,7 @@ def test_bad_inputs_end_in_one_line_and_exit_2(tmp_path, capsys):
     assert "UNet2DModel" in err and "not a DiT" in err
 
     save_file(random_tiny_dit().state_dict(), str(tmp_path / "bare.safetensors"))
-    err = one_error_line(capsys, ["sample", "--ckpt", str(tmp_path / "bare.safetensors"), "--num", "1", "--out", str(tmp_path / "s.npz")])
+    err = one_error_line(
+        capsys, ["sample", "--ckpt", str(tmp_path / "bare.safetensors"), "--num", "1", "--out", str(tmp_path / "s.npz")]
+    )
     assert "--model" in err

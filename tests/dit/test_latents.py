@@ -48,8 +48,16 @@ def vae_dir(tmp_path_factory):
     from diffusers import AutoencoderKL
 
     torch.manual_seed(0)
-    vae = AutoencoderKL(in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(32, 64), layers_per_block=1,
-                        down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2, sample_size=SIDE)
+    vae = AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        latent_channels=4,
+        block_out_channels=(32, 64),
+        layers_per_block=1,
+        down_block_types=("DownEncoderBlock2D",) * 2,
+        up_block_types=("UpDecoderBlock2D",) * 2,
+        sample_size=SIDE,
+    )
     with torch.no_grad():  # a narrow posterior (std ~ 0.05) like the trained SD-VAE's, so draws show their mirror
         vae.quant_conv.bias[4:] = -6.0  # the log-variance half of the moments
     folder = tmp_path_factory.mktemp("vae")
@@ -72,7 +80,9 @@ def reference(vae_dir):
 @pytest.fixture(scope="module")
 def cache(vae_dir, tmp_path_factory):
     codec = latents.get_codec("sd-vae", vae=str(vae_dir))
-    return latent_cache.encode_dataset(Images(), codec, tmp_path_factory.mktemp("c") / "cache", batch_size=2, progress=False)
+    return latent_cache.encode_dataset(
+        Images(), codec, tmp_path_factory.mktemp("c") / "cache", batch_size=2, progress=False
+    )
 
 
 def test_cache_holds_the_vae_posterior_of_each_image_and_its_mirror(cache, reference):
@@ -84,7 +94,12 @@ def test_cache_holds_the_vae_posterior_of_each_image_and_its_mirror(cache, refer
     assert (mean[:, 0] - mean[:, 1]).abs().mean() > 0.1  # the mirror is a different latent, not a copy
     np.testing.assert_array_equal(np.load(cache / "labels.npy"), [0, 1, 0, 1, 0])
     meta = json.loads((cache / "meta.json").read_text())
-    assert (meta["scale"], meta["count"], meta["class_names"], meta["resolution"]) == (SCALE, 5, ["left", "right"], SIDE)
+    assert (meta["scale"], meta["count"], meta["class_names"], meta["resolution"]) == (
+        SCALE,
+        5,
+        ["left", "right"],
+        SIDE,
+    )
 
 
 def test_stored_means_decode_like_the_vae_decodes_its_own_encoding(cache, reference, vae_dir):
@@ -102,7 +117,13 @@ def test_stored_means_decode_like_the_vae_decodes_its_own_encoding(cache, refere
 def test_each_read_draws_a_fresh_flip_and_posterior_sample(cache, reference):
     _, mean, std = reference
     data = pickle.loads(pickle.dumps(latent_cache.LatentCacheDataset(cache)))  # as DataLoader workers get it
-    assert (len(data), data.in_channels, data.image_size, data.num_classes, data.class_names) == (5, 4, SIDE // 2, 2, ["left", "right"])
+    assert (len(data), data.in_channels, data.image_size, data.num_classes, data.class_names) == (
+        5,
+        4,
+        SIDE // 2,
+        2,
+        ["left", "right"],
+    )
     torch.manual_seed(0)
     draws = torch.stack([data[3][0] for _ in range(400)]) / SCALE  # (400, C, h, w), unscaled
     # which mirror each draw came from: the Gaussian log-likelihood ratio of the two posteriors
@@ -129,7 +150,9 @@ def test_identity_codec_round_trips_pixels():
 @pytest.mark.parametrize("flip", [True, False])
 def test_identity_cache_reads_are_the_image_or_its_mirror(tmp_path, flip):
     images = Images()
-    out = latent_cache.encode_dataset(images, latents.get_codec("identity"), tmp_path / "px", batch_size=2, progress=False, flip=flip)
+    out = latent_cache.encode_dataset(
+        images, latents.get_codec("identity"), tmp_path / "px", batch_size=2, progress=False, flip=flip
+    )
     data = latent_cache.LatentCacheDataset(out)
     x = images.x[2].half().float()
     draws = [data[2][0] for _ in range(60)]
@@ -191,8 +214,24 @@ def write_image_folder(root):
 def test_cli_writes_a_cache_that_build_dataset_loads(tmp_path, vae_dir, capsys):
     write_image_folder(tmp_path / "data")
     out = tmp_path / "latents"
-    args = ["encode", "--data", str(tmp_path / "data"), "--vae", str(vae_dir), "--out", str(out), "--resolution", str(SIDE),
-            "--batch-size", "4", "--num-workers", "0", "--device", "cpu", "--no-progress"]
+    args = [
+        "encode",
+        "--data",
+        str(tmp_path / "data"),
+        "--vae",
+        str(vae_dir),
+        "--out",
+        str(out),
+        "--resolution",
+        str(SIDE),
+        "--batch-size",
+        "4",
+        "--num-workers",
+        "0",
+        "--device",
+        "cpu",
+        "--no-progress",
+    ]
     assert main(args) == 0
     data = build_dataset(str(out))
     assert isinstance(data, latent_cache.LatentCacheDataset)
@@ -205,7 +244,8 @@ def test_cli_writes_a_cache_that_build_dataset_loads(tmp_path, vae_dir, capsys):
     assert "already exists" in capsys.readouterr().err and (out / "moments.npy").read_bytes() == before
 
 
-@pytest.mark.parametrize("problem, expected", [("missing", "does not exist"), ("empty", "holds no images"), ("hub", "--vae DIR")])
+@pytest.mark.parametrize("problem, expected",
+                         [("missing", "does not exist"), ("empty", "holds no images"), ("hub", "--vae DIR")])
 def test_cli_bad_input_is_one_line_and_exit_2(tmp_path, vae_dir, capsys, no_network, problem, expected):
     write_image_folder(tmp_path / "data")
     if problem == "empty":

@@ -19,7 +19,9 @@ def test_smoothing_is_a_bias_corrected_moving_average():
 
 
 def test_range_test_finds_the_divergence_of_a_tiny_dit(tmp_path):
-    config = TrainConfig(model="DiT-custom/8", depth=1, hidden_size=32, num_heads=2, resolution=16, batch_size=16, num_workers=0)
+    config = TrainConfig(
+        model="DiT-custom/8", depth=1, hidden_size=32, num_heads=2, resolution=16, batch_size=16, num_workers=0
+    )
     result = lr_range_test(config, min_lr=1e-3, max_lr=3.0, num_steps=60, progress=False)
     assert result["diverged_lr"] is not None and result["diverged_lr"] > result["min_loss_lr"]
     assert result["suggested_lr"] == pytest.approx(result["min_loss_lr"] / 10)

@@ -14,7 +14,9 @@ TINY = dict(depth=2, hidden_size=32, num_heads=2)
 @pytest.mark.parametrize("patch", [2, 4, 8])
 @pytest.mark.parametrize("learn_sigma", [True, False])
 def test_output_shape_every_block_and_patch(block, patch, learn_sigma):
-    model = create_dit(f"DiT-custom/{patch}", input_size=16, in_channels=3, num_classes=5, block=block, learn_sigma=learn_sigma, **TINY)
+    model = create_dit(
+        f"DiT-custom/{patch}", input_size=16, in_channels=3, num_classes=5, block=block, learn_sigma=learn_sigma, **TINY
+    )
     x = torch.randn(3, 3, 16, 16)
     out = model(x, torch.tensor([0, 10, 999]), torch.tensor([0, 4, 5]))
     assert out.shape == (3, 6 if learn_sigma else 3, 16, 16)
@@ -36,7 +38,14 @@ def test_tiny_size_forward_shape():
 
 
 # Official parameter counts at 256 px (latent 32x32x4, 1000 classes, learned sigma), in millions.
-OFFICIAL_PARAMS_M = {"DiT-S/2": 32.96, "DiT-B/2": 130.51, "DiT-L/2": 458.10, "DiT-XL/2": 675.13, "DiT-S/8": 33.15, "DiT-XL/8": 675.68}
+OFFICIAL_PARAMS_M = {
+    "DiT-S/2": 32.96,
+    "DiT-B/2": 130.51,
+    "DiT-L/2": 458.10,
+    "DiT-XL/2": 675.13,
+    "DiT-S/8": 33.15,
+    "DiT-XL/8": 675.68,
+}
 
 
 @pytest.mark.parametrize("name,millions", OFFICIAL_PARAMS_M.items())

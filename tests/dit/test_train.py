@@ -23,7 +23,14 @@ TINY = ["--model", "DiT-custom/4", "--depth", "2", "--hidden-size", "32", "--num
 
 def scaling(*args, env_extra=None, **kwargs):
     env = dict(os.environ, OMP_NUM_THREADS="1", **(env_extra or {}))
-    return subprocess.Popen([sys.executable, "-m", "scaling.cli", *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kwargs)
+    return subprocess.Popen(
+        [sys.executable, "-m", "scaling.cli", *args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        **kwargs,
+    )
 
 
 def losses(run_dir: Path) -> list[tuple[int, float]]:
@@ -60,8 +67,13 @@ def test_two_gloo_processes_match_one_process_on_the_same_global_batch(tmp_path)
         env=dict(os.environ, OMP_NUM_THREADS="1"), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     assert two.wait(timeout=300) == 0, two.stdout.read()
     assert one.wait(timeout=300) == 0, one.stdout.read()
-    np.testing.assert_allclose([v for _, v in losses(tmp_path / "two")], [v for _, v in losses(tmp_path / "one")], rtol=1e-5)
-    a, b = load_model(tmp_path / "one" / "checkpoints" / "step_0000004.pt"), load_model(tmp_path / "two" / "checkpoints" / "step_0000004.pt")
+    np.testing.assert_allclose(
+        [v for _, v in losses(tmp_path / "two")], [v for _, v in losses(tmp_path / "one")], rtol=1e-5
+    )
+    a, b = (
+        load_model(tmp_path / "one" / "checkpoints" / "step_0000004.pt"),
+        load_model(tmp_path / "two" / "checkpoints" / "step_0000004.pt"),
+    )
     for k, v in a.state_dict().items():
         torch.testing.assert_close(b.state_dict()[k], v, rtol=1e-4, atol=1e-6)
 

@@ -13,7 +13,9 @@ T, N, K = 1000, 6, 4
 
 def _model(seed=0):
     torch.manual_seed(seed)
-    model = create_dit("DiT-custom/4", depth=1, hidden_size=32, num_heads=2, input_size=8, in_channels=1, num_classes=10)
+    model = create_dit(
+        "DiT-custom/4", depth=1, hidden_size=32, num_heads=2, input_size=8, in_channels=1, num_classes=10
+    )
     with torch.no_grad():  # adaLN-Zero starts at zero output: perturb so the loss depends on the weights
         for p in model.parameters():
             p.add_(0.05 * torch.randn_like(p))
@@ -34,7 +36,9 @@ def test_held_out_items_are_the_test_digits_not_training_ones():
 def test_validation_loss_is_the_training_loss_on_fixed_timesteps_and_noise():
     model, diffusion, (x, y) = _model(), create_diffusion(""), _items()
     got = validation_loss(model, diffusion, (x, y), timesteps=K, seed=3, batch_size=4)
-    assert validation_loss(model, diffusion, (x, y), timesteps=K, seed=3, batch_size=4) == got  # re-evaluated: identical
+    assert (
+        validation_loss(model, diffusion, (x, y), timesteps=K, seed=3, batch_size=4) == got
+    )  # re-evaluated: identical
 
     # by hand: item i in bucket k at floor(T (k + (i + 1/2) / N) / K); noise (K, N, C, H, W) from a CPU generator
     t = torch.tensor([[math.floor(T * (k + (i + 0.5) / N) / K) for i in range(N)] for k in range(K)])

@@ -1,6 +1,7 @@
 """One CLI convention: --format json on every command that prints a table or a result parses as JSON on
 stdout (notes on stderr), --version prints the package version, and an unknown metric is one line, exit 2."""
 import json
+
 import pytest
 
 from scaling.cli import main, package_version
@@ -31,10 +32,28 @@ def grid_dir(tmp_path):
     spec = parse_grid(GRID)
     claim_grid_dir(tmp_path / "grid", spec)
     runs = plan(spec)
-    run = {"run": runs[0].name, "model": runs[0].model, "size": "T", "patch_size": 8, "block": "adaln-zero", "params": 10,
-           "gflops": 0.5, "dataset": "mnist32", "resolution": 32, "batch_size": 8}
-    record = {"step": 4, "sampler": "ddim", "sampling_steps": 5, "cfg_scale": 1.0, "num_samples": 16, "features": "mnist",
-              "fid": 12.5, "kid": 0.25}  # sfid, precision, ... not chosen: NaN in the table
+    run = {
+        "run": runs[0].name,
+        "model": runs[0].model,
+        "size": "T",
+        "patch_size": 8,
+        "block": "adaln-zero",
+        "params": 10,
+        "gflops": 0.5,
+        "dataset": "mnist32",
+        "resolution": 32,
+        "batch_size": 8,
+    }
+    record = {
+        "step": 4,
+        "sampler": "ddim",
+        "sampling_steps": 5,
+        "cfg_scale": 1.0,
+        "num_samples": 16,
+        "features": "mnist",
+        "fid": 12.5,
+        "kid": 0.25,
+    }  # sfid, precision, ... not chosen: NaN in the table
     write_results(to_table([result_row(run, record)]), tmp_path / "grid")
     return tmp_path / "grid"
 
@@ -71,4 +90,6 @@ def test_version(capsys):
 def test_an_unknown_metric_is_one_line_and_exit_2(capsys, argv):
     assert main(argv) == 2
     err = capsys.readouterr().err
-    assert err.strip().count("\n") == 0 and "unknown metric 'kdi'; choose one of fid, sfid, is, pr, kid, fd-dinov2" in err
+    assert (
+        err.strip().count("\n") == 0 and "unknown metric 'kdi'; choose one of fid, sfid, is, pr, kid, fd-dinov2" in err
+    )

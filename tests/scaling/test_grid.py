@@ -53,7 +53,13 @@ def test_run_turns_into_its_train_config():
     run = plan(parse_grid(GRID))[1]
     config = run.train_config()
     assert isinstance(config, TrainConfig)
-    assert (config.model, config.block, config.data, config.resolution, config.codec) == ("DiT-T/2", "cross-attn", "mnist32", 16, "identity")
+    assert (config.model, config.block, config.data, config.resolution, config.codec) == (
+        "DiT-T/2",
+        "cross-attn",
+        "mnist32",
+        16,
+        "identity",
+    )
     assert (config.batch_size, config.lr, config.steps) == (32, 1e-3, 250)
     assert dict(run.train)["batch_size"] == 32  # the recipe is a mapping of TrainConfig arguments
 
@@ -134,7 +140,9 @@ def test_named_sizes_refuse_architecture_overrides():
 
 def test_presets_registry_names_the_valid_presets(tmp_path):
     assert set(preset_names()) >= {"paper", "blocks", "demo", "demo-long"}
-    with pytest.raises(ValueError, match="unknown preset 'papr'; choose one of blocks, demo, demo-isoflop, demo-long, paper"):
+    with pytest.raises(
+        ValueError, match="unknown preset 'papr'; choose one of blocks, demo, demo-isoflop, demo-long, paper"
+    ):
         load_preset("papr")
     path = tmp_path / "g.yaml"
     path.write_text(GRID)
@@ -151,7 +159,12 @@ def test_paper_preset():
     config = runs[0].dit_config()
     assert (config.input_size, config.in_channels, config.num_classes, config.learn_sigma) == (32, 4, 1000, True)
     assert (spec.data.codec, spec.data.resolution) == ("sd-vae", 256)
-    assert (spec.train.batch_size, spec.train.steps, spec.train.lr, spec.train.ema_decay) == (256, 400_000, 1e-4, 0.9999)
+    assert (spec.train.batch_size, spec.train.steps, spec.train.lr, spec.train.ema_decay) == (
+        256,
+        400_000,
+        1e-4,
+        0.9999,
+    )
     assert spec.eval.points(spec.train.steps) == tuple(range(50_000, 400_001, 50_000))
     assert (spec.eval.num_samples, spec.eval.features, spec.eval.sampler) == (50_000, "inception", "ddpm")
     assert (spec.eval.sampling_steps, spec.eval.cfg_scales) == ((250,), (1.0,))
@@ -169,7 +182,12 @@ def test_demo_presets_are_tiny_mnist_in_pixel_space(name):
     spec = load_preset(name)
     runs = plan(spec)
     assert sorted(r.name for r in runs) == sorted(f"DiT-{s}/{p}" for s in ("T", "M") for p in (2, 4, 8))
-    assert (spec.data.dataset, spec.data.codec, spec.data.in_channels, spec.data.num_classes) == ("mnist32", "identity", 1, 10)
+    assert (spec.data.dataset, spec.data.codec, spec.data.in_channels, spec.data.num_classes) == (
+        "mnist32",
+        "identity",
+        1,
+        10,
+    )
     assert spec.eval.features == "mnist" and spec.executor.gpus_per_run == 0
     assert spec.train.ema_decay < 0.999  # a few hundred steps: the paper's EMA would still hold the initial weights
 
@@ -183,7 +201,9 @@ def test_plan_command_prints_each_preset_with_training_compute(name, capsys):
     for row, run in zip(rows, runs):
         assert row["batch_size"] == run.train.batch_size and row["steps"] == run.train.steps
         # the paper's training compute: forward Gflops x batch x steps x 3
-        assert row["train_compute_gflops"] == pytest.approx(row["gflops"] * row["batch_size"] * row["steps"] * 3, rel=1e-4)
+        assert row["train_compute_gflops"] == pytest.approx(
+            row["gflops"] * row["batch_size"] * row["steps"] * 3, rel=1e-4
+        )
 
 
 def test_plan_command_table_and_errors(tmp_path, capsys):
@@ -194,7 +214,9 @@ def test_plan_command_table_and_errors(tmp_path, capsys):
     bad.write_text(GRID.replace("  steps: 250", "  stpes: 250"))
     assert main(["plan", str(bad)]) == 2
     err = capsys.readouterr().err.strip()
-    assert err.startswith(f"scaling plan: error: {bad} line {_line_of(GRID, '  steps: 250')}: unknown key 'train.stpes'")
+    assert err.startswith(
+        f"scaling plan: error: {bad} line {_line_of(GRID, '  steps: 250')}: unknown key 'train.stpes'"
+    )
     assert "\n" not in err
     assert main(["plan", "--preset", "nope"]) == 2 and "choose one of" in capsys.readouterr().err
 
@@ -241,8 +263,10 @@ def test_seeds_make_one_run_directory_each_with_the_same_name():
 
 
 @pytest.mark.parametrize("text,fragment,words", [
-    (ISOFLOP.replace("lr: 1e-3}", "lr: 1e-3, steps: 100}"), "train:", "train.steps: give train.steps or budgets, not both"),
-    (ISOFLOP.replace("[1000, 300, 3000]", "[0.1, 300, 3000]"), "budgets:", "budget 0.1 Gflops is less than one training step "
+    (ISOFLOP.replace("lr: 1e-3}", "lr: 1e-3, steps: 100}"), "train:", "train.steps: give train.steps or budgets, not "
+        "both"),
+    (ISOFLOP.replace("[1000, 300, 3000]", "[0.1, 300, 3000]"), "budgets:", "budget 0.1 Gflops is less than one "
+        "training step "
      "of the smallest model DiT-T/8"),
     (ISOFLOP.replace("[1000, 300, 3000]", "[300, 300]"), "budgets:", "repeat a budget"),
     (ISOFLOP.replace("[1000, 300, 3000]", "[-3]"), "budgets:", "must be positive"),

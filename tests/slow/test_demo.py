@@ -13,8 +13,11 @@ BUDGET_SECONDS = 600
 @pytest.mark.slow
 def test_the_demo_study_finishes_in_its_budget_and_draws_the_asked_digits(tmp_path):
     start = time.time()
-    proc = subprocess.run([sys.executable, "-m", "scaling.cli", "run-grid", "--preset", "demo", "--out", str(tmp_path), "--no-progress"],
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "scaling.cli", "run-grid", "--preset", "demo", "--out", str(tmp_path), "--no-progress"],
+        capture_output=True,
+        text=True,
+    )
     elapsed = time.time() - start
     assert proc.returncode == 0, proc.stdout + proc.stderr
     df = read_results(tmp_path)
