@@ -161,16 +161,7 @@ def generate_samples(ckpt_path, out_npz, config: SampleConfig, *, device: str = 
     """
     dist = distributed.setup(device)
     out_npz = Path(out_npz)
-    overrides = dict(model_overrides or {})
-    expected = overrides.pop("name", None)
-    ckpt = read_checkpoint(ckpt_path, model_name=expected)
-    model = load_model(ckpt, use_ema=config.use_ema, **overrides).to(dist.device)
-    if expected and expected != model.config.name:
-        raise ValueError(f"{ckpt_path} holds a {model.config.name} model, not {expected}; give the matching --model")
-    if config.compile:
-        compile_forward(model, config.compile_mode, dist.device)
-    meta = run_metadata(ckpt)
-    del ckpt
+    model, meta = load_for_sampling(ckpt_path, config, model_overrides, dist.device)
     c = model.config
     decode = build_decoder(meta, c.in_channels, config.vae, dist.device)
     schedule = meta.get("train", {}).get("noise_schedule", "linear")
@@ -203,6 +194,19 @@ def generate_samples(ckpt_path, out_npz, config: SampleConfig, *, device: str = 
         merge_shards(shard_dir, num_shards, out_npz)
     distributed.barrier()
     return out_npz
+
+
+def load_for_sampling(ckpt_path, config: SampleConfig, model_overrides: dict | None, device) -> tuple:
+    """(model on `device`, compiled if asked; the run's metadata) of a checkpoint, checked against an expected name."""
+    overrides = dict(model_overrides or {})
+    expected = overrides.pop("name", None)
+    ckpt = read_checkpoint(ckpt_path, model_name=expected)
+    model = load_model(ckpt, use_ema=config.use_ema, **overrides).to(device)
+    if expected and expected != model.config.name:
+        raise ValueError(f"{ckpt_path} holds a {model.config.name} model, not {expected}; give the matching --model")
+    if config.compile:
+        compile_forward(model, config.compile_mode, device)
+    return model, run_metadata(ckpt)
 
 
 def _check_shards_match(shard_dir: Path, config: SampleConfig, ckpt_path):
