@@ -9,6 +9,7 @@ A grid directory (`scaling run-grid --out GRID_DIR`)::
     report/report.html, report/report.pdf, report/figures/
     logs/<run>.log                  the output of each run's process (local executor on GPUs)
     slurm/                          submitit's job folders; slurm/dry-run/<run>.sbatch
+    grid.lock                       held by the `scaling run-grid` that works on the directory (pid, host)
 
 A run directory (`scaling train --run-dir RUN_DIR`)::
 
@@ -18,6 +19,8 @@ A run directory (`scaling train --run-dir RUN_DIR`)::
     samples/step_NNNNNNN.png, samples/progress.gif   EMA previews
     eval/step_NNNNNNN/<setting>.json (and .npz)      one record per evaluation point and setting
     lr-find.json, lr-find.png       the learning-rate range test, when one ran
+    run.lock                        held by the process that trains the run (pid, host)
+    failed.json                     why a grid's run stopped (a diverged loss: step and cause), until it re-runs
 """
 import dataclasses
 import re
@@ -113,6 +116,14 @@ class RunLayout:
     def lr_find_png(self) -> Path:
         return self.root / "lr-find.png"
 
+    @property
+    def lock(self) -> Path:
+        return self.root / "run.lock"
+
+    @property
+    def failed(self) -> Path:
+        return self.root / "failed.json"
+
 
 @dataclasses.dataclass(frozen=True)
 class GridLayout:
@@ -130,6 +141,10 @@ class GridLayout:
     @property
     def runs_dir(self) -> Path:
         return self.root / "runs"
+
+    @property
+    def lock(self) -> Path:
+        return self.root / "grid.lock"
 
     def run(self, name: str) -> RunLayout:
         return RunLayout(self.runs_dir / dir_name(name))
