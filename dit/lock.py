@@ -32,10 +32,10 @@ def read_holder(handle) -> dict:
 
 
 @contextlib.contextmanager
-def directory_lock(lock_path, what: str):
+def directory_lock(lock_path, what: str, doing: str):
     """Hold the lock at `lock_path` for the `with` body; DirectoryBusy when a live process holds it.
 
-    `what` names the directory in messages ("grid directory runs/demo").
+    `what` names the directory in messages ("grid directory runs/demo"), `doing` the holder's work ("scaling run-grid").
     """
     lock_path = Path(lock_path)
     lock_path.parent.mkdir(parents=True, exist_ok=True)
@@ -51,8 +51,7 @@ def directory_lock(lock_path, what: str):
                   file=sys.stderr, flush=True)
         handle.seek(0)
         handle.truncate()
-        command = " ".join(os.path.basename(a) if i == 0 else a for i, a in enumerate(sys.argv[:4]))
-        handle.write(json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "command": command, "since": time.time()}))
+        handle.write(json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "command": doing, "since": time.time()}))
         handle.flush()
         try:
             yield

@@ -325,7 +325,7 @@ def run_lock(run: RunLayout, dist: distributed.DistInfo):
     if not dist.is_main:
         yield
         return
-    with directory_lock(run.lock, f"run directory {run.root}"):
+    with directory_lock(run.lock, f"run directory {run.root}", "training"):
         removed = remove_stale_temporaries(run.root, run.checkpoints_dir, run.samples_dir)
         if removed:
             print(f"removed {len(removed)} temporary file(s) of interrupted writes: {', '.join(p.name for p in removed[:3])}"
