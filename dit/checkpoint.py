@@ -7,6 +7,8 @@ The official release ships a plain (EMA) state dict, e.g. `DiT-XL-2-256x256.pt`.
 """
 import dataclasses
 import random
+import sys
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -131,35 +133,69 @@ def list_checkpoints(run_dir) -> list[tuple[int, Path]]:
     return steps_in(RunLayout(run_dir).checkpoints_dir, ".pt")
 
 
-def latest_checkpoint(run_dir) -> dict | None:
-    """The newest checkpoint of run_dir that reads back whole (older ones are tried if the newest fails)."""
+def newest_readable_checkpoint(run_dir) -> tuple[dict | None, list[Path]]:
+    """The newest checkpoint of run_dir that reads back whole, and the newer ones that do not."""
+    unreadable = []
     for _, path in reversed(list_checkpoints(run_dir)):
         try:
             ckpt = read_checkpoint(path)
         except ValueError:
-            continue
-        if is_project_checkpoint(ckpt):
-            return ckpt
-    return None
+            ckpt = None
+        if ckpt is not None and is_project_checkpoint(ckpt):
+            return ckpt, unreadable
+        unreadable.append(path)
+    return None, unreadable
+
+
+def latest_checkpoint(run_dir) -> dict | None:
+    """The newest checkpoint of run_dir that reads back whole; the newer unreadable ones are named in one warning."""
+    ckpt, unreadable = newest_readable_checkpoint(run_dir)
+    warn_unreadable(unreadable, f"newest readable: step {ckpt['step']}" if ckpt else "none reads back")
+    return ckpt
+
+
+def warn_unreadable(unreadable: list[Path], outcome: str):
+    if unreadable:
+        print(f"warning: unreadable checkpoint(s) in {unreadable[0].parent} skipped (truncated or damaged): "
+              f"{', '.join(p.name for p in unreadable)}; {outcome}", file=sys.stderr, flush=True)
+
+
+def is_whole_file(path: Path) -> bool:
+    """Whether a checkpoint file ends whole (torch.save writes a zip archive; a cut one lost its directory).
+
+    Cheap (no tensor is read); a file that cannot be opened counts as whole, so nothing is deleted on a doubt."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            archive.namelist()
+    except zipfile.BadZipFile:
+        return False
+    except OSError:
+        return True
+    return True
 
 
 def prune_checkpoints(run_dir, keep_last: int, keep_every: int | None):
-    """Delete old checkpoints, keeping the newest `keep_last` and every one at a multiple of `keep_every`."""
+    """Delete old checkpoints, keeping the newest `keep_last` whole ones and every whole one at a multiple of
+    `keep_every`; cut (unreadable) files are never counted as kept and are deleted."""
     checkpoints = list_checkpoints(run_dir)
-    for step, path in checkpoints[: max(0, len(checkpoints) - keep_last)]:
-        if not (keep_every and step % keep_every == 0):
+    whole = [(step, path) for step, path in checkpoints if is_whole_file(path)]
+    kept = {path for _, path in whole[-keep_last:]} | {path for step, path in whole if keep_every and step % keep_every == 0}
+    for _, path in checkpoints:
+        if path not in kept:
             path.unlink(missing_ok=True)
 
 
-def save_checkpoint(run_dir, model, ema, opt, run_config: dict, step: int, wall: float, dist: distributed.DistInfo):
-    """Rank 0 writes model, EMA, optimiser, the run's config, step and every rank's RNG state, atomically."""
+def save_checkpoint(run_dir, model, ema, opt, run_config: dict, step: int, wall: float, dist: distributed.DistInfo,
+                    *, log_window: dict | None = None):
+    """Rank 0 writes model, EMA, optimiser, the run's config, step, every rank's RNG state and the training
+    loop's unlogged window (`log_window`), atomically."""
     train_config = run_config["train"]
     rngs = distributed.all_gather_objects(rng_state())
     if dist.is_main:
         state = {
             "model": model.state_dict(), "ema": ema.state_dict(), "opt": opt.state_dict(),
             "config": run_config,
-            "step": step, "wall_seconds": wall, "rng": rngs,
+            "step": step, "wall_seconds": wall, "rng": rngs, "log_window": log_window,
             "data": {"images_seen": step * train_config["batch_size"]},
         }
         atomic_torch_save(state, checkpoint_path(run_dir, step))
@@ -167,18 +203,25 @@ def save_checkpoint(run_dir, model, ema, opt, run_config: dict, step: int, wall:
     distributed.barrier()
 
 
-def load_training_state(run_dir, model, ema, opt, rank: int) -> tuple[int, float]:
-    """Restore model, EMA, optimiser and this rank's RNG state from run_dir's latest checkpoint; returns its
-    (step, training wall seconds), or (0, 0.0) when there is none (the modules are left as they are)."""
-    ckpt = latest_checkpoint(run_dir)
+def load_training_state(run_dir, model, ema, opt, rank: int, *, restart: bool = False) -> tuple[int, float, dict | None]:
+    """Restore model, EMA, optimiser and this rank's RNG state from run_dir's latest readable checkpoint; returns
+    its (step, training wall seconds, unlogged window), or (0, 0.0, None) when there is none (the modules are
+    left as they are). Checkpoints that all fail to read are refused unless `restart` (then step 0)."""
+    ckpt, unreadable = newest_readable_checkpoint(run_dir)
+    if rank == 0:
+        warn_unreadable(unreadable, f"resuming from step {ckpt['step']}" if ckpt else "none reads back")
     if ckpt is None:
-        return 0, 0.0
+        if unreadable and not restart:
+            raise ValueError(f"no checkpoint in {RunLayout(run_dir).checkpoints_dir} reads back (all "
+                             f"{len(unreadable)} are truncated or damaged); restore one, or re-run with --restart "
+                             f"to train from step 0")
+        return 0, 0.0, None
     check_fits(ckpt, model, run_dir)
     model.load_state_dict(ckpt["model"])
     ema.load_state_dict(ckpt["ema"])
     opt.load_state_dict(ckpt["opt"])
     set_rng_state(ckpt["rng"][min(rank, len(ckpt["rng"]) - 1)])  # a run resumed on more ranks than it had
-    return ckpt["step"], ckpt.get("wall_seconds", 0.0)
+    return ckpt["step"], ckpt.get("wall_seconds", 0.0), ckpt.get("log_window")
 
 
 # ---- RNG state ------------------------------------------------------------------------------------

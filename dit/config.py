@@ -28,7 +28,7 @@ AT_LEAST = {
 AT_LEAST_ONE_OR_UNSET = {  # option -> what leaving it out means
     "depth": "the named size's", "hidden_size": "the named size's", "num_heads": "the named size's",
     "resolution": "the data set's own", "keep_every": "no checkpoints kept beyond keep_last",
-    "sample_every": "a sample grid at each checkpoint",
+    "sample_every": "a sample grid at each checkpoint", "micro_batch_size": "each rank's batch in one pass",
 }
 INTERVALS = {  # option -> (test, the interval it tests)
     "lr": (lambda v: 0 < v < 1, "(0, 1)"),
@@ -61,6 +61,7 @@ class TrainConfig:
     # optimisation
     steps: int = 400_000
     batch_size: int = 256  # global, split across ranks
+    micro_batch_size: int | None = None  # gradient accumulation: each rank's rows in chunks of this many (same result)
     lr: float = 1e-4
     lr_schedule: str = "constant"
     warmup_steps: int = 0
@@ -108,6 +109,9 @@ class TrainConfig:
         for name, (inside, interval) in INTERVALS.items():
             if not inside(getattr(self, name)):
                 raise ValueError(f"{name} {getattr(self, name)} is outside {interval}")
+        if self.micro_batch_size and self.batch_size % self.micro_batch_size:
+            raise ValueError(f"micro_batch_size {self.micro_batch_size} does not divide batch_size {self.batch_size}; "
+                             f"choose a divisor of each process's share of the batch")
         if self.max_grad_norm is not None and not self.max_grad_norm > 0:
             raise ValueError(f"max_grad_norm must be above 0 (got {self.max_grad_norm}: below 0 the clip would reverse "
                              f"the gradient); leave it out for no clipping, as the paper")

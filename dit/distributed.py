@@ -1,4 +1,9 @@
-"""torch.distributed set-up for torchrun (DDP): NCCL on GPUs, gloo on CPU, a no-op for one process."""
+"""torch.distributed set-up for torchrun (DDP): NCCL on GPUs, gloo on CPU, a no-op for one process.
+
+The ranks come from torchrun's environment (RANK, LOCAL_RANK, WORLD_SIZE), or, for tasks that `srun`
+starts without torchrun, from SLURM's (SLURM_PROCID, SLURM_LOCALID, SLURM_NTASKS, the job's first node
+as the rendezvous host). Each process's GPU is its *local* rank on its node, never its global rank.
+"""
 import dataclasses
 import datetime
 import os
@@ -35,8 +40,27 @@ def pick_device(name: str = "auto") -> torch.device:
     return device
 
 
+SLURM_PORT_BASE, SLURM_PORT_SPAN = 20000, 20000  # a rendezvous port per job id, as submitit picks one
+
+
+def slurm_rank_env(environ) -> dict:
+    """torchrun's variables for a task of an `srun` step of several tasks without torchrun; {} elsewhere (under
+    torchrun, or the batch script itself, whose SLURM_NTASKS counts the tasks its steps may start)."""
+    in_step = environ.get("SLURM_STEP_ID", "").isdigit() and int(environ.get("SLURM_STEP_NUM_TASKS", "1")) > 1
+    if "RANK" in environ or not in_step:
+        return {}
+    from submitit.slurm.slurm import _parse_node_list
+
+    return {
+        "RANK": environ["SLURM_PROCID"], "LOCAL_RANK": environ.get("SLURM_LOCALID", "0"), "WORLD_SIZE": environ["SLURM_STEP_NUM_TASKS"],
+        "MASTER_ADDR": environ.get("MASTER_ADDR") or _parse_node_list(environ["SLURM_JOB_NODELIST"])[0],
+        "MASTER_PORT": environ.get("MASTER_PORT") or str(SLURM_PORT_BASE + int(environ["SLURM_JOB_ID"]) % SLURM_PORT_SPAN),
+    }
+
+
 def setup(device: str = "auto") -> DistInfo:
-    """Join the process group torchrun describes in the environment, or run as a single process."""
+    """Join the process group torchrun (or srun) describes in the environment, or run as a single process."""
+    os.environ.update(slurm_rank_env(os.environ))
     if "RANK" not in os.environ or int(os.environ.get("WORLD_SIZE", "1")) == 1:
         return DistInfo(device=pick_device(device))
     rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])

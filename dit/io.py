@@ -5,6 +5,22 @@ import tempfile
 import warnings
 from pathlib import Path
 
+TEMP_SUFFIX = ".tmp"  # atomic_path's temporary files are `.<name>.<random>.tmp` beside their target
+
+
+def remove_stale_temporaries(*folders) -> list[Path]:
+    """Delete the temporary files that interrupted atomic writes left in `folders` (not recursive); returns them.
+
+    Call it only while holding the folders' lock: a live writer's temporary file looks the same.
+    """
+    removed = []
+    for folder in map(Path, folders):
+        for tmp in folder.glob(f".*{TEMP_SUFFIX}") if folder.is_dir() else []:
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+                removed.append(tmp)
+    return removed
+
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike):
@@ -14,7 +30,7 @@ def atomic_path(path: str | os.PathLike):
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent)
     os.close(fd)
     os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; the result should read like any new file
     try:

@@ -5,11 +5,23 @@ random draw is a function of (seed, step): timesteps, noise and label dropout co
 generator seeded per step over the *global* batch (each rank takes its rows), and data
 augmentation from per-item seeds (`dit.data.StepBatches`), so a resumed run, or one on another
 number of ranks, sees the same batches and the same randomness as an uninterrupted one.
+
+Stopping: SIGTERM (SLURM's time limit and preemption), SIGUSR1, SIGUSR2 (submitit's preemption signal)
+and SIGINT finish the current step, write a checkpoint there and raise TrainingInterrupted (the CLI
+exits with 128 + the signal's number: 143 for SIGTERM, 138 SIGUSR1, 140 SIGUSR2, 130 SIGINT); a second
+signal stops at once. Several processes agree on a stop every STOP_POLL_STEPS steps (one process: every
+step). A loss or gradient norm that is not finite stops the run with TrainingDiverged before anything
+is written from that state: the loop keeps the first bad step on the device and checks it (one sync)
+before every log line, checkpoint and preview, so the fast path adds no GPU-to-CPU sync per step.
 """
+import contextlib
 import copy
 import dataclasses
 import json
 import math
+import signal
+import sys
+import threading
 import time
 
 import torch
@@ -23,7 +35,8 @@ from dit.data import POSTERIOR, build_dataset, make_loader, step_seed
 from dit.diffusion import create_diffusion
 from dit.errors import UserError
 from dit.interop import initialise_from
-from dit.io import atomic_write_text
+from dit.io import atomic_write_text, remove_stale_temporaries
+from dit.lock import directory_lock
 from dit.loggers import Loggers, open_loggers
 from dit.models import DiT, create_dit
 from dit.precision import autocast_for
@@ -36,12 +49,29 @@ from study.layout import RunLayout
 RESUMABLE_CHANGES = {
     "steps", "device", "num_workers", "compile", "log_every", "ckpt_every", "keep_last", "keep_every",
     "sample_every", "fused_optimizer", "fused_ema", "grad_checkpointing", "tf32", "loggers",
-    "checkpoint_blocks",
+    "checkpoint_blocks", "micro_batch_size",
 }
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2, signal.SIGINT)
+STOP_POLL_STEPS = 10  # several processes compare their stop flags this often (one all-reduce and sync)
+NONFINITE_CAUSES = {1: "the loss", 2: "the gradient norm", 3: "the loss and the gradient norm"}
 
 
 class TrainingDiverged(UserError):
-    """The loss became NaN or infinite; no checkpoint was written from that state."""
+    """The loss or the gradient norm became NaN or infinite; no checkpoint was written from that state."""
+
+    def __init__(self, message: str, *, step: int | None = None, cause: str | None = None):
+        super().__init__(message)
+        self.step, self.cause = step, cause
+
+
+class TrainingInterrupted(UserError):
+    """A stop signal arrived: the run wrote a checkpoint at `step` and stopped; re-running resumes it."""
+
+    def __init__(self, signum: int, step: int, run_dir):
+        name = signal.Signals(signum).name
+        super().__init__(f"stopped by {name} at step {step} with a checkpoint in {run_dir}; re-run the same command to resume")
+        self.signum, self.step = signum, step
+        self.exit_status = 128 + signum
 
 
 # ---- model, codec and optimiser ---------------------------------------------------------------
@@ -121,6 +151,10 @@ def check_can_start(config: TrainConfig, run: RunLayout, dist: distributed.DistI
     """Refuse a batch the processes cannot share or a run directory of another recipe; set TF32 on GPUs."""
     if config.batch_size % dist.world_size:
         raise ValueError(f"batch size {config.batch_size} does not divide by the {dist.world_size} processes; choose a multiple of {dist.world_size}")
+    rows = config.batch_size // dist.world_size
+    if config.micro_batch_size and rows % config.micro_batch_size:
+        raise ValueError(f"micro batch size {config.micro_batch_size} does not divide the {rows} rows of each of the "
+                         f"{dist.world_size} processes; choose a divisor of {rows}")
     check_same_run(run.root, config)
     if dist.device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = config.tf32
@@ -173,6 +207,11 @@ class StepInputs:
     noise: torch.Tensor  # (B, C, H, W)
     drop: torch.Tensor  # (B,) 1 where the label is replaced by the null class
 
+    def split(self, rows: int) -> list["StepInputs"]:
+        """Consecutive chunks of `rows` rows (gradient accumulation); the draws stay those of the whole batch."""
+        fields = [getattr(self, f.name) for f in dataclasses.fields(self)]
+        return [StepInputs(*(v[i : i + rows] for v in fields)) for i in range(0, len(self.x), rows)]
+
 
 def step_randomness(config: TrainConfig, step: int, shape, num_timesteps: int, dist: distributed.DistInfo):
     """Timesteps, noise and label-dropout mask of this rank's rows of the global batch at `step`."""
@@ -199,58 +238,149 @@ def step_inputs(batch, parts: TrainingParts, config: TrainConfig, step: int, dis
 
 def train_step(parts: TrainingParts, net, inputs: StepInputs, config: TrainConfig) -> torch.Tensor:
     """One optimiser step of `net` (parts.model, or its DDP or compiled wrapper) on the hybrid loss and one
-    EMA update; returns [loss, mse, vb, grad norm]."""
-    with autocast_for(inputs.x.device, config.precision):
-        terms = parts.diffusion.training_losses(net, inputs.x, inputs.t, dict(y=inputs.y, force_drop_ids=inputs.drop), inputs.noise)
-    loss = terms["loss"].mean()
+    EMA update; returns [loss, mse, vb, grad norm]. With micro_batch_size the rows go through in chunks whose
+    gradients add up (each chunk's mean loss weighted by its share of the rows): the step is the same."""
     parts.opt.zero_grad(set_to_none=True)
-    loss.backward()
+    rows = len(inputs.x)
+    chunks = inputs.split(config.micro_batch_size or rows)
+    terms_sum = torch.zeros(3, device=inputs.x.device)  # [loss, mse, vb] of the whole batch
+    for i, chunk in enumerate(chunks):
+        with gradient_sync(net, last=i == len(chunks) - 1):
+            with autocast_for(chunk.x.device, config.precision):
+                terms = parts.diffusion.training_losses(net, chunk.x, chunk.t, dict(y=chunk.y, force_drop_ids=chunk.drop), chunk.noise)
+            share = len(chunk.x) / rows
+            loss = terms["loss"].mean() * share
+            loss.backward()
+        terms_sum += torch.stack([loss, terms["mse"].mean() * share, terms["vb"].mean() * share]).detach()
     grad_norm = torch.nn.utils.clip_grad_norm_(parts.model.parameters(), config.max_grad_norm or math.inf)
     parts.opt.step()
     update_ema(parts.ema, parts.model, config.ema_decay, config.fused_ema)
-    return torch.stack([loss, terms["mse"].mean(), terms["vb"].mean(), grad_norm]).detach()
+    return torch.cat([terms_sum, grad_norm.detach().reshape(1).to(terms_sum)])
+
+
+def gradient_sync(net, *, last: bool):
+    """DDP's no_sync for every micro-batch but the last (its backward all-reduces the summed gradients)."""
+    ddp = getattr(net, "_orig_mod", net)  # under torch.compile
+    if isinstance(ddp, DistributedDataParallel) and not last:
+        return ddp.no_sync()
+    return contextlib.nullcontext()
 
 
 # ---- the loop ----------------------------------------------------------------------------------
-def train(config: TrainConfig, run_dir, *, until: int | None = None, progress: bool = True) -> dict:
+def train(config: TrainConfig, run_dir, *, until: int | None = None, progress: bool = True, restart: bool = False) -> dict:
     """Train (or resume) the run in run_dir to config.steps, or stop early at step `until` with a
-    checkpoint there (the schedule still spans config.steps). Returns the last log record."""
+    checkpoint there (the schedule still spans config.steps). Returns the last log record.
+
+    Holds the run directory's lock throughout. `restart` trains from step 0 when checkpoints exist
+    but none reads back (otherwise that is refused)."""
     dist = distributed.setup(config.device)
     run = RunLayout(run_dir)
     check_can_start(config, run, dist)
+    with run_lock(run, dist), StopRequest() as stop:
+        return train_locked(config, run, dist, stop, until=until, progress=progress, restart=restart)
+
+
+def train_locked(config: TrainConfig, run: RunLayout, dist, stop: "StopRequest", *, until, progress, restart) -> dict:
     torch.manual_seed(config.seed)
     parts = build_training(config, dist.device)
-    step, wall = load_training_state(run.root, parts.model, parts.ema, parts.opt, dist.rank)
+    step, wall, window_state = load_training_state(run.root, parts.model, parts.ema, parts.opt, dist.rank, restart=restart)
     if step == 0 and config.init:  # a fresh run that starts from given weights (`--init`)
         initialise_from(parts.model, parts.ema, config.init, config.model)
     run_config = start_run_dir(run, config, parts, step, dist)
     loggers = open_loggers(config.loggers, run, run_config, step) if dist.is_main else Loggers({})
+    redraw_missing_preview(run, parts, config, step, dist)
     net = wrap_for_training(parts.model, config, dist)
     batches = iter(make_loader(parts.dataset, config, dist, step))
     lr_at = get_lr_schedule(config.lr_schedule)
 
-    window, record = LogWindow(dist.device, wall), {}
-    stop = min(until or config.steps, config.steps)
-    bar = progress_bar(total=stop, initial=step, desc="training", enabled=progress and dist.is_main)
-    while step < stop:
+    window, record = LogWindow(dist.device, wall, window_state), {}
+    stop_at = min(until or config.steps, config.steps)
+    bar = progress_bar(total=stop_at, initial=step, desc="training", enabled=progress and dist.is_main)
+    while step < stop_at:
         inputs = step_inputs(next(batches), parts, config, step, dist)
         set_lr(parts.opt, lr_at(step, config.lr, config.steps, config.warmup_steps))
-        stats = train_step(parts, net, inputs, config)
+        window.add(train_step(parts, net, inputs, config), step + 1)
         step += 1
-        window.add(stats, step)
         bar.update(1)
-        if is_due(step, config.log_every, stop) or is_due(step, config.ckpt_every, stop):
+        ckpt_due, preview_due = is_due(step, config.ckpt_every, stop_at), is_due(step, config.sample_every or config.ckpt_every, stop_at)
+        if is_due(step, config.log_every, stop_at) or ckpt_due:
             record = log_window(run, window, step, parts.opt, config, dist, bar)
             loggers.log_train(record)
-        if is_due(step, config.ckpt_every, stop):
-            save_checkpoint(run.root, parts.model, parts.ema, parts.opt, run_config, step, window.wall_seconds, dist)
-        if dist.is_main and is_due(step, config.sample_every or config.ckpt_every, stop):
+        signum = stop.agreed(step, dist, final=step == stop_at)
+        if ckpt_due or preview_due or signum:
+            check_finite(window.first_bad)
+        if ckpt_due or signum:
+            save_checkpoint(run.root, parts.model, parts.ema, parts.opt, run_config, step, window.wall_seconds, dist,
+                            log_window=window.state())
+        if signum:
+            bar.close(), loggers.close()
+            raise TrainingInterrupted(signum, step, run.root)
+        if dist.is_main and preview_due:
             loggers.log_image(step, save_sample_grid(parts.ema, config, parts.codec, run.root, step, dist.device))
             window.restart_clock()  # previews do not count as training time
     bar.close()
     loggers.close()
     distributed.barrier()
     return record
+
+
+@contextlib.contextmanager
+def run_lock(run: RunLayout, dist: distributed.DistInfo):
+    """Rank 0 holds the run directory's lock and, holding it, removes the temporary files of interrupted writes."""
+    if not dist.is_main:
+        yield
+        return
+    with directory_lock(run.lock, f"run directory {run.root}", "training"):
+        removed = remove_stale_temporaries(run.root, run.checkpoints_dir, run.samples_dir)
+        if removed:
+            print(f"removed {len(removed)} temporary file(s) of interrupted writes: {', '.join(p.name for p in removed[:3])}"
+                  + (", ..." if len(removed) > 3 else ""), file=sys.stderr, flush=True)
+        yield
+
+
+def redraw_missing_preview(run: RunLayout, parts: TrainingParts, config: TrainConfig, step: int, dist):
+    """Draw the preview of the resumed checkpoint when a kill cut it (it was due there and is missing)."""
+    if dist.is_main and step and step % (config.sample_every or config.ckpt_every) == 0 and not run.preview(step).exists():
+        save_sample_grid(parts.ema, config, parts.codec, run.root, step, dist.device)
+
+
+class StopRequest:
+    """Catches the stop signals while training (in the main thread): the first sets `signum` and the loop stops
+    after the step with a checkpoint; a second restores the previous handlers and re-sends itself (stops at once)."""
+
+    def __init__(self):
+        self.signum, self.previous = 0, {}
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            self.previous = {s: signal.signal(s, self.handle) for s in STOP_SIGNALS}
+        return self
+
+    def __exit__(self, *exc):
+        self.restore()
+
+    def restore(self):
+        for s, handler in self.previous.items():
+            signal.signal(s, handler)
+        self.previous = {}
+
+    def handle(self, signum, frame):
+        if self.signum:
+            self.restore()
+            signal.raise_signal(signum)
+            return
+        self.signum = signum
+        print(f"caught {signal.Signals(signum).name}: stopping after this step with a checkpoint "
+              f"(send it again to stop at once)", file=sys.stderr, flush=True)
+
+    def agreed(self, step: int, dist: distributed.DistInfo, final: bool) -> int:
+        """The signal every process stops on now (0: go on); several processes compare every STOP_POLL_STEPS
+        steps and at the `final` step (a signal there still stops the caller, e.g. a grid's next segment)."""
+        if dist.world_size == 1:
+            return self.signum
+        if step % STOP_POLL_STEPS and not final:
+            return 0
+        return int(distributed.all_reduce_max(torch.tensor(self.signum, device=dist.device)).item())
 
 
 def wrap_for_training(model: DiT, config: TrainConfig, dist: distributed.DistInfo):
@@ -274,20 +404,29 @@ def is_due(step: int, every: int, stop: int) -> bool:
 
 
 class LogWindow:
-    """The steps since the last log line: their summed [loss, mse, vb, grad norm], the first step whose loss
-    was not finite (-1: none) and their start time; `wall_seconds` adds up the run's training time."""
+    """The steps since the last log line: their summed [loss, mse, vb, grad norm], the first step whose loss or
+    gradient norm was not finite with its cause ([-1, 0]: none; cause 1 loss, 2 gradient norm, 3 both) and
+    their start time; `wall_seconds` adds up the run's training time. `state` travels in checkpoints, so a
+    run stopped between log lines logs the same means when it resumes."""
 
-    def __init__(self, device, wall_seconds: float):
+    def __init__(self, device, wall_seconds: float, state: dict | None = None):
         self.device, self.wall_seconds = device, wall_seconds
         self.sums = torch.zeros(4, device=device)
-        self.first_bad = torch.tensor(-1, device=device)
+        self.first_bad = torch.tensor([-1, 0], device=device)
         self.steps, self.start = 0, time.perf_counter()
+        if state:
+            self.sums = torch.tensor(state["sums"], device=device, dtype=self.sums.dtype)
+            self.steps, self.start = state["steps"], self.start - state["elapsed"]
 
     def add(self, stats: torch.Tensor, step: int):
         self.sums += stats
-        bad_now = (self.first_bad < 0) & ~torch.isfinite(stats[0])
-        self.first_bad = torch.where(bad_now, torch.tensor(step, device=self.device), self.first_bad)
+        cause = (~torch.isfinite(stats[0])).long() + 2 * (~torch.isfinite(stats[3])).long()
+        bad_now = (self.first_bad[0] < 0) & (cause > 0)
+        self.first_bad = torch.where(bad_now, torch.stack([torch.tensor(step, device=self.device), cause]), self.first_bad)
         self.steps += 1
+
+    def state(self) -> dict:
+        return {"sums": self.sums.tolist(), "steps": self.steps, "elapsed": time.perf_counter() - self.start}
 
     def restart_clock(self):
         self.start = time.perf_counter()
@@ -299,7 +438,8 @@ class LogWindow:
 
 
 def log_window(run: RunLayout, window: LogWindow, step: int, opt, config: TrainConfig, dist, bar) -> dict:
-    """Stop if a loss was not finite; else append the window's means to train-log.jsonl (rank 0) and reset it."""
+    """Stop if a loss or gradient was not finite; else append the window's means to train-log.jsonl (rank 0)
+    and reset it."""
     check_finite(window.first_bad)
     elapsed = time.perf_counter() - window.start
     window.wall_seconds += elapsed
@@ -313,10 +453,13 @@ def log_window(run: RunLayout, window: LogWindow, step: int, opt, config: TrainC
 
 
 def check_finite(first_bad: torch.Tensor):
-    """Stop on the first step (on any rank) whose loss was not finite, before anything is written."""
-    bad_step = int(distributed.all_reduce_max(first_bad).item())
+    """Stop on the first step (on any rank) whose loss or gradient norm was not finite, before anything is written."""
+    bad_step, cause = (int(v) for v in distributed.all_reduce_max(first_bad).tolist())
     if bad_step >= 0:
-        raise TrainingDiverged(f"the loss became NaN or infinite at step {bad_step}; lower the learning rate or use fp32 (no checkpoint was written from that state)")
+        what = NONFINITE_CAUSES[cause]
+        raise TrainingDiverged(f"{what} became NaN or infinite at step {bad_step}; lower the learning rate, clip "
+                               f"gradients (--max-grad-norm) or use fp32 (no checkpoint was written from that state)",
+                               step=bad_step, cause=f"{what} became NaN or infinite")
 
 
 def log_record(step, means, opt, config, steps_done, elapsed, wall, device) -> dict:

@@ -7,7 +7,8 @@ the command and sets `func(args) -> int | None`; modules import their heavy depe
 Errors a user can cause end as one line on stderr naming the problem and the fix, exit status 2:
 ValueError (options, files, data), OSError (permissions, a full or read-only disk, a file where a
 folder belongs) and dit.errors.UserError (a diverged run, failed runs of a grid). Anything else is
-a bug and raises. `--traceback` (before or after COMMAND) or SCALING_TRACEBACK=1 prints the full
+a bug and raises. An error may carry its own `exit_status` (a training run stopped by a signal exits
+with 128 + the signal's number after its checkpoint). `--traceback` (before or after COMMAND) or SCALING_TRACEBACK=1 prints the full
 traceback of any error first.
 """
 import argparse
@@ -103,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.traceback or args.traceback_first or os.environ.get(TRACEBACK_ENV, "") not in ("", "0"):
             traceback.print_exc()
         print(f"scaling {args.command}: error: {error_line(exc)}", file=sys.stderr)
-        return 2
+        return getattr(exc, "exit_status", 2)
 
 
 def is_user_error(exc: Exception) -> bool:

@@ -54,9 +54,14 @@ def local(runs: list[RunSpec], grid_dir, *, progress: bool = True, on_done=None,
 
 
 def _execute_here(run: RunSpec, grid_dir, progress: bool, on_done, on_results) -> bool:
-    """Execute one run in this process; False when it stopped with a user's error (a diverged loss)."""
+    """Execute one run in this process; False when it stopped with a user's error (a diverged loss). A stop
+    signal stops the whole grid (TrainingInterrupted propagates after the run's checkpoint)."""
+    from dit.train import TrainingInterrupted
+
     try:
         execute_run(run, grid_dir, progress=progress, on_results=on_results)
+    except TrainingInterrupted:
+        raise
     except UserError as exc:
         print(f"{run.label} stopped: {exc}", file=sys.stderr, flush=True)
         return False
@@ -112,7 +117,12 @@ def _slurm_executor(runs: list[RunSpec], grid_dir, cluster: str | None):
 
 
 class SlurmJob:
-    """A picklable job: sets up torch.distributed from submitit's environment, then executes the run."""
+    """A picklable job: sets up torch.distributed from submitit's environment, then executes the run.
+
+    SLURM signals the job `signal_delay_s` (90 s) before its time limit or on preemption (sbatch --signal,
+    submitit's USR2); training finishes its step, writes a checkpoint and stops, and the job requeues itself
+    through submitit's handler (which calls `checkpoint`), so the next allocation resumes from that step.
+    """
 
     def __init__(self, run: RunSpec, grid_dir, on_results=None):
         self.run, self.grid_dir, self.on_results = run, str(grid_dir), on_results
@@ -120,9 +130,15 @@ class SlurmJob:
     def __call__(self):
         import submitit
 
+        from dit.train import TrainingInterrupted
+
         if submitit.JobEnvironment().num_tasks > 1:
             submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
-        execute_run(self.run, self.grid_dir, progress=False, on_results=self.on_results)
+        try:
+            execute_run(self.run, self.grid_dir, progress=False, on_results=self.on_results)
+        except TrainingInterrupted:
+            requeue_through_submitit()
+            raise
         return self.run.label
 
     def checkpoint(self):
@@ -130,6 +146,19 @@ class SlurmJob:
         import submitit
 
         return submitit.helpers.DelayedSubmission(SlurmJob(self.run, self.grid_dir, self.on_results))
+
+
+def requeue_through_submitit():
+    """Hand a stop that training has checkpointed to submitit's preemption handler: on the main task it calls
+    SlurmJob.checkpoint, requeues the job and exits; on the other tasks it returns."""
+    import signal
+
+    import submitit
+
+    signum = getattr(signal, f"SIG{submitit.JobEnvironment.USR_SIG}")
+    handler = signal.getsignal(signum)
+    if callable(handler):
+        handler(signum, None)
 
 
 def slurm(runs: list[RunSpec], grid_dir, *, dry_run: bool = False, cluster: str | None = None, on_done=None,

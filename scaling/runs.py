@@ -8,6 +8,7 @@ caller (`on_results`: the command that runs the grid renders the report there). 
 remembered outside the run directory: a finished evaluation point is one JSON file, a finished
 run is one whose last point is evaluated, so re-running skips what is done.
 """
+import contextlib
 import dataclasses
 import json
 import warnings
@@ -59,13 +60,14 @@ def run_train_config(run: RunSpec):
 @dataclasses.dataclass(frozen=True)
 class RunState:
     name: str
-    state: str  # pending, training, done
+    state: str  # pending, training, done, failed
     step: int
     steps: int
     evaluated: int  # evaluation points with every setting scored
     points: int
     latest: dict | None  # the newest evaluation record of the grid's first sampling setting
     seconds_per_step: float | None
+    failure: dict | None = None  # failed.json of a run that diverged: step, cause
 
 
 def run_state(grid_dir, run: RunSpec) -> RunState:
@@ -81,8 +83,19 @@ def run_state(grid_dir, run: RunSpec) -> RunState:
     latest = read_eval_record(scored[-1]) if scored else None
     finished = step >= run.train.steps and len(done) == len(points)
     started = step or done or layout.train_log.exists()
-    state = "done" if finished else ("training" if started else "pending")
-    return RunState(run.label, state, step, run.train.steps, len(done), len(points), latest, seconds_per_step(layout))
+    failure = read_failure(layout)
+    state = "done" if finished else "failed" if failure else ("training" if started else "pending")
+    return RunState(run.label, state, step, run.train.steps, len(done), len(points), latest, seconds_per_step(layout), failure)
+
+
+def read_failure(layout: RunLayout) -> dict | None:
+    """Why the run stopped the last time it ran (failed.json), or None."""
+    if not layout.failed.exists():
+        return None
+    try:
+        return json.loads(layout.failed.read_text())
+    except json.JSONDecodeError:
+        return {"step": None, "cause": "unknown (failed.json is damaged)"}
 
 
 def seconds_per_step(layout: RunLayout) -> float | None:
@@ -100,13 +113,37 @@ def seconds_per_step(layout: RunLayout) -> float | None:
 # ---- execution ---------------------------------------------------------------------------------
 def execute_run(run: RunSpec, grid_dir, *, progress: bool = True, on_results=None):
     """Train the run to each evaluation point, evaluate it, rebuild the grid's table, then call
-    `on_results(grid_dir)` (on the main process; e.g. to render the report)."""
+    `on_results(grid_dir)` (on the main process; e.g. to render the report). A diverged run leaves
+    failed.json (step, cause) in its directory, which `scaling status` shows."""
+    from dit import distributed
+
+    grid_dir = Path(grid_dir)
+    layout = run_layout(grid_dir, run)
+    config = run_train_config(run)
+    with recording_divergence(layout, is_main=distributed.setup(config.device).is_main):
+        train_and_evaluate(run, grid_dir, config, progress=progress, on_results=on_results)
+
+
+@contextlib.contextmanager
+def recording_divergence(layout: RunLayout, *, is_main: bool):
+    """Clear the run's failed.json as it starts again; write it (step, cause) when its training diverges."""
+    from dit.train import TrainingDiverged
+
+    if is_main:
+        layout.failed.unlink(missing_ok=True)
+    try:
+        yield
+    except TrainingDiverged as exc:
+        if is_main:
+            atomic_write_text(layout.failed, json.dumps({"step": exc.step, "cause": exc.cause, "message": str(exc)}) + "\n")
+        raise
+
+
+def train_and_evaluate(run: RunSpec, grid_dir: Path, config, *, progress: bool, on_results):
     from dit import distributed
     from dit.train import train
 
-    grid_dir = Path(grid_dir)
     directory = run_layout(grid_dir, run).root
-    config = run_train_config(run)
     for point in run.eval_points():
         train(config, directory, until=point, progress=progress)
         validation = validate_point(run, grid_dir, point)
@@ -246,7 +283,9 @@ def grid_progress(states: list[RunState], runs: list[RunSpec]) -> str:
     count = lambda state: sum(s.state == state for s in states)
     eta = eta_seconds(states, runs)
     eta_text = f"; about {eta / 60:.0f} min of training left" if eta else ""
-    return f"{count('done')} done, {count('training')} started, {count('pending')} not started of {len(states)} runs{eta_text}"
+    failed = f", {count('failed')} failed" if count("failed") else ""
+    return (f"{count('done')} done, {count('training')} started{failed}, {count('pending')} not started of "
+            f"{len(states)} runs{eta_text}")
 
 
 def eta_seconds(states: list[RunState], runs: list[RunSpec]) -> float | None:

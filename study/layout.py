@@ -10,6 +10,7 @@ A grid directory (`scaling run-grid --out GRID_DIR`)::
     report/report.html, report/report.pdf, report/figures/
     logs/<run>.log                  the output of each run's process (local executor on GPUs)
     slurm/                          submitit's job folders; slurm/dry-run/<run>.sbatch
+    grid.lock                       held by the `scaling run-grid` that works on the directory (pid, host)
 
 A run directory (`scaling train --run-dir RUN_DIR`)::
 
@@ -21,6 +22,8 @@ A run directory (`scaling train --run-dir RUN_DIR`)::
     eval/step_NNNNNNN/validation.json                the validation loss at that point (in every record too)
     lr-find.json, lr-find.png       the learning-rate range test, when one ran
     tensorboard/, wandb/            the loggers' files (`--logger tensorboard`, `--logger wandb`)
+    run.lock                        held by the process that trains the run (pid, host)
+    failed.json                     why a grid's run stopped (a diverged loss: step and cause), until it re-runs
 """
 import dataclasses
 import re
@@ -135,6 +138,14 @@ class RunLayout:
     def lr_find_png(self) -> Path:
         return self.root / "lr-find.png"
 
+    @property
+    def lock(self) -> Path:
+        return self.root / "run.lock"
+
+    @property
+    def failed(self) -> Path:
+        return self.root / "failed.json"
+
 
 @dataclasses.dataclass(frozen=True)
 class GridLayout:
@@ -152,6 +163,10 @@ class GridLayout:
     @property
     def runs_dir(self) -> Path:
         return self.root / "runs"
+
+    @property
+    def lock(self) -> Path:
+        return self.root / "grid.lock"
 
     def run(self, name: str, seed: int | None = None) -> RunLayout:
         """The run directory of run `name` (of `seed`, when the grid names seeds)."""

@@ -10,7 +10,10 @@ def add_parser(subparsers):
         description=f"Plan the grid's runs, train each to every evaluation point, sample and score it, and keep "
         f"{grid.results_parquet} (+ .csv) and the report current after every evaluation point. Re-running the "
         "same command skips finished runs and evaluation points and resumes interrupted runs from their last "
-        "checkpoint. Example: scaling run-grid --preset demo --out runs/demo",
+        f"checkpoint. One run-grid at a time works on a directory ({grid.lock}). A run whose loss diverges is "
+        "marked failed (`scaling status`) and the grid goes on with the others; SIGTERM/SIGUSR1/SIGINT stop the grid "
+        "after the current step's checkpoint (exit 128 + the signal's number). "
+        "Example: scaling run-grid --preset demo --out runs/demo",
     )
     p.add_argument("grid", nargs="?", help="grid spec YAML file (or use --preset)")
     p.add_argument("--preset", help="a shipped preset: demo, demo-long, paper, blocks")
@@ -33,13 +36,11 @@ def load_spec(args):
 
 def run(args):
     import dataclasses
-    import time
     from pathlib import Path
 
-    from scaling.commands.report import refresh_report, refresh_report_while_training
-    from scaling.executors import get_executor
+    from dit.io import remove_stale_temporaries
+    from dit.lock import directory_lock
     from scaling.grid import plan
-    from scaling.runs import claim_grid_dir, grid_progress, refresh_results, run_state, sample_count_note
     from study.layout import GridLayout
 
     spec = load_spec(args)
@@ -47,11 +48,25 @@ def run(args):
         spec = dataclasses.replace(spec, executor=dataclasses.replace(spec.executor, kind=args.executor))
     runs = plan(spec)
     grid_dir = Path(args.out)
-    grid = GridLayout(grid_dir)
     if args.dry_run and spec.executor.kind == "local":
         for r in runs:
             print(r.label)
         return
+    grid = GridLayout(grid_dir)
+    with directory_lock(grid.lock, f"grid directory {grid_dir}", "scaling run-grid"):  # a second run-grid here ends in one line, exit 2
+        remove_stale_temporaries(grid_dir, grid.report_dir)
+        run_locked(args, spec, runs, grid_dir)
+
+
+def run_locked(args, spec, runs, grid_dir):
+    import time
+
+    from scaling.commands.report import refresh_report, refresh_report_while_training
+    from scaling.executors import get_executor
+    from scaling.runs import claim_grid_dir, grid_progress, refresh_results, run_state, sample_count_note
+    from study.layout import GridLayout
+
+    grid = GridLayout(grid_dir)
     claim_grid_dir(grid_dir, spec)
     started = time.time()
 

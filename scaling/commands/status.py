@@ -6,7 +6,7 @@ def add_parser(subparsers):
     from scaling.commands.plan import add_cost_arguments
 
     p = subparsers.add_parser("status", help="show the state of each run of a grid directory",
-                              description="Show each run's state (pending, training, done), its step, evaluation points "
+                              description="Show each run's state (pending, training, done, failed: diverged, with its step and cause), its step, evaluation points "
                               "done, its latest FID and the training time left, all read from GRID_DIR. For a grid on "
                               "GPUs (or with --throughput), also the GPU-hours of training and evaluation left and the "
                               "wall time on --gpus, estimated as `scaling plan` does (runs that have trained a while "
@@ -52,6 +52,9 @@ def run(args):
         eta = f"{left / 60:.1f} min" if left is not None else "-"
         print(f"{s.name:<28} {s.state:<9} {s.step:>7}/{s.steps:<7} {s.evaluated:>4}/{s.points:<4} {fid:>10} {eta:>8}")
     first = sampling_settings(runs[0])[0]
+    for s in states:
+        if s.failure:
+            print(f"{s.name} failed at step {s.failure.get('step')}: {s.failure.get('cause')}; fix it, then re-run the grid")
     print(f"latest fid: the newest evaluation point, {first.sampler} {first.sampling_steps} steps, cfg {first.cfg_scale:g}")
     print(grid_progress(states, runs))
     for line in cost_left:

@@ -13,6 +13,7 @@ HELP = {
     "vae": "diffusers AutoencoderKL hub id or local folder, for --codec sd-vae",
     "steps": "train until this many optimiser steps (raise it to extend a finished run)",
     "batch_size": "global batch size, split across processes",
+    "micro_batch_size": "gradient accumulation: each process's rows in chunks of N (same result, less memory)",
     "lr_schedule": "constant (the paper), cosine or one-cycle",
     "keep_every": "also keep every checkpoint at a multiple of this many steps (evaluation points)",
     "sample_every": "write an EMA sample grid every N steps (default: at each checkpoint)",
@@ -22,6 +23,16 @@ HELP = {
     "default: all or none, as --grad-checkpointing)",
     "loggers": "also log to tensorboard (RUN_DIR/tensorboard/) or wandb (offline unless configured); repeatable",
 }
+
+
+EPILOG = """\
+stopping and exit status:
+  SIGTERM, SIGUSR1, SIGUSR2 or SIGINT (Ctrl-C) finish the current step, write a checkpoint there and exit
+  with 128 + the signal's number (143 SIGTERM, 138 SIGUSR1, 140 SIGUSR2, 130 SIGINT); re-run the same
+  command to resume exactly. A second signal stops at once. Under several processes they agree every 10 steps.
+  A loss or gradient norm that becomes NaN or infinite stops the run with exit 2, naming the step and cause;
+  nothing is written from that state. One process at a time trains a run directory ({lock});
+  a second one ends with exit 2, naming the first."""
 
 
 def add_parser(subparsers):
@@ -35,12 +46,15 @@ def add_parser(subparsers):
         f"Options come from the defaults, then {layout.config} when resuming, then --config, then flags. "
         "Re-running the same command resumes from the latest checkpoint; for several GPUs launch it with "
         "`torchrun --nproc_per_node=N -m scaling.cli train ...`.",
+        epilog=EPILOG.format(lock=layout.lock), formatter_class=argparse.RawDescriptionHelpFormatter,
         argument_default=argparse.SUPPRESS,
     )
     p.add_argument("--run-dir", required=True, help=f"run directory ({layout.config.name}, {layout.checkpoints_dir.name}/, "
                    f"{layout.train_log.name}, {layout.samples_dir.name}/)")
     p.add_argument("--config", help="JSON or YAML file of training options")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--restart", action="store_true", help="train from step 0 when the run directory's checkpoints all "
+                   "fail to read (refused without it)")
     for field in dataclasses.fields(TrainConfig):
         add_field_option(p, field, typing.get_type_hints(TrainConfig)[field.name])
     p.set_defaults(func=run)
@@ -84,6 +98,7 @@ def run(args):
     from dit.train import train
 
     config = resolve_config(args)
-    record = train(config, args.run_dir, progress=not getattr(args, "no_progress", False))  # TrainingDiverged: exit 2
+    record = train(config, args.run_dir, progress=not getattr(args, "no_progress", False),
+                   restart=getattr(args, "restart", False))  # TrainingDiverged: exit 2; TrainingInterrupted: 128 + signal
     if record:
         print(f"trained to step {record['step']}: loss {record['loss']:.4f} in {record['wall_seconds']:.0f} s -> {args.run_dir}")

@@ -1,6 +1,7 @@
 import dataclasses
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -58,6 +59,7 @@ def test_a_grid_killed_in_its_second_run_resumes_to_the_same_table(tmp_path):
     assert [run_state(tmp_path / "killed", r).state for r in runs] == ["done", "training"]
     resumed = run_grid(path, tmp_path / "killed")
     assert resumed.wait(timeout=600) == 0, resumed.stdout.read()
+    assert "took over the lock of grid directory" in resumed.stdout.readline()  # the killed grid's leftover lock file
     assert "1 done, 1 started, 0 not started of 2 runs" in resumed.stdout.readline()  # what it found on disk
     assert whole.wait(timeout=600) == 0, whole.stdout.read()
     expect, got = read_results(tmp_path / "whole"), read_results(tmp_path / "killed")
@@ -192,3 +194,56 @@ def test_two_seeds_of_one_model_are_two_runs_with_different_losses(tmp_path):
     assert df["val_loss"].nunique() == 2
     losses = [json.loads((out / "runs" / r.dir_name / "train-log.jsonl").read_text().splitlines()[-1])["loss"] for r in runs]
     assert losses[0] != losses[1]
+
+
+def test_a_second_run_grid_on_the_same_directory_is_refused_while_the_first_runs(tmp_path):
+    path = grid_file(tmp_path, steps=8, every=4)
+    first = run_grid(path, tmp_path / "out")
+    lock = tmp_path / "out" / "grid.lock"
+    deadline = time.time() + 120
+    while first.poll() is None and time.time() < deadline and not (lock.exists() and lock.read_text()):
+        time.sleep(0.01)
+    second = run_grid(path, tmp_path / "out")
+    out = second.communicate(timeout=120)[0]
+    still_running = first.poll() is None
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+    assert still_running, "the first grid ended before the second started"
+    assert second.returncode == 2, out
+    assert out.strip().splitlines() == [f"scaling run-grid: error: grid directory {tmp_path / 'out'} is in use by process "
+                                        f"{first.pid} on {socket.gethostname()} (scaling run-grid); "
+                                        f"wait for it to end or stop it (this lock: {lock})"]
+
+
+def test_a_diverged_run_is_marked_failed_evaluates_nothing_and_the_grid_goes_on(tmp_path, monkeypatch, capsys):
+    from dit import diffusion as diffusion_module
+    from scaling.cli import build_parser
+    from scaling.executors import RunsFailed, local
+    from tests.dit.test_preemption import InfiniteGradient
+
+    real, calls = diffusion_module.GaussianDiffusion.training_losses, []
+
+    def poisoned(self, *args, **kwargs):  # the first run's step 2 gets an infinite gradient; its loss stays finite
+        terms = real(self, *args, **kwargs)
+        calls.append(1)
+        if len(calls) == 2:
+            terms["loss"] = InfiniteGradient.apply(terms["loss"])
+        return terms
+
+    monkeypatch.setattr(diffusion_module.GaussianDiffusion, "training_losses", poisoned)
+    spec = parse_grid(grid_file(tmp_path, steps=4, every=4).read_text())
+    runs, out = plan(spec), tmp_path / "out"
+    claim_grid_dir(out, spec)
+    with pytest.raises(RunsFailed, match=f"runs failed: {runs[0].name}"):
+        local(runs, out, progress=False)
+    diverged, other = (run_state(out, r) for r in runs)
+    assert (diverged.state, diverged.step, diverged.evaluated) == ("failed", 0, 0)
+    assert diverged.failure["step"] == 2 and diverged.failure["cause"] == "the gradient norm became NaN or infinite"
+    assert other.state == "done"
+    assert list(read_results(out)["run"]) == [runs[1].name]  # nothing of the diverged run was evaluated
+    capsys.readouterr()
+    args = build_parser().parse_args(["status", str(out)])
+    args.func(args)
+    text = capsys.readouterr().out
+    assert f"{runs[0].name} failed at step 2: the gradient norm became NaN or infinite" in text
+    assert "1 done, 0 started, 1 failed, 0 not started of 2 runs" in text
