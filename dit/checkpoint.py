@@ -35,8 +35,11 @@ def read_checkpoint(path_or_state, model_name: str | None = None) -> dict:
         from dit.interop import read_foreign
 
         return read_foreign(path, model_name)
-    return load_tensors(path_or_state, what="checkpoint",
-                        expected="a .pt file of `scaling train` (RUN_DIR/checkpoints/step_NNNNNNN.pt) or an official DiT release")
+    return load_tensors(
+        path_or_state,
+        what="checkpoint",
+        expected="a .pt file of `scaling train` (RUN_DIR/checkpoints/step_NNNNNNN.pt) or an official DiT release",
+    )
 
 
 def is_project_checkpoint(ckpt: dict) -> bool:
@@ -179,7 +182,9 @@ def prune_checkpoints(run_dir, keep_last: int, keep_every: int | None):
     `keep_every`; cut (unreadable) files are never counted as kept and are deleted."""
     checkpoints = list_checkpoints(run_dir)
     whole = [(step, path) for step, path in checkpoints if is_whole_file(path)]
-    kept = {path for _, path in whole[-keep_last:]} | {path for step, path in whole if keep_every and step % keep_every == 0}
+    kept = {path for _, path in whole[-keep_last:]} | {
+        path for step, path in whole if keep_every and step % keep_every == 0
+    }
     for _, path in checkpoints:
         if path not in kept:
             path.unlink(missing_ok=True)
@@ -203,7 +208,9 @@ def save_checkpoint(run_dir, model, ema, opt, run_config: dict, step: int, wall:
     distributed.barrier()
 
 
-def load_training_state(run_dir, model, ema, opt, rank: int, *, restart: bool = False) -> tuple[int, float, dict | None]:
+def load_training_state(
+    run_dir, model, ema, opt, rank: int, *, restart: bool = False
+) -> tuple[int, float, dict | None]:
     """Restore model, EMA, optimiser and this rank's RNG state from run_dir's latest readable checkpoint; returns
     its (step, training wall seconds, unlogged window), or (0, 0.0, None) when there is none (the modules are
     left as they are). Checkpoints that all fail to read are refused unless `restart` (then step 0)."""
@@ -228,7 +235,11 @@ def load_training_state(run_dir, model, ema, opt, rank: int, *, restart: bool = 
 def rng_state() -> dict:
     """This process's RNG states as plain Python values (they travel between ranks and into checkpoints)."""
     name, keys, *rest = np.random.get_state()
-    state = {"torch": bytes(torch.get_rng_state().numpy()), "python": random.getstate(), "numpy": [name, keys.tolist(), *rest]}
+    state = {
+        "torch": bytes(torch.get_rng_state().numpy()),
+        "python": random.getstate(),
+        "numpy": [name, keys.tolist(), *rest],
+    }
     if torch.cuda.is_available():
         state["cuda"] = [bytes(s.numpy()) for s in torch.cuda.get_rng_state_all()]
     return state
@@ -236,7 +247,10 @@ def rng_state() -> dict:
 
 def set_rng_state(state: dict):
     """Restore what `rng_state` returned (CUDA states only where CUDA is available)."""
-    as_tensor = lambda b: torch.frombuffer(bytearray(b), dtype=torch.uint8)
+
+    def as_tensor(b):
+        return torch.frombuffer(bytearray(b), dtype=torch.uint8)
+
     torch.set_rng_state(as_tensor(state["torch"]))
     version, internal, gauss = state["python"]
     random.setstate((version, tuple(internal), gauss))

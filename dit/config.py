@@ -159,6 +159,8 @@ def read_options(path) -> dict:
     valid = {f.name for f in dataclasses.fields(TrainConfig)}
     unknown = sorted(set(fields) - valid)
     if unknown:
-        raise ValueError(f"{path}: unknown training option(s) {', '.join(unknown)}; valid options: {', '.join(sorted(valid))}")
+        raise ValueError(
+            f"{path}: unknown training option(s) {', '.join(unknown)}; valid options: {', '.join(sorted(valid))}"
+        )
     return fields
 

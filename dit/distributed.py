@@ -52,9 +52,12 @@ def slurm_rank_env(environ) -> dict:
     from submitit.slurm.slurm import _parse_node_list
 
     return {
-        "RANK": environ["SLURM_PROCID"], "LOCAL_RANK": environ.get("SLURM_LOCALID", "0"), "WORLD_SIZE": environ["SLURM_STEP_NUM_TASKS"],
+        "RANK": environ["SLURM_PROCID"],
+        "LOCAL_RANK": environ.get("SLURM_LOCALID", "0"),
+        "WORLD_SIZE": environ["SLURM_STEP_NUM_TASKS"],
         "MASTER_ADDR": environ.get("MASTER_ADDR") or _parse_node_list(environ["SLURM_JOB_NODELIST"])[0],
-        "MASTER_PORT": environ.get("MASTER_PORT") or str(SLURM_PORT_BASE + int(environ["SLURM_JOB_ID"]) % SLURM_PORT_SPAN),
+        "MASTER_PORT": environ.get("MASTER_PORT")
+        or str(SLURM_PORT_BASE + int(environ["SLURM_JOB_ID"]) % SLURM_PORT_SPAN),
     }
 
 

@@ -43,15 +43,19 @@ def directory_lock(lock_path, what: str, doing: str):
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise DirectoryBusy(f"{what} is in use by {holder_text(read_holder(handle))}; wait for it to end or stop it "
-                                f"(this lock: {lock_path})") from None
+            raise DirectoryBusy(
+                f"{what} is in use by {holder_text(read_holder(handle))}; wait for it to end or stop it "
+                f"(this lock: {lock_path})"
+            ) from None
         previous = read_holder(handle)
         if previous.get("pid"):
             print(f"warning: took over the lock of {what} from {holder_text(previous)}, which no longer runs",
                   file=sys.stderr, flush=True)
         handle.seek(0)
         handle.truncate()
-        handle.write(json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "command": doing, "since": time.time()}))
+        handle.write(
+            json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "command": doing, "since": time.time()})
+        )
         handle.flush()
         try:
             yield

@@ -69,7 +69,9 @@ class TrainingInterrupted(UserError):
 
     def __init__(self, signum: int, step: int, run_dir):
         name = signal.Signals(signum).name
-        super().__init__(f"stopped by {name} at step {step} with a checkpoint in {run_dir}; re-run the same command to resume")
+        super().__init__(
+            f"stopped by {name} at step {step} with a checkpoint in {run_dir}; re-run the same command to resume"
+        )
         self.signum, self.step = signum, step
         self.exit_status = 128 + signum
 
@@ -129,7 +131,10 @@ def check_same_run(run_dir, config: TrainConfig):
     changed = [k for k in new if k not in RESUMABLE_CHANGES and k in stored and stored[k] != new[k]]
     if changed:
         k = changed[0]
-        raise ValueError(f"{run_dir} holds a run with {k}={stored[k]!r}, not {new[k]!r}; use another run directory or the same options")
+        raise ValueError(
+            f"{run_dir} holds a run with {k}={stored[k]!r}, not {new[k]!r}; use another run directory or the same "
+            "options"
+        )
 
 
 def trim_log(run_dir, step: int):
@@ -150,7 +155,10 @@ def trim_log(run_dir, step: int):
 def check_can_start(config: TrainConfig, run: RunLayout, dist: distributed.DistInfo):
     """Refuse a batch the processes cannot share or a run directory of another recipe; set TF32 on GPUs."""
     if config.batch_size % dist.world_size:
-        raise ValueError(f"batch size {config.batch_size} does not divide by the {dist.world_size} processes; choose a multiple of {dist.world_size}")
+        raise ValueError(
+            f"batch size {config.batch_size} does not divide by the {dist.world_size} processes; choose a multiple of "
+            f"{dist.world_size}"
+        )
     rows = config.batch_size // dist.world_size
     if config.micro_batch_size and rows % config.micro_batch_size:
         raise ValueError(f"micro batch size {config.micro_batch_size} does not divide the {rows} rows of each of the "
@@ -232,7 +240,9 @@ def step_inputs(batch, parts: TrainingParts, config: TrainConfig, step: int, dis
         gen = torch.Generator(dist.device).manual_seed(step_seed(config.seed, step, POSTERIOR + dist.rank))
         x = parts.codec.sample_latent(*parts.codec.encode_moments(x), generator=gen)
     c = parts.model.config
-    t, noise, drop = step_randomness(config, step, (c.in_channels, c.input_size, c.input_size), parts.diffusion.num_timesteps, dist)
+    t, noise, drop = step_randomness(
+        config, step, (c.in_channels, c.input_size, c.input_size), parts.diffusion.num_timesteps, dist
+    )
     return StepInputs(x, y, t, noise, drop)
 
 
@@ -247,7 +257,9 @@ def train_step(parts: TrainingParts, net, inputs: StepInputs, config: TrainConfi
     for i, chunk in enumerate(chunks):
         with gradient_sync(net, last=i == len(chunks) - 1):
             with autocast_for(chunk.x.device, config.precision):
-                terms = parts.diffusion.training_losses(net, chunk.x, chunk.t, dict(y=chunk.y, force_drop_ids=chunk.drop), chunk.noise)
+                terms = parts.diffusion.training_losses(
+                    net, chunk.x, chunk.t, dict(y=chunk.y, force_drop_ids=chunk.drop), chunk.noise
+                )
             share = len(chunk.x) / rows
             loss = terms["loss"].mean() * share
             loss.backward()
@@ -267,7 +279,9 @@ def gradient_sync(net, *, last: bool):
 
 
 # ---- the loop ----------------------------------------------------------------------------------
-def train(config: TrainConfig, run_dir, *, until: int | None = None, progress: bool = True, restart: bool = False) -> dict:
+def train(
+    config: TrainConfig, run_dir, *, until: int | None = None, progress: bool = True, restart: bool = False
+) -> dict:
     """Train (or resume) the run in run_dir to config.steps, or stop early at step `until` with a
     checkpoint there (the schedule still spans config.steps). Returns the last log record.
 
@@ -283,7 +297,9 @@ def train(config: TrainConfig, run_dir, *, until: int | None = None, progress: b
 def train_locked(config: TrainConfig, run: RunLayout, dist, stop: "StopRequest", *, until, progress, restart) -> dict:
     torch.manual_seed(config.seed)
     parts = build_training(config, dist.device)
-    step, wall, window_state = load_training_state(run.root, parts.model, parts.ema, parts.opt, dist.rank, restart=restart)
+    step, wall, window_state = load_training_state(
+        run.root, parts.model, parts.ema, parts.opt, dist.rank, restart=restart
+    )
     if step == 0 and config.init:  # a fresh run that starts from given weights (`--init`)
         initialise_from(parts.model, parts.ema, config.init, config.model)
     run_config = start_run_dir(run, config, parts, step, dist)
@@ -302,7 +318,10 @@ def train_locked(config: TrainConfig, run: RunLayout, dist, stop: "StopRequest",
         window.add(train_step(parts, net, inputs, config), step + 1)
         step += 1
         bar.update(1)
-        ckpt_due, preview_due = is_due(step, config.ckpt_every, stop_at), is_due(step, config.sample_every or config.ckpt_every, stop_at)
+        ckpt_due, preview_due = (
+            is_due(step, config.ckpt_every, stop_at),
+            is_due(step, config.sample_every or config.ckpt_every, stop_at),
+        )
         if is_due(step, config.log_every, stop_at) or ckpt_due:
             record = log_window(run, window, step, parts.opt, config, dist, bar)
             loggers.log_train(record)
@@ -333,14 +352,24 @@ def run_lock(run: RunLayout, dist: distributed.DistInfo):
     with directory_lock(run.lock, f"run directory {run.root}", "training"):
         removed = remove_stale_temporaries(run.root, run.checkpoints_dir, run.samples_dir)
         if removed:
-            print(f"removed {len(removed)} temporary file(s) of interrupted writes: {', '.join(p.name for p in removed[:3])}"
-                  + (", ..." if len(removed) > 3 else ""), file=sys.stderr, flush=True)
+            print(
+                f"removed {len(removed)} temporary file(s) of interrupted writes: "
+                f"{', '.join(p.name for p in removed[:3])}"
+                + (", ..." if len(removed) > 3 else ""),
+                file=sys.stderr,
+                flush=True,
+            )
         yield
 
 
 def redraw_missing_preview(run: RunLayout, parts: TrainingParts, config: TrainConfig, step: int, dist):
     """Draw the preview of the resumed checkpoint when a kill cut it (it was due there and is missing)."""
-    if dist.is_main and step and step % (config.sample_every or config.ckpt_every) == 0 and not run.preview(step).exists():
+    if (
+        dist.is_main
+        and step
+        and step % (config.sample_every or config.ckpt_every) == 0
+        and not run.preview(step).exists()
+    ):
         save_sample_grid(parts.ema, config, parts.codec, run.root, step, dist.device)
 
 
@@ -386,7 +415,11 @@ class StopRequest:
 def wrap_for_training(model: DiT, config: TrainConfig, dist: distributed.DistInfo):
     """The module the loop calls: the model under DDP for several processes, compiled if asked; in train mode."""
     device = dist.device
-    net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) if dist.world_size > 1 else model
+    net = (
+        DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+        if dist.world_size > 1
+        else model
+    )
     if config.compile:
         net = torch.compile(net)
     model.train()
@@ -422,7 +455,9 @@ class LogWindow:
         self.sums += stats
         cause = (~torch.isfinite(stats[0])).long() + 2 * (~torch.isfinite(stats[3])).long()
         bad_now = (self.first_bad[0] < 0) & (cause > 0)
-        self.first_bad = torch.where(bad_now, torch.stack([torch.tensor(step, device=self.device), cause]), self.first_bad)
+        self.first_bad = torch.where(
+            bad_now, torch.stack([torch.tensor(step, device=self.device), cause]), self.first_bad
+        )
         self.steps += 1
 
     def state(self) -> dict:
@@ -443,7 +478,9 @@ def log_window(run: RunLayout, window: LogWindow, step: int, opt, config: TrainC
     check_finite(window.first_bad)
     elapsed = time.perf_counter() - window.start
     window.wall_seconds += elapsed
-    record = log_record(step, window.sums / window.steps, opt, config, window.steps, elapsed, window.wall_seconds, dist.device)
+    record = log_record(
+        step, window.sums / window.steps, opt, config, window.steps, elapsed, window.wall_seconds, dist.device
+    )
     if dist.is_main:
         with open(run.train_log, "a") as f:
             f.write(json.dumps(record) + "\n")

@@ -8,9 +8,10 @@ Errors a user can cause end as one line on stderr naming the problem and the fix
 ValueError (options, files, data), OSError (permissions, a full or read-only disk, a file where a
 folder belongs) and dit.errors.UserError (a diverged run, failed runs of a grid). Anything else is
 a bug and raises. An error may carry its own `exit_status` (a training run stopped by a signal exits
-with 128 + the signal's number after its checkpoint). `--traceback` (before or after COMMAND) or SCALING_TRACEBACK=1 prints the full
-traceback of any error first.
+with 128 + the signal's number after its checkpoint). `--traceback` (before or after COMMAND) or
+SCALING_TRACEBACK=1 prints the full traceback of any error first.
 """
+
 import argparse
 import errno
 import importlib
@@ -75,7 +76,9 @@ def package_version() -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="scaling", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="scaling", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--version", action="version", version=f"%(prog)s {package_version()}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands")
     parser.add_argument("--traceback", action="store_true", dest="traceback_first", help=TRACEBACK_HELP)

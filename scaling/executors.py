@@ -80,7 +80,9 @@ def _visible_gpus() -> list[str]:
 def _run_on_gpus(runs: list[RunSpec], grid_dir, gpus_per_run: int, on_done, *, report: bool):
     free = _visible_gpus()
     if len(free) < gpus_per_run:
-        raise ValueError(f"runs ask for {gpus_per_run} GPUs each but {len(free)} are visible; lower executor.gpus_per_run")
+        raise ValueError(
+            f"runs ask for {gpus_per_run} GPUs each but {len(free)} are visible; lower executor.gpus_per_run"
+        )
     queue, running, failed = list(runs), {}, []
     grid = GridLayout(grid_dir)
     grid.logs_dir.mkdir(parents=True, exist_ok=True)
@@ -105,11 +107,15 @@ def _slurm_executor(runs: list[RunSpec], grid_dir, cluster: str | None):
     import submitit
 
     slurm = runs[0].executor.slurm
-    executor = submitit.AutoExecutor(folder=str(GridLayout(grid_dir).slurm_dir / "%j"), cluster=cluster)  # %j: the job id
+    executor = submitit.AutoExecutor(
+        folder=str(GridLayout(grid_dir).slurm_dir / "%j"), cluster=cluster
+    )  # %j: the job id
     params = dict(nodes=slurm.nodes, gpus_per_node=slurm.gpus_per_node, tasks_per_node=max(1, slurm.gpus_per_node),
                   timeout_min=slurm.time, slurm_array_parallelism=slurm.array_parallelism, name=runs[0].grid)
     if executor.cluster == "slurm":
-        params.update({k: v for k, v in dict(slurm_partition=slurm.partition, slurm_account=slurm.account).items() if v})
+        params.update(
+            {k: v for k, v in dict(slurm_partition=slurm.partition, slurm_account=slurm.account).items() if v}
+        )
     else:  # submitit's local and debug executors take no GPU or SLURM options
         params = dict(timeout_min=slurm.time)
     executor.update_parameters(**params)
@@ -168,7 +174,10 @@ def slurm(runs: list[RunSpec], grid_dir, *, dry_run: bool = False, cluster: str 
     if not pending:
         return
     if runs[0].executor.slurm is None:
-        raise ValueError("the slurm executor needs an executor.slurm section (partition, nodes, gpus_per_node, time, ...) in the grid file")
+        raise ValueError(
+            "the slurm executor needs an executor.slurm section (partition, nodes, gpus_per_node, time, ...) in the "
+            "grid file"
+        )
     if dry_run:
         write_sbatch_scripts(pending, grid_dir, report=on_results is not None)
         return
@@ -203,10 +212,15 @@ def write_sbatch_scripts(runs: list[RunSpec], grid_dir, *, report: bool = True) 
     for run in runs:
         command = " ".join(run_command(grid_dir, run, 1, report=report)).replace(sys.executable, "python")
         text = _make_sbatch_string(
-            command=f"srun --unbuffered {command}", folder=str(grid.sbatch_dir),
+            command=f"srun --unbuffered {command}",
+            folder=str(grid.sbatch_dir),
             job_name=f"{run.grid}-{run.dir_name}",
-            partition=slurm.partition, account=slurm.account, nodes=slurm.nodes, ntasks_per_node=max(1, slurm.gpus_per_node),
-            gpus_per_node=slurm.gpus_per_node, time=slurm.time,
+            partition=slurm.partition,
+            account=slurm.account,
+            nodes=slurm.nodes,
+            ntasks_per_node=max(1, slurm.gpus_per_node),
+            gpus_per_node=slurm.gpus_per_node,
+            time=slurm.time,
         )
         path = grid.sbatch_script(run.name, run.seed)
         path.write_text(text)

@@ -85,7 +85,9 @@ def run_state(grid_dir, run: RunSpec) -> RunState:
     started = step or done or layout.train_log.exists()
     failure = read_failure(layout)
     state = "done" if finished else "failed" if failure else ("training" if started else "pending")
-    return RunState(run.label, state, step, run.train.steps, len(done), len(points), latest, seconds_per_step(layout), failure)
+    return RunState(
+        run.label, state, step, run.train.steps, len(done), len(points), latest, seconds_per_step(layout), failure
+    )
 
 
 def read_failure(layout: RunLayout) -> dict | None:
@@ -135,7 +137,9 @@ def recording_divergence(layout: RunLayout, *, is_main: bool):
         yield
     except TrainingDiverged as exc:
         if is_main:
-            atomic_write_text(layout.failed, json.dumps({"step": exc.step, "cause": exc.cause, "message": str(exc)}) + "\n")
+            atomic_write_text(
+                layout.failed, json.dumps({"step": exc.step, "cause": exc.cause, "message": str(exc)}) + "\n"
+            )
         raise
 
 
@@ -272,7 +276,9 @@ def claim_grid_dir(grid_dir, spec: GridSpec):
     if grid.spec.exists():
         existing = read_grid(grid_dir)
         if existing.name != spec.name:
-            raise ValueError(f"{grid_dir} holds the runs of grid {existing.name!r}, not {spec.name!r}; choose another --out")
+            raise ValueError(
+                f"{grid_dir} holds the runs of grid {existing.name!r}, not {spec.name!r}; choose another --out"
+            )
     elif grid.runs_dir.exists() and any(grid.runs_dir.iterdir()):
         raise ValueError(f"{grid_dir} holds runs but no {grid.spec.name}; choose another --out")
     atomic_write_text(grid.spec, dump_grid(spec))
@@ -280,7 +286,10 @@ def claim_grid_dir(grid_dir, spec: GridSpec):
 
 def grid_progress(states: list[RunState], runs: list[RunSpec]) -> str:
     """One line: runs done / started (running or interrupted) / not started, and the training time left."""
-    count = lambda state: sum(s.state == state for s in states)
+
+    def count(state):
+        return sum(s.state == state for s in states)
+
     eta = eta_seconds(states, runs)
     eta_text = f"; about {eta / 60:.0f} min of training left" if eta else ""
     failed = f", {count('failed')} failed" if count("failed") else ""

@@ -20,7 +20,11 @@ def add_parser(subparsers):
     p.add_argument("--out", required=True, help=f"grid directory ({grid.runs_dir.name}/, {grid.results_parquet.name}, "
                    f"{grid.report_dir.name}/)")
     p.add_argument("--executor", help="override the grid's executor: local or slurm")
-    p.add_argument("--dry-run", action="store_true", help="slurm: write the sbatch scripts without submitting; local: print the plan")
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="slurm: write the sbatch scripts without submitting; local: print the plan",
+    )
     p.add_argument("--no-report", action="store_true", help="do not render the report")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
@@ -53,7 +57,9 @@ def run(args):
             print(r.label)
         return
     grid = GridLayout(grid_dir)
-    with directory_lock(grid.lock, f"grid directory {grid_dir}", "scaling run-grid"):  # a second run-grid here ends in one line, exit 2
+    with directory_lock(
+        grid.lock, f"grid directory {grid_dir}", "scaling run-grid"
+    ):  # a second run-grid here ends in one line, exit 2
         remove_stale_temporaries(grid_dir, grid.report_dir)
         run_locked(args, spec, runs, grid_dir)
 
@@ -81,8 +87,9 @@ def run_locked(args, spec, runs, grid_dir):
     if note:
         print(note)
     on_results = None if args.no_report else refresh_report_while_training
-    get_executor(spec.executor.kind)(runs, grid_dir, progress=not args.no_progress, dry_run=args.dry_run, on_done=on_done,
-                                     on_results=on_results)
+    get_executor(spec.executor.kind)(
+        runs, grid_dir, progress=not args.no_progress, dry_run=args.dry_run, on_done=on_done, on_results=on_results
+    )
     if args.dry_run:
         print(f"wrote sbatch scripts to {grid.sbatch_dir}")
         return

@@ -5,12 +5,16 @@ def add_parser(subparsers):
     from scaling.commands.output import add_format_argument
     from scaling.commands.plan import add_cost_arguments
 
-    p = subparsers.add_parser("status", help="show the state of each run of a grid directory",
-                              description="Show each run's state (pending, training, done, failed: diverged, with its step and cause), its step, evaluation points "
-                              "done, its latest FID and the training time left, all read from GRID_DIR. For a grid on "
-                              "GPUs (or with --throughput), also the GPU-hours of training and evaluation left and the "
-                              "wall time on --gpus, estimated as `scaling plan` does (runs that have trained a while "
-                              "with their own seconds per step).")
+    p = subparsers.add_parser(
+        "status",
+        help="show the state of each run of a grid directory",
+        description="Show each run's state (pending, training, done, failed: diverged, with its step and cause), its "
+            "step, evaluation points "
+        "done, its latest FID and the training time left, all read from GRID_DIR. For a grid on "
+        "GPUs (or with --throughput), also the GPU-hours of training and evaluation left and the "
+        "wall time on --gpus, estimated as `scaling plan` does (runs that have trained a while "
+        "with their own seconds per step).",
+    )
     p.add_argument("grid_dir", help="grid directory written by `scaling run-grid`")
     add_format_argument(p)
     add_cost_arguments(p)
@@ -54,8 +58,14 @@ def run(args):
     first = sampling_settings(runs[0])[0]
     for s in states:
         if s.failure:
-            print(f"{s.name} failed at step {s.failure.get('step')}: {s.failure.get('cause')}; fix it, then re-run the grid")
-    print(f"latest fid: the newest evaluation point, {first.sampler} {first.sampling_steps} steps, cfg {first.cfg_scale:g}")
+            print(
+                f"{s.name} failed at step {s.failure.get('step')}: {s.failure.get('cause')}; fix it, then re-run the "
+                "grid"
+            )
+    print(
+        f"latest fid: the newest evaluation point, {first.sampler} {first.sampling_steps} steps, cfg "
+        f"{first.cfg_scale:g}"
+    )
     print(grid_progress(states, runs))
     for line in cost_left:
         print(line)

@@ -4,8 +4,10 @@ import dataclasses
 import typing
 
 HELP = {
-    "model": "model name, e.g. DiT-XL/2, DiT-B/4, DiT-T/4 (tiny, for CPU), DiT-custom/4 with --depth/--hidden-size/--num-heads",
-    "init": "start model and EMA from these weights at step 0: a checkpoint, an official .pt, a diffusers DiT folder or a .safetensors file",
+    "model": "model name, e.g. DiT-XL/2, DiT-B/4, DiT-T/4 (tiny, for CPU), "
+             "DiT-custom/4 with --depth/--hidden-size/--num-heads",
+    "init": "start model and EMA from these weights at step 0: a checkpoint, an official .pt, "
+            "a diffusers DiT folder or a .safetensors file",
     "block": "conditioning block: in-context, cross-attn, adaln, adaln-zero (the paper's default)",
     "data": "'mnist32' (offline digits), an image folder (class_name/*.JPEG) or a latent cache from `scaling encode`",
     "resolution": "image side in pixels (default: the data set's own; 256 for image folders)",
@@ -49,8 +51,12 @@ def add_parser(subparsers):
         epilog=EPILOG.format(lock=layout.lock), formatter_class=argparse.RawDescriptionHelpFormatter,
         argument_default=argparse.SUPPRESS,
     )
-    p.add_argument("--run-dir", required=True, help=f"run directory ({layout.config.name}, {layout.checkpoints_dir.name}/, "
-                   f"{layout.train_log.name}, {layout.samples_dir.name}/)")
+    p.add_argument(
+        "--run-dir",
+        required=True,
+        help=f"run directory ({layout.config.name}, {layout.checkpoints_dir.name}/, "
+        f"{layout.train_log.name}, {layout.samples_dir.name}/)",
+    )
     p.add_argument("--config", help="JSON or YAML file of training options")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--restart", action="store_true", help="train from step 0 when the run directory's checkpoints all "
@@ -98,7 +104,11 @@ def run(args):
     from dit.train import train
 
     config = resolve_config(args)
-    record = train(config, args.run_dir, progress=not getattr(args, "no_progress", False),
-                   restart=getattr(args, "restart", False))  # TrainingDiverged: exit 2; TrainingInterrupted: 128 + signal
+    record = train(
+        config, args.run_dir, progress=not getattr(args, "no_progress", False), restart=getattr(args, "restart", False)
+    )  # TrainingDiverged: exit 2; TrainingInterrupted: 128 + signal
     if record:
-        print(f"trained to step {record['step']}: loss {record['loss']:.4f} in {record['wall_seconds']:.0f} s -> {args.run_dir}")
+        print(
+            f"trained to step {record['step']}: loss {record['loss']:.4f} in {record['wall_seconds']:.0f} s -> "
+            f"{args.run_dir}"
+        )

@@ -25,8 +25,22 @@ def assert_same_run(a, b, rtol=1e-5):
 
 
 def test_micro_batches_of_one_process_give_the_losses_and_weights_of_the_whole_batch(tmp_path):
-    config = TrainConfig(model="DiT-custom/4", depth=2, hidden_size=32, num_heads=2, resolution=16, batch_size=8, lr=1e-3,
-                         steps=3, log_every=1, ckpt_every=3, num_workers=0, sample_steps=2, sample_images=4, device="cpu")
+    config = TrainConfig(
+        model="DiT-custom/4",
+        depth=2,
+        hidden_size=32,
+        num_heads=2,
+        resolution=16,
+        batch_size=8,
+        lr=1e-3,
+        steps=3,
+        log_every=1,
+        ckpt_every=3,
+        num_workers=0,
+        sample_steps=2,
+        sample_images=4,
+        device="cpu",
+    )
     train(config, tmp_path / "whole", progress=False)
     train(config.replace(micro_batch_size=2), tmp_path / "split", progress=False)
     assert_same_run(tmp_path / "whole", tmp_path / "split")
@@ -40,9 +54,22 @@ def torchrun(*args):
 
 def test_micro_batches_on_two_gloo_processes_give_the_one_process_run(tmp_path):
     one = scaling("train", "--run-dir", str(tmp_path / "one"), *TINY, *STEPS)
-    two = subprocess.Popen([*torchrun("--standalone", "--nproc_per_node=2"), "train", "--run-dir", str(tmp_path / "two"),
-                            *TINY, *STEPS, "--micro-batch-size", "2"],
-                           env=dict(os.environ, OMP_NUM_THREADS="1"), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    two = subprocess.Popen(
+        [
+            *torchrun("--standalone", "--nproc_per_node=2"),
+            "train",
+            "--run-dir",
+            str(tmp_path / "two"),
+            *TINY,
+            *STEPS,
+            "--micro-batch-size",
+            "2",
+        ],
+        env=dict(os.environ, OMP_NUM_THREADS="1"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     assert two.wait(timeout=300) == 0, two.stdout.read()
     assert one.wait(timeout=300) == 0, one.stdout.read()
     assert_same_run(tmp_path / "one", tmp_path / "two")
@@ -56,11 +83,34 @@ def free_port() -> int:
 
 def test_two_nodes_of_one_process_each_give_the_one_process_run(tmp_path):
     port = free_port()
-    nodes = [subprocess.Popen([*torchrun("--nnodes", "2", "--nproc_per_node", "1", "--node_rank", str(rank),
-                                         "--master_addr", "127.0.0.1", "--master_port", str(port)),
-                               "train", "--run-dir", str(tmp_path / "two"), *TINY, *STEPS],
-                              env=dict(os.environ, OMP_NUM_THREADS="1"), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-             for rank in (0, 1)]
+    nodes = [
+        subprocess.Popen(
+            [
+                *torchrun(
+                    "--nnodes",
+                    "2",
+                    "--nproc_per_node",
+                    "1",
+                    "--node_rank",
+                    str(rank),
+                    "--master_addr",
+                    "127.0.0.1",
+                    "--master_port",
+                    str(port),
+                ),
+                "train",
+                "--run-dir",
+                str(tmp_path / "two"),
+                *TINY,
+                *STEPS,
+            ],
+            env=dict(os.environ, OMP_NUM_THREADS="1"),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for rank in (0, 1)
+    ]
     one = scaling("train", "--run-dir", str(tmp_path / "one"), *TINY, *STEPS)
     for node in nodes:
         assert node.wait(timeout=300) == 0, node.stdout.read()

@@ -32,7 +32,11 @@ def test_sigterm_at_a_random_step_checkpoints_there_and_the_resumed_log_equals_a
     lines = random.Random().randint(1, 8)  # a random point: after this many log lines (3 steps each)
     log = RunLayout(stopped_dir).train_log
     deadline = time.time() + 120
-    while stopped.poll() is None and time.time() < deadline and (not log.exists() or len(log.read_text().splitlines()) < lines):
+    while (
+        stopped.poll() is None
+        and time.time() < deadline
+        and (not log.exists() or len(log.read_text().splitlines()) < lines)
+    ):
         time.sleep(0.005)
     stopped.send_signal(signal.SIGTERM)
     out = stopped.communicate(timeout=120)[0]
@@ -103,7 +107,9 @@ def test_a_truncated_latest_checkpoint_falls_back_with_a_warning_and_is_never_ke
     train(SMALL.replace(steps=6, keep_last=1), tmp_path, progress=False)
     err = capsys.readouterr().err
     assert "skipped (truncated or damaged): step_0000004.pt; resuming from step 2" in err
-    assert [s for s, _ in list_checkpoints(tmp_path)] == [6]  # 4 (cut) and 2 deleted, 6 kept: keep_last=1 counts whole files
+    assert [s for s, _ in list_checkpoints(tmp_path)] == [
+        6
+    ]  # 4 (cut) and 2 deleted, 6 kept: keep_last=1 counts whole files
     assert [r["step"] for r in log_records(tmp_path)] == [1, 2, 3, 4, 5, 6]
 
 

@@ -22,7 +22,8 @@ models:
     - {{name: DiT-custom/8, depth: 1, hidden_size: 32, num_heads: 2}}
     - {{name: DiT-custom/4, depth: 1, hidden_size: 32, num_heads: 2}}
 data: {{dataset: mnist32, codec: identity, resolution: 32, channels: 1, num_classes: 10}}
-train: {{batch_size: 8, lr: 1.0e-3, steps: {steps}, ckpt_every: 2, log_every: 2, sample_steps: 2, sample_images: 4, device: cpu, num_workers: 0, ema_decay: 0.9}}
+train: {{batch_size: 8, lr: 1.0e-3, steps: {steps}, ckpt_every: 2, log_every: 2, sample_steps: 2, sample_images: 4,
+        device: cpu, num_workers: 0, ema_decay: 0.9}}
 eval: {{every: {every}, features: mnist, num_samples: 8, sampler: ddim, sampling_steps: [3], batch_size: 8}}
 executor: {{kind: {kind}{slurm}}}
 """
@@ -36,8 +37,14 @@ def grid_file(tmp_path, name="tiny", steps=8, every=4, kind="local", slurm=""):
 
 def run_grid(path, out, **kwargs):
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")
-    return subprocess.Popen([sys.executable, "-m", "scaling.cli", "run-grid", str(path), "--out", str(out), "--no-report", "--no-progress"],
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kwargs)
+    return subprocess.Popen(
+        [sys.executable, "-m", "scaling.cli", "run-grid", str(path), "--out", str(out), "--no-report", "--no-progress"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        **kwargs,
+    )
 
 
 def comparable(df: pd.DataFrame) -> pd.DataFrame:
@@ -103,19 +110,27 @@ def test_eta_fits_a_line_to_timed_runs_and_waits_for_two_sizes(tmp_path):
 
     runs = plan(parse_grid(grid_file(tmp_path, steps=100).read_text()))  # two sizes: p = 8 and p = 4
     f8, f4 = (gflops(r.dit_config()) for r in runs)
-    state = lambda run, kind, step, sps: RunState(run.name, kind, step, 100, 0, 1, None, sps)
+
+    def state(run, kind, step, sps):
+        return RunState(run.name, kind, step, 100, 0, 1, None, sps)
+
     only_one_timed = [state(runs[0], "training", 40, 0.5), state(runs[1], "pending", 0, None)]
     assert eta_seconds(only_one_timed, runs) is None  # cannot split overhead from rate with one size
     both_timed = [state(runs[0], "done", 100, 0.5), state(runs[1], "training", 30, 0.9)]
     assert eta_seconds(both_timed, runs) == pytest.approx(70 * 0.9)
     # a third, unstarted run the size of the first: the line through the two timed sizes at its Gflops
     third = dataclasses.replace(runs[0], name="copy-of-p8")
-    line_at = lambda f: 0.5 + (0.9 - 0.5) * (f - f8) / (f4 - f8)
+
+    def line_at(f):
+        return 0.5 + (0.9 - 0.5) * (f - f8) / (f4 - f8)
+
     states = both_timed + [RunState("copy-of-p8", "pending", 0, 100, 0, 1, None, None)]
     assert eta_seconds(states, runs + [third]) == pytest.approx(70 * 0.9 + 100 * line_at(f8))
 
 
-def test_the_report_is_refreshed_at_most_every_interval_and_a_failed_render_is_one_warning(tmp_path, monkeypatch, capsys):
+def test_the_report_is_refreshed_at_most_every_interval_and_a_failed_render_is_one_warning(
+    tmp_path, monkeypatch, capsys
+):
     import os
 
     from scaling.commands.report import refresh_report
@@ -184,15 +199,21 @@ def test_two_seeds_of_one_model_are_two_runs_with_different_losses(tmp_path):
 
     from scaling.executors import local
 
-    spec, out = _tiny_grid(tmp_path, "seeds", drop="    - {name: DiT-custom/4, depth: 1, hidden_size: 32, num_heads: 2}\n",
-                           add="seeds: [0, 1]\n")
+    spec, out = _tiny_grid(
+        tmp_path,
+        "seeds",
+        drop="    - {name: DiT-custom/4, depth: 1, hidden_size: 32, num_heads: 2}\n",
+        add="seeds: [0, 1]\n",
+    )
     runs = plan(spec)
     assert [r.dir_name for r in runs] == ["DiT-custom-8-d1-w32-h2-seed0", "DiT-custom-8-d1-w32-h2-seed1"]
     local(runs, out, progress=False)
     df = read_results(out)
     assert df["run"].unique().tolist() == ["DiT-custom/8-d1-w32-h2"] and df["seed"].tolist() == [0, 1]
     assert df["val_loss"].nunique() == 2
-    losses = [json.loads((out / "runs" / r.dir_name / "train-log.jsonl").read_text().splitlines()[-1])["loss"] for r in runs]
+    losses = [
+        json.loads((out / "runs" / r.dir_name / "train-log.jsonl").read_text().splitlines()[-1])["loss"] for r in runs
+    ]
     assert losses[0] != losses[1]
 
 
@@ -210,9 +231,11 @@ def test_a_second_run_grid_on_the_same_directory_is_refused_while_the_first_runs
     first.wait()
     assert still_running, "the first grid ended before the second started"
     assert second.returncode == 2, out
-    assert out.strip().splitlines() == [f"scaling run-grid: error: grid directory {tmp_path / 'out'} is in use by process "
-                                        f"{first.pid} on {socket.gethostname()} (scaling run-grid); "
-                                        f"wait for it to end or stop it (this lock: {lock})"]
+    assert out.strip().splitlines() == [
+        f"scaling run-grid: error: grid directory {tmp_path / 'out'} is in use by process "
+        f"{first.pid} on {socket.gethostname()} (scaling run-grid); "
+        f"wait for it to end or stop it (this lock: {lock})"
+    ]
 
 
 def test_a_diverged_run_is_marked_failed_evaluates_nothing_and_the_grid_goes_on(tmp_path, monkeypatch, capsys):
