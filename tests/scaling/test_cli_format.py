@@ -93,3 +93,17 @@ def test_an_unknown_metric_is_one_line_and_exit_2(capsys, argv):
     assert (
         err.strip().count("\n") == 0 and "unknown metric 'kdi'; choose one of fid, sfid, is, pr, kid, fd-dinov2" in err
     )
+
+
+def test_a_reader_that_closes_the_pipe_early_ends_the_command_quietly():
+    """`scaling plan ... --format json | head -1`: the closed pipe is the reader's choice, not an error."""
+    import os
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-m", "scaling.cli", "plan", "--preset", "paper", "--format", "json"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env=dict(os.environ, PYTHONWARNINGS="ignore"))
+    proc.stdout.close()  # before the command writes: every write meets a pipe with no reader
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 0 and err == "", err
