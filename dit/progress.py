@@ -6,9 +6,10 @@ carriage-return frames and stdout stays the command's result.
 import sys
 
 from tqdm.auto import tqdm
+from tqdm.autonotebook import tqdm as chosen_tqdm
 from tqdm.std import tqdm as terminal_tqdm
 
-IN_NOTEBOOK = tqdm is not terminal_tqdm  # tqdm.auto chose the notebook widget
+IN_NOTEBOOK = chosen_tqdm is not terminal_tqdm  # tqdm chose its notebook widget (tqdm.auto subclasses both)
 
 
 def progress_bar(iterable=None, *, enabled: bool = True, **kwargs) -> tqdm:
