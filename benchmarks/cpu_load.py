@@ -7,8 +7,8 @@ Policies:
   old:      torch's defaults (one thread per core, OpenMP's spin-then-sleep wait)
   passive:  OMP_WAIT_POLICY=PASSIVE, KMP_BLOCKTIME=0, one thread per core
   1-thread: OMP_NUM_THREADS=1 with the passive policy
-`scaling` (scaling.cpu.configure_cpu) sets the passive policy and keeps torch's thread count ("passive");
-on a machine that stays busy, OMP_NUM_THREADS=1 is the "1-thread" row.
+`scaling` leaves all of them to the user (README, "Errors, trust and a loaded CPU"): the passive
+policy helps beside busy processes and costs a third of the speed on a quiet machine.
 
     python benchmarks/cpu_load.py --steps 5
 """

@@ -19,8 +19,6 @@ import os
 import sys
 import traceback
 
-from scaling.cpu import configure_cpu
-
 # Commands in the order `scaling --help` lists them.
 COMMANDS = (
     "run-grid",
@@ -90,7 +88,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    configure_cpu()  # before the commands import torch
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:

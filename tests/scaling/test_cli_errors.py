@@ -19,10 +19,9 @@ PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(256))
 
 
 @pytest.fixture(autouse=True)
-def restore_openmp_settings(monkeypatch):
-    """main() sets the OpenMP wait policy in os.environ; leave the environment as it was."""
-    for name in ("OMP_WAIT_POLICY", "KMP_BLOCKTIME", "OMP_NUM_THREADS", "SCALING_TRACEBACK"):
-        monkeypatch.delenv(name, raising=False)
+def no_traceback_variable(monkeypatch):
+    """The tests below set SCALING_TRACEBACK themselves where they need it."""
+    monkeypatch.delenv("SCALING_TRACEBACK", raising=False)
 
 
 @pytest.fixture(scope="module")
@@ -254,14 +253,3 @@ def test_a_bug_still_raises(monkeypatch):
     monkeypatch.setattr("scaling.commands.models.run", bug)
     with pytest.raises(KeyError, match="a bug"):
         main(["models"])
-
-
-def test_openmp_wait_policy_is_passive_unless_the_user_chose(monkeypatch):
-    from scaling.cpu import configure_cpu
-
-    assert configure_cpu({}) == {"OMP_WAIT_POLICY": "PASSIVE", "KMP_BLOCKTIME": "0"}  # the thread count stays torch's
-    env = {"OMP_WAIT_POLICY": "ACTIVE", "OMP_NUM_THREADS": "3"}
-    assert configure_cpu(env) == {"KMP_BLOCKTIME": "0"} and env["OMP_WAIT_POLICY"] == "ACTIVE"
-    assert env["OMP_NUM_THREADS"] == "3"
-    main(["models", "--patch-sizes", "8"])
-    assert os.environ["OMP_WAIT_POLICY"] == "PASSIVE"
