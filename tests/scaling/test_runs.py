@@ -270,3 +270,18 @@ def test_a_diverged_run_is_marked_failed_evaluates_nothing_and_the_grid_goes_on(
     text = capsys.readouterr().out
     assert f"{runs[0].name} failed at step 2: the gradient norm became NaN or infinite" in text
     assert "1 done, 0 started, 1 failed, 0 not started of 2 runs" in text
+
+
+def test_a_grid_that_asks_for_kid_has_it_in_its_results_table(tmp_path):
+    """`eval: {metrics: [fid, kid]}`: KID is computed at each point and lands in the table; sFID, not asked, is NA."""
+    from scaling.executors import local
+
+    text = GRID.format(name="kid", steps=2, every=2, kind="local", slurm="")
+    text = text.replace("batch_size: 8}\n", "batch_size: 8, metrics: [fid, kid]}\n")  # the eval line's end
+    spec = parse_grid(text)
+    claim_grid_dir(tmp_path / "kid", spec)
+    runs = plan(spec)[:1]
+    local(runs, tmp_path / "kid", progress=False)
+    df = read_results(tmp_path / "kid")
+    assert len(df) == 1 and df["kid"].notna().all() and df["fid"].notna().all()
+    assert df["sfid"].isna().all() and df["precision"].isna().all()
