@@ -270,17 +270,22 @@ def _ols(design: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, int
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class Parabola:
-    """An isoFLOP profile: y = p0 + p1 u + p2 u^2 in u = ln x - centre; its vertex is the optimum."""
+class LeastSquaresFit:
+    """Coefficients of a model linear in them, fitted by least squares in u = ln x - centre."""
 
-    coef: np.ndarray  # (3,) p0, p1, p2
-    cov: np.ndarray  # (3, 3)
+    coef: np.ndarray  # (k,)
+    cov: np.ndarray  # (k, k)
     centre: float
     x: np.ndarray  # (n,)
     y: np.ndarray  # (n,)
     confidence: float
 
-    dof = property(lambda self: len(self.x) - 3)
+    dof = property(lambda self: len(self.x) - len(self.coef))
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Parabola(LeastSquaresFit):
+    """An isoFLOP profile: y = p0 + p1 u + p2 u^2 in u = ln x - centre (coef p0, p1, p2); its vertex is the optimum."""
 
     def predict(self, x) -> np.ndarray:
         u = np.log(np.asarray(x, float)) - self.centre
@@ -324,17 +329,9 @@ def fit_parabola(x, y, *, lower_is_better: bool = True, confidence: float = 0.95
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class LogLogFit:
-    """y = k * x^alpha fitted as the straight line ln y = ln k + alpha (ln x - centre) by least squares."""
+class LogLogFit(LeastSquaresFit):
+    """y = k * x^alpha fitted as the straight line ln y = ln k + alpha (ln x - centre) (coef: intercept, alpha)."""
 
-    coef: np.ndarray  # (2,) intercept at the centre, alpha
-    cov: np.ndarray  # (2, 2)
-    centre: float
-    x: np.ndarray  # (n,)
-    y: np.ndarray  # (n,)
-    confidence: float
-
-    dof = property(lambda self: len(self.x) - 2)
     exponent = property(lambda self: float(self.coef[1]))
 
     @property
