@@ -57,7 +57,8 @@ def _model(model_name, options, input_size, in_channels, num_classes, device):
 
 
 def training_setup(model_name: str, *, path: str, batch_size: int, input_size: int = 32, in_channels: int = 4,
-                   num_classes: int = 1000, checkpoint_blocks: int = 0, device: str = "auto"):
+                   num_classes: int = 1000, checkpoint_blocks: int = 0, micro_batch_size: int | None = None,
+                   device: str = "auto"):
     """(step, device): step() runs one full training step (forward, backward, AdamW, EMA) of a
     random-weight model on a fixed synthetic batch, with the path's settings."""
     dev = pick_device(device)
@@ -69,6 +70,7 @@ def training_setup(model_name: str, *, path: str, batch_size: int, input_size: i
         **{k: v for k, v in options.items() if k != "attention"},
         attention=options["attention"],
         checkpoint_blocks=checkpoint_blocks,
+        micro_batch_size=micro_batch_size,
     )
     model = _model(model_name, options, input_size, in_channels, num_classes, dev).train()
     model.set_checkpointing(checkpoint_blocks)
@@ -104,6 +106,36 @@ def bench_training(model_name: str, *, path: str, batch_size: int, input_size: i
     peak = torch.cuda.max_memory_allocated(dev) / 2**30 if dev.type == "cuda" else float("nan")
     return {"path": path, "train_images_per_sec": steps * batch_size / seconds, "peak_mem_gb": peak,
             "checkpoint_blocks": checkpoint_blocks}
+
+
+def largest_fitting_micro_batch(batch_size: int, try_step) -> int | None:
+    """The largest divisor of `batch_size`, searched downwards by halving, for which `try_step(m)` (one
+    training step in micro-batches of m) runs without running out of GPU memory; None if not even 1 fits."""
+    m = batch_size
+    while m >= 1:
+        try:
+            try_step(m)
+            return m
+        except torch.cuda.OutOfMemoryError:
+            torch.cuda.empty_cache()
+        m = max(d for d in range(1, m // 2 + 1) if batch_size % d == 0) if m > 1 else 0
+    return None
+
+
+def find_micro_batch(model_name: str, *, path: str, batch_size: int, device: str = "auto", **geometry) -> int | None:
+    """The largest micro-batch with which a step of `batch_size` images fits this GPU (None: on a CPU,
+    where memory is not what limits the batch)."""
+    dev = pick_device(device)
+    if dev.type != "cuda":
+        return None
+
+    def try_step(m: int):
+        step, _ = training_setup(model_name, path=path, batch_size=batch_size, micro_batch_size=m, device=device,
+                                 **geometry)
+        step()
+        _sync(dev)
+
+    return largest_fitting_micro_batch(batch_size, try_step)
 
 
 def bench_sampling(model_name: str, *, path: str, num_images: int, sampling_steps: int = 250, cfg_scale: float = 1.5,

@@ -24,6 +24,9 @@ def add_parser(subparsers):
     p.add_argument("--sample-compile-mode", default="default",
                    help="the fast path's compile mode for sampling: default, reduce-overhead (CUDA graphs) or "
                    "max-autotune")
+    p.add_argument("--find-micro-batch", action="store_true",
+                   help="also search the largest --micro-batch-size with which a step of --batch-size fits the GPU "
+                   "(halving; e.g. the paper's batch 256 for DiT-XL/2 on one GPU)")
     p.add_argument("--paths", nargs="+", default=["reference", "fast"], help="paths to time: reference, fast")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     p.add_argument("--json", help="also write the figures to this JSON file")
@@ -58,7 +61,7 @@ def run(args):
     import json
 
     from dit.io import atomic_write_text
-    from scaling.bench import bench_sampling, bench_training
+    from scaling.bench import bench_sampling, bench_training, find_micro_batch
 
     geometry = dict(
         input_size=args.input_size, in_channels=args.in_channels, num_classes=args.num_classes, device=args.device
@@ -79,6 +82,8 @@ def run(args):
                 compile_mode=args.sample_compile_mode,
                 **geometry,
             )
+        if args.find_micro_batch:
+            row["largest_micro_batch"] = find_micro_batch(args.model, path=path, batch_size=args.batch_size, **geometry)
         rows.append(row)
     print(f"{args.model}, batch {args.batch_size}, {args.input_size}x{args.input_size}x{args.in_channels}")
     print(f"{'path':<10} {'train img/s':>12} {'peak GiB':>9} {'sample img/s':>13}")
@@ -87,6 +92,10 @@ def run(args):
             f"{row['path']:<10} {row['train_images_per_sec']:>12.1f} {row['peak_mem_gb']:>9.1f} "
             f"{row.get('sample_images_per_sec', float('nan')):>13.2f}"
         )
+    for row in rows if args.find_micro_batch else []:
+        m = row["largest_micro_batch"]
+        print(f"{row['path']}: " + ("the micro-batch search needs a GPU (on a CPU memory is not the limit)" if m is None
+                                    else f"largest micro-batch that fits for batch {args.batch_size}: {m}"))
     if len(rows) == 2:
         ratio = rows[1]["train_images_per_sec"] / rows[0]["train_images_per_sec"]
         print(f"{rows[1]['path']} / {rows[0]['path']}: training x{ratio:.2f}", end="")
