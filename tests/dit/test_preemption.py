@@ -76,7 +76,9 @@ class InfiniteGradient(torch.autograd.Function):
         return grad * float("inf")
 
 
-def test_an_infinite_gradient_at_step_2_writes_no_checkpoint_and_names_the_step_and_cause(tmp_path, monkeypatch):
+def poison_second_step(monkeypatch):
+    """The second training step of this process (a grid's first run, step 2) gets an infinite gradient; its
+    loss stays finite, so only the gradient-norm check can catch it."""
     from dit import diffusion as diffusion_module
 
     real, calls = diffusion_module.GaussianDiffusion.training_losses, []
@@ -89,6 +91,10 @@ def test_an_infinite_gradient_at_step_2_writes_no_checkpoint_and_names_the_step_
         return terms
 
     monkeypatch.setattr(diffusion_module.GaussianDiffusion, "training_losses", poisoned)
+
+
+def test_an_infinite_gradient_at_step_2_writes_no_checkpoint_and_names_the_step_and_cause(tmp_path, monkeypatch):
+    poison_second_step(monkeypatch)
     with pytest.raises(TrainingDiverged, match="the gradient norm became NaN or infinite at step 2") as caught:
         train(SMALL.replace(sample_every=1), tmp_path, progress=False)
     assert (caught.value.step, caught.value.cause) == (2, "the gradient norm became NaN or infinite")

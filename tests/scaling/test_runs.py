@@ -239,21 +239,11 @@ def test_a_second_run_grid_on_the_same_directory_is_refused_while_the_first_runs
 
 
 def test_a_diverged_run_is_marked_failed_evaluates_nothing_and_the_grid_goes_on(tmp_path, monkeypatch, capsys):
-    from dit import diffusion as diffusion_module
     from scaling.cli import build_parser
     from scaling.executors import RunsFailed, local
-    from tests.dit.test_preemption import InfiniteGradient
+    from tests.dit.test_preemption import poison_second_step
 
-    real, calls = diffusion_module.GaussianDiffusion.training_losses, []
-
-    def poisoned(self, *args, **kwargs):  # the first run's step 2 gets an infinite gradient; its loss stays finite
-        terms = real(self, *args, **kwargs)
-        calls.append(1)
-        if len(calls) == 2:
-            terms["loss"] = InfiniteGradient.apply(terms["loss"])
-        return terms
-
-    monkeypatch.setattr(diffusion_module.GaussianDiffusion, "training_losses", poisoned)
+    poison_second_step(monkeypatch)
     spec = parse_grid(grid_file(tmp_path, steps=4, every=4).read_text())
     runs, out = plan(spec), tmp_path / "out"
     claim_grid_dir(out, spec)
