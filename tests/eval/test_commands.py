@@ -37,19 +37,8 @@ def run_cli(capsys, *argv) -> tuple[int, str, str]:
 
 
 def test_eval_prints_one_json_line_matching_numpy(capsys, mnist_ref, test_digits, mnist_extractor):
-    code, out, _ = run_cli(
-        capsys,
-        "eval",
-        "--samples",
-        test_digits,
-        "--ref",
-        mnist_ref,
-        "--features",
-        "mnist",
-        "--json",
-        "-",
-        "--no-progress",
-    )
+    code, out, _ = run_cli(capsys, "eval", "--samples", test_digits, "--ref", mnist_ref, "--features", "mnist",
+                           "--json", "-", "--no-progress")
     assert code == 0 and len(out.strip().splitlines()) == 1
     result = json.loads(out)
     assert set(result) == {
@@ -82,19 +71,8 @@ def test_eval_prints_one_json_line_matching_numpy(capsys, mnist_ref, test_digits
 
 
 def test_eval_writes_json_and_a_table(capsys, tmp_path, mnist_ref, test_digits):
-    code, out, _ = run_cli(
-        capsys,
-        "eval",
-        "--samples",
-        test_digits,
-        "--ref",
-        mnist_ref,
-        "--features",
-        "mnist",
-        "--json",
-        tmp_path / "m.json",
-        "--no-progress",
-    )
+    code, out, _ = run_cli(capsys, "eval", "--samples", test_digits, "--ref", mnist_ref, "--features", "mnist",
+                           "--json", tmp_path / "m.json", "--no-progress")
     assert code == 0 and "sFID" in out and "Inception Score" in out and "Class accuracy" in out
     assert json.loads((tmp_path / "m.json").read_text())["features"] == "mnist"
 
@@ -160,18 +138,8 @@ def test_too_few_samples_warn_or_refuse_with_strict(capsys, tmp_path, mnist_ref,
         capsys, "eval", "--samples", tmp_path / "few.npz", "--ref", mnist_ref, "--features", "mnist", "--no-progress"
     )
     assert code == 0 and "scaling eval: warning: only 100 samples" in err
-    code, _, err = run_cli(
-        capsys,
-        "eval",
-        "--samples",
-        tmp_path / "few.npz",
-        "--ref",
-        mnist_ref,
-        "--features",
-        "mnist",
-        "--strict",
-        "--no-progress",
-    )
+    code, _, err = run_cli(capsys, "eval", "--samples", tmp_path / "few.npz", "--ref", mnist_ref, "--features", "mnist",
+                           "--strict", "--no-progress")
     assert code == 2 and "only 100 samples" in err
 
 
@@ -189,21 +157,8 @@ def test_ref_stats_from_an_image_folder(capsys, tmp_path, digits):
         folder = tmp_path / "data" / f"class{i % 2}"
         folder.mkdir(parents=True, exist_ok=True)
         Image.fromarray(np.repeat(image, 3, axis=2)).resize((40, 48)).save(folder / f"{i}.png")
-    code, out, _ = run_cli(
-        capsys,
-        "ref-stats",
-        "--data",
-        tmp_path / "data",
-        "--out",
-        tmp_path / "r.npz",
-        "--features",
-        "mnist",
-        "--resolution",
-        32,
-        "--num-images",
-        20,
-        "--no-progress",
-    )
+    code, out, _ = run_cli(capsys, "ref-stats", "--data", tmp_path / "data", "--out", tmp_path / "r.npz", "--features",
+                           "mnist", "--resolution", 32, "--num-images", 20, "--no-progress")
     assert code == 0
     with np.load(tmp_path / "r.npz") as f:
         assert f["arr_0"].shape == (20, 32, 32, 3) and f["mu"].shape == (64,) and f["sigma_s"].shape == (512, 512)
