@@ -332,7 +332,8 @@ def train_locked(config: TrainConfig, run: RunLayout, dist, stop: "StopRequest",
             save_checkpoint(run.root, parts.model, parts.ema, parts.opt, run_config, step, window.wall_seconds, dist,
                             log_window=window.state())
         if signum:
-            bar.close(), loggers.close()
+            bar.close()
+            loggers.close()
             raise TrainingInterrupted(signum, step, run.root)
         if dist.is_main and preview_due:
             loggers.log_image(step, save_sample_grid(parts.ema, config, parts.codec, run.root, step, dist.device))
