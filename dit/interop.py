@@ -28,7 +28,7 @@ import torch
 from dit.config import DEFAULT_VAE
 from dit.diffusion import LINEAR_BETA_END, LINEAR_BETA_START, NUM_TRAIN_TIMESTEPS
 from dit.embeddings import sincos_2d
-from dit.io import atomic_path
+from dit.io import atomic_path, load_tensors
 from dit.models import MODEL_SIZES, DiT, DiTConfig
 
 METADATA_KEY = "dit_scaling"  # safetensors metadata entry, and the JSON file beside a diffusers config.json
@@ -216,7 +216,7 @@ def _diffusers_weights(folder: Path) -> dict:
                 from safetensors.torch import load_file
 
                 return load_file(str(folder / name))
-            return torch.load(folder / name, map_location="cpu", weights_only=True)
+            return load_tensors(folder / name, what="diffusers weights", expected=f"a DiT folder's {name}")
     raise ValueError(f"{folder} has no {' or '.join(WEIGHT_FILES)}")
 
 
