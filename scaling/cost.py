@@ -10,8 +10,9 @@ evaluation, wall time on N GPUs and money, read from a throughput table (`scalin
   2 passes per guided step and 1 without, plus VAE decoding and feature extraction of the samples.
   Forward passes/s against Gflops are fitted the same way; one measured model borrows the training slope.
 - A run of `scaling status` that has trained for a while uses its own seconds per step instead.
-- Wall time: runs in the grid's order, each on its GPUs as soon as enough are free (greedy list
-  scheduling, as the local executor starts them), at most `runs_at_once` together (SLURM's array).
+- Wall time: runs in `scaling.grid.start_order` (training compute, largest first, as the local
+  executor starts them), each on its GPUs as soon as enough are free (greedy list scheduling), at
+  most `runs_at_once` together (SLURM's array; `cpu_workers` on a CPU).
 """
 
 import dataclasses
@@ -20,7 +21,7 @@ import math
 
 import numpy as np
 
-from scaling.grid import ExecutorSpec, RunSpec
+from scaling.grid import ExecutorSpec, RunSpec, start_order
 from scaling.throughput import guidance_passes, passes_per_sec
 
 COMPUTE_BOUND_SLOPE = -1.0  # rate ~ 1 / Gflops: the slope when one measured model cannot show another
@@ -96,7 +97,7 @@ def executor_layout(executor: ExecutorSpec) -> tuple[int, int | None]:
     if executor.kind == "slurm":
         return executor.slurm.nodes * executor.slurm.gpus_per_node, executor.slurm.array_parallelism
     if executor.gpus_per_run == 0:
-        return 1, 1  # the local executor on CPU: one run after another in one process
+        return 1, executor.cpu_workers  # the local executor on CPU: cpu_workers runs at once
     return executor.gpus_per_run, None
 
 
@@ -301,7 +302,10 @@ def grid_cost(runs: list[RunSpec], rates: Rates, total_gpus: int | None = None, 
             )
             for run, s in left
         ]
-    spans = schedule([c.hours for c in costs], gpus_per_run, total_gpus, at_once)
+    costed = runs if states is None else [run for run, _ in left]
+    order = start_order(costed)
+    started = schedule([costs[i].hours for i in order], gpus_per_run, total_gpus, at_once)
+    spans = [span for _, span in sorted(zip(order, started))]
     return GridCost(
         runs=tuple(costs),
         spans=tuple(spans),

@@ -10,7 +10,7 @@ adaLN-Zero, ImageNet 256 through the SD VAE, batch 256, 400K steps, FID-50K ever
     data: {dataset: mnist32, codec: identity, resolution: 32, channels: 1, num_classes: 10}
     train: {batch_size: 64, lr: 1.0e-3, steps: 2000}    # any dit.config.TrainConfig option
     eval: {every: 1000, features: mnist, num_samples: 500, sampler: ddim, sampling_steps: [25]}
-    executor: {kind: local, gpus_per_run: 0}
+    executor: {kind: local, gpus_per_run: 0, cpu_workers: 1}
     seeds: [0, 1, 2]        # optional: each run once per training seed, one run directory each
     budgets: [1e9, 3e9]     # optional, instead of train.steps: training compute budgets in Gflops
 
@@ -281,11 +281,13 @@ class SlurmSpec:
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class ExecutorSpec:
-    """Where runs go: 'local' (one after another on CPU, or one per free set of `gpus_per_run`
-    GPUs, torchrun when a run asks for several) or 'slurm' (one job per run, `slurm` resources)."""
+    """Where runs go: 'local' (on CPU one after another, or `cpu_workers` at once with the cores
+    shared out; on GPUs one per free set of `gpus_per_run` GPUs, torchrun when a run asks for
+    several) or 'slurm' (one job per run, `slurm` resources)."""
 
     kind: str = "local"
     gpus_per_run: int = 0  # local executor; 0 = CPU
+    cpu_workers: int = 1  # local executor on CPU: runs at once, each a process with cores // cpu_workers threads
     slurm: SlurmSpec | None = None
 
     def __post_init__(self):
@@ -293,6 +295,7 @@ class ExecutorSpec:
 
         _choice(self.kind, EXECUTORS, "kind")
         _require(self.gpus_per_run >= 0, "gpus_per_run", f"gpus_per_run {self.gpus_per_run} must be 0 (CPU) or more")
+        _require(self.cpu_workers >= 1, "cpu_workers", f"cpu_workers {self.cpu_workers} must be 1 or more")
         _require(
             self.kind != "slurm" or self.slurm is not None,
             "kind",
@@ -437,6 +440,18 @@ def step_gflops(run: RunSpec) -> float:
     from scaling.flops import gflops
 
     return gflops(run.dit_config()) * run.train.batch_size * 3
+
+
+def start_order(runs: list[RunSpec]) -> list[int]:
+    """The indices of `runs` in the order an executor with parallel slots starts them, so that the runs that
+    end last are short: training compute (Gflops x batch x steps x 3) to two significant figures, largest
+    first (the runs of a budget grid tie), then the most steps (every step costs a fixed overhead, the
+    larger part of a tiny model's step), then the grid's order."""
+
+    def key(i: int):
+        return -float(f"{step_gflops(runs[i]) * runs[i].train.steps:.2g}"), -runs[i].train.steps
+
+    return sorted(range(len(runs)), key=key)
 
 
 def budget_steps(budgets, per_step: float) -> tuple[tuple[float, int], ...]:

@@ -165,7 +165,7 @@ def preset_names() -> tuple[str, ...]:
 
 
 def load_preset(name: str) -> GridSpec:
-    """A grid shipped with the package: paper, blocks, demo, demo-long."""
+    """A grid shipped with the package (`preset_names()`): paper, blocks, demo, demo-long, demo-isoflop."""
     path = presets().get(name)
     return parse_grid(path.read_text(), source=f"preset {name} ({path.name})")
 

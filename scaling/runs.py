@@ -100,15 +100,20 @@ def read_failure(layout: RunLayout) -> dict | None:
         return {"step": None, "cause": "unknown (failed.json is damaged)"}
 
 
-def seconds_per_step(layout: RunLayout) -> float | None:
-    """Training wall-clock seconds per step, from the last record of the train log."""
+def last_log_record(layout: RunLayout) -> dict:
+    """The last record of the run's train log ({} before the first, or when it is cut mid-line)."""
     if not layout.train_log.exists():
-        return None
+        return {}
     lines = layout.train_log.read_text().splitlines()
     try:
-        last = json.loads(lines[-1])
+        return json.loads(lines[-1])
     except (IndexError, json.JSONDecodeError):
-        return None
+        return {}
+
+
+def seconds_per_step(layout: RunLayout) -> float | None:
+    """Training wall-clock seconds per step, from the last record of the train log."""
+    last = last_log_record(layout)
     return last["wall_seconds"] / last["step"] if last.get("step") else None
 
 
@@ -291,10 +296,18 @@ def grid_progress(states: list[RunState], runs: list[RunSpec]) -> str:
         return sum(s.state == state for s in states)
 
     eta = eta_seconds(states, runs)
-    eta_text = f"; about {eta / 60:.0f} min of training left" if eta else ""
+    workers = min(cpu_workers(runs), max(1, len(states) - count("done")))
+    eta_text = f"; about {eta / 60 / workers:.0f} min of training left" if eta else ""
+    eta_text += f" ({workers} runs at once)" if eta and workers > 1 else ""
     failed = f", {count('failed')} failed" if count("failed") else ""
     return (f"{count('done')} done, {count('training')} started{failed}, {count('pending')} not started of "
             f"{len(states)} runs{eta_text}")
+
+
+def cpu_workers(runs: list[RunSpec]) -> int:
+    """How many runs the grid's local CPU executor trains at once (1 on GPUs: how many are free is not known here)."""
+    executor = runs[0].executor if runs else None
+    return executor.cpu_workers if executor and executor.kind == "local" and not executor.gpus_per_run else 1
 
 
 def eta_seconds(states: list[RunState], runs: list[RunSpec]) -> float | None:

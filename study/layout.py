@@ -203,7 +203,7 @@ class GridLayout:
         return self.root / "logs"
 
     def run_log(self, name: str, seed: int | None = None) -> Path:
-        """The output of the `scaling run-one` process of a run (the local GPU executor)."""
+        """The output of the `scaling run-one` process of a run (the local executor on GPUs or with CPU workers)."""
         return self.logs_dir / f"{run_dir_name(name, seed)}.log"
 
     @property

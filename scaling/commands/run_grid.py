@@ -2,6 +2,7 @@
 
 
 def add_parser(subparsers):
+    from scaling.gridfile import preset_names
     from study.layout import GridLayout
 
     grid = GridLayout("GRID_DIR")
@@ -12,14 +13,19 @@ def add_parser(subparsers):
         "same command skips finished runs and evaluation points and resumes interrupted runs from their last "
         f"checkpoint. One run-grid at a time works on a directory ({grid.lock}). A run whose loss diverges is "
         "marked failed (`scaling status`) and the grid goes on with the others; SIGTERM/SIGUSR1/SIGINT stop the grid "
-        "after the current step's checkpoint (exit 128 + the signal's number). "
+        "after the current step's checkpoint (exit 128 + the signal's number). With executor.cpu_workers (or "
+        "--cpu-workers) or GPUs, runs go to `scaling run-one` processes, costliest first, each logging to "
+        f"{grid.logs_dir}/<run>.log. "
         "Example: scaling run-grid --preset demo --out runs/demo",
     )
     p.add_argument("grid", nargs="?", help="grid spec YAML file (or use --preset)")
-    p.add_argument("--preset", help="a shipped preset: demo, demo-long, paper, blocks")
+    p.add_argument("--preset", help=f"a shipped preset: {', '.join(preset_names())}")
     p.add_argument("--out", required=True, help=f"grid directory ({grid.runs_dir.name}/, {grid.results_parquet.name}, "
                    f"{grid.report_dir.name}/)")
     p.add_argument("--executor", help="override the grid's executor: local or slurm")
+    p.add_argument("--cpu-workers", type=int, metavar="N",
+                   help="override executor.cpu_workers: on a CPU, train N runs at once, each a process with "
+                   "cores // N threads (the small demo models run fastest with one thread each)")
     p.add_argument(
         "--dry-run",
         action="store_true",
@@ -48,8 +54,9 @@ def run(args):
     from study.layout import GridLayout
 
     spec = load_spec(args)
-    if args.executor:
-        spec = dataclasses.replace(spec, executor=dataclasses.replace(spec.executor, kind=args.executor))
+    overrides = {"kind": args.executor, "cpu_workers": args.cpu_workers}
+    overrides = {key: value for key, value in overrides.items() if value is not None}
+    spec = dataclasses.replace(spec, executor=dataclasses.replace(spec.executor, **overrides))
     runs = plan(spec)
     grid_dir = Path(args.out)
     if args.dry_run and spec.executor.kind == "local":

@@ -5,7 +5,8 @@ def add_parser(subparsers):
     p = subparsers.add_parser(
         "run-one", help="train and evaluate one run of a grid directory (used by the executors)",
         description="Train and evaluate the run RUN of the grid written to GRID_DIR by `scaling run-grid`; "
-        "launched by the local GPU executor (under torchrun for several GPUs per run) and SLURM scripts.",
+        "launched by the local executor on GPUs (under torchrun for several GPUs per run) or with CPU workers, "
+        "and by SLURM scripts.",
     )
     p.add_argument("grid_dir", help="grid directory written by `scaling run-grid`")
     p.add_argument("run", help="run name, e.g. DiT-B/4, or its directory name in a grid with seeds, e.g. DiT-B-4-seed1")

@@ -204,7 +204,8 @@ def test_diverged_training_and_failed_grid_runs_end_in_one_line(capsys, tmp_path
     line = one_error_line(capsys, ["train", "--run-dir", tmp_path / "run", *TINY])
     assert line.endswith("at step 3; lower the learning rate")
     monkeypatch.setattr("scaling.executors.execute_run", diverge)
-    assert main(["run-grid", "--preset", "demo", "--out", str(tmp_path / "grid"), "--no-progress", "--no-report"]) == 2
+    argv = ["run-grid", "--preset", "demo", "--out", str(tmp_path / "grid"), "--no-progress", "--no-report"]
+    assert main([*argv, "--cpu-workers", "1"]) == 2  # in this process, where execute_run is patched
     err = capsys.readouterr().err.strip().splitlines()
     assert "Traceback" not in "\n".join(err) and err[-1].startswith("scaling run-grid: error: runs failed: DiT-")
     stopped = "stopped: the loss became NaN or infinite at step 3; lower the learning rate"

@@ -25,20 +25,21 @@ data: {{dataset: mnist32, codec: identity, resolution: 32, channels: 1, num_clas
 train: {{batch_size: 8, lr: 1.0e-3, steps: {steps}, ckpt_every: 2, log_every: 2, sample_steps: 2, sample_images: 4,
         device: cpu, num_workers: 0, ema_decay: 0.9}}
 eval: {{every: {every}, features: mnist, num_samples: 8, sampler: ddim, sampling_steps: [3], batch_size: 8}}
-executor: {{kind: {kind}{slurm}}}
+executor: {{kind: {kind}, cpu_workers: {workers}{slurm}}}
 """
 
 
-def grid_file(tmp_path, name="tiny", steps=8, every=4, kind="local", slurm=""):
+def grid_file(tmp_path, name="tiny", steps=8, every=4, kind="local", slurm="", workers=1):
     path = tmp_path / f"{name}.yaml"
-    path.write_text(GRID.format(name=name, steps=steps, every=every, kind=kind, slurm=slurm))
+    path.write_text(GRID.format(name=name, steps=steps, every=every, kind=kind, slurm=slurm, workers=workers))
     return path
 
 
-def run_grid(path, out, **kwargs):
+def run_grid(path, out, *options, **kwargs):
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")
     return subprocess.Popen(
-        [sys.executable, "-m", "scaling.cli", "run-grid", str(path), "--out", str(out), "--no-report", "--no-progress"],
+        [sys.executable, "-m", "scaling.cli", "run-grid", str(path), "--out", str(out), "--no-report", "--no-progress",
+         *options],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -275,3 +276,68 @@ def test_a_grid_that_asks_for_kid_has_it_in_its_results_table(tmp_path):
     df = read_results(tmp_path / "kid")
     assert len(df) == 1 and df["kid"].notna().all() and df["fid"].notna().all()
     assert df["sfid"].isna().all() and df["precision"].isna().all()
+
+
+def test_cpu_workers_train_runs_at_once_costliest_first_to_the_same_table(tmp_path):
+    path = grid_file(tmp_path, steps=8, every=4)
+    sequential, parallel = run_grid(path, tmp_path / "one"), run_grid(path, tmp_path / "two", "--cpu-workers", "2")
+    assert sequential.wait(timeout=600) == 0, sequential.stdout.read()
+    assert parallel.wait(timeout=600) == 0, parallel.stdout.read()
+    lines = parallel.stdout.read().splitlines()
+    started = [line.split()[0] for line in lines if " started (log: " in line]
+    assert started == ["DiT-custom/4-d1-w32-h2", "DiT-custom/8-d1-w32-h2"]  # 4x the Gflops of p = 8 goes first
+    assert sorted(p.name for p in (tmp_path / "two" / "logs").iterdir()) == [
+        "DiT-custom-4-d1-w32-h2.log", "DiT-custom-8-d1-w32-h2.log"]
+    one, two = (comparable(read_results(tmp_path / name)) for name in ("one", "two"))
+    pd.testing.assert_frame_equal(two, one)
+
+
+def test_a_stop_signal_reaches_each_cpu_worker_once_and_each_checkpoints_where_it_stopped(tmp_path):
+    path = grid_file(tmp_path, steps=4000, every=4000, workers=2)
+    grid = run_grid(path, tmp_path / "out")
+    logs = [tmp_path / "out" / "runs" / name / "train-log.jsonl" for name in ("DiT-custom-8-d1-w32-h2",
+                                                                               "DiT-custom-4-d1-w32-h2")]
+    deadline = time.time() + 120
+    while grid.poll() is None and time.time() < deadline and not all(log.exists() for log in logs):
+        time.sleep(0.05)
+    grid.send_signal(signal.SIGINT)
+    out = grid.communicate(timeout=120)[0]
+    assert grid.returncode == 128 + signal.SIGINT, out
+    assert "each running run stops after its step with a checkpoint" in out
+    assert "stopped by SIGINT (DiT-custom/" in out.splitlines()[-1]
+    runs = plan(parse_grid(path.read_text()))
+    states = [run_state(tmp_path / "out", r) for r in runs]
+    assert [s.state for s in states] == ["training", "training"] and all(0 < s.step < 4000 for s in states)
+    for run, state in zip(runs, states):  # each stopped once, at its own step, with a checkpoint there
+        log = (tmp_path / "out" / "logs" / f"{run.dir_name}.log").read_text()
+        assert log.count("caught SIGINT") == 1 and f"stopped by SIGINT at step {state.step} with a checkpoint" in log
+
+
+def test_cpu_slots_share_the_cores_and_gpu_slots_are_disjoint_groups(monkeypatch):
+    from scaling import executors
+
+    monkeypatch.setattr(executors, "usable_cores", lambda: 8)
+    assert executors.cpu_slots(3) == [{"OMP_NUM_THREADS": "2", "MKL_NUM_THREADS": "2"}] * 3
+    assert executors.cpu_slots(16)[0]["OMP_NUM_THREADS"] == "1"
+    monkeypatch.setattr(executors, "_visible_gpus", lambda: ["4", "5", "6"])
+    assert executors.gpu_slots(2) == [{"CUDA_VISIBLE_DEVICES": "4,5"}]
+    assert executors.gpu_slots(1) == [{"CUDA_VISIBLE_DEVICES": g} for g in "456"]
+    with pytest.raises(ValueError, match="runs ask for 4 GPUs each but 3 are visible"):
+        executors.gpu_slots(4)
+
+
+def test_a_worker_that_fails_is_named_with_its_last_line_and_the_others_finish(tmp_path):
+    from dit.lock import directory_lock
+
+    path = grid_file(tmp_path, steps=4, every=4, workers=2)
+    busy = tmp_path / "out" / "runs" / "DiT-custom-4-d1-w32-h2"
+    with directory_lock(busy / "run.lock", f"run directory {busy}", "a test"):  # another process trains it
+        grid = run_grid(path, tmp_path / "out")
+        out = grid.communicate(timeout=600)[0]
+    assert grid.returncode == 2, out
+    lines = out.splitlines()
+    failed = [line for line in lines if line.startswith("DiT-custom/4-d1-w32-h2 failed (exit 2): ")]
+    assert len(failed) == 1 and f"run directory {busy} is in use by process {os.getpid()}" in failed[0]
+    assert lines[-1].startswith("scaling run-grid: error: runs failed: DiT-custom/4-d1-w32-h2;")
+    runs = plan(parse_grid(path.read_text()))
+    assert [run_state(tmp_path / "out", r).state for r in runs] == ["done", "pending"]
