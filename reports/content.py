@@ -439,7 +439,8 @@ def _isoflop_blocks(ctx: Context, m: Metric) -> list:
     result = F.isoflop_fit(rows, m.column)
     blocks = [Plot(f"isoflop-{name}", F.plot_isoflop(ctx.df, m.column),
                    f"{m.label} of every model (every seed) at each training-compute budget against its Gflops and "
-                   "parameters, a parabola in log x per budget and its optimum with a 95% delta-method interval.")]
+                   "parameters, a parabola in log-log space per budget and its optimum with a 95% delta-method "
+                   "interval.")]
     blocks += [Text(f"Budget {b:.3g} Gflops: not fitted, {why}.", note=True) for b, why in result.not_fitted.items()]
     if not result.profiles:
         return blocks

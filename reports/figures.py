@@ -520,7 +520,7 @@ def _budget_colours(budgets) -> dict:
 
 def plot_isoflop(df: pd.DataFrame, metric: str = "val_loss") -> Figure:
     """For each budget, the metric against model Gflops (left) and parameters (right), its parabola in
-    log x and the optimum with its 95% interval (delta method): the isoFLOP profiles."""
+    log-log space and the optimum with its 95% interval (delta method): the isoFLOP profiles."""
     m = get_metric(metric)
     rows = isoflop_rows(df, metric)
     colours = _budget_colours(rows["budget"].unique())
@@ -537,10 +537,13 @@ def plot_isoflop(df: pd.DataFrame, metric: str = "val_loss") -> Figure:
                 ax.errorbar([best["x"]], [best["y"]], xerr=[[best["x"] - best["x_low"]], [best["x_high"] - best["x"]]],
                             marker="*", ms=12, color=colour, capsize=3, mec="black")
         _log_axis(ax.xaxis, rows[x])
-        ax.set(xlabel=ISOFLOP_AXES[x])
+        sizes = _values(rows[x])
+        ax.set(xlabel=ISOFLOP_AXES[x], xlim=(sizes.min() / 2, sizes.max() * 2))  # a wide interval runs off the edge
         ax.grid(alpha=0.3, which="both")
+    _auto_log_y(axes[0], rows[m.column])
     axes[0].set_ylabel(m.label)
-    _title(axes[0], f"{m.label} at fixed training compute", "parabola in log x; star: optimum, bar: 95% interval")
+    _title(axes[0], f"{m.label} at fixed training compute",
+           "parabola in log-log space; star: optimum, bar: 95% interval")
     handles = [Line2D([], [], color=c, marker="o", label=f"budget {b:.3g} Gflops") for b, c in colours.items()]
     fig.legend(handles=handles, **LEGEND)
     return fig

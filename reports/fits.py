@@ -285,43 +285,54 @@ class LeastSquaresFit:
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class Parabola(LeastSquaresFit):
-    """An isoFLOP profile: y = p0 + p1 u + p2 u^2 in u = ln x - centre (coef p0, p1, p2); its vertex is the optimum."""
+    """An isoFLOP profile: ln y = p0 + p1 u + p2 u^2 in u = ln x - centre (coef p0, p1, p2), a parabola in
+    log-log space (so the fitted metric and its intervals stay positive); its vertex is the optimum."""
 
     def predict(self, x) -> np.ndarray:
         u = np.log(np.asarray(x, float)) - self.centre
-        return self.coef[0] + self.coef[1] * u + self.coef[2] * u ** 2
+        return np.exp(self.coef[0] + self.coef[1] * u + self.coef[2] * u ** 2)
 
     def _vertex(self) -> tuple[float, float, float, float]:
-        """u* and y* of the vertex with their delta-method standard errors."""
+        """u* and ln y* of the vertex with their delta-method standard errors."""
         p0, p1, p2 = self.coef
         u_star = -p1 / (2 * p2)
         grad_u = np.array([0.0, -1 / (2 * p2), p1 / (2 * p2 ** 2)])
-        y_star = p0 - p1 ** 2 / (4 * p2)
+        log_y_star = p0 - p1 ** 2 / (4 * p2)
         grad_y = np.array([1.0, -p1 / (2 * p2), p1 ** 2 / (4 * p2 ** 2)])
-        return u_star, np.sqrt(grad_u @ self.cov @ grad_u), y_star, np.sqrt(grad_y @ self.cov @ grad_y)
+        return u_star, np.sqrt(grad_u @ self.cov @ grad_u), log_y_star, np.sqrt(grad_y @ self.cov @ grad_y)
 
     @property
     def optimum(self) -> dict:
-        """x*, y* of the vertex and their intervals (x*'s is symmetric in ln x); whether x* lies inside
+        """x*, y* of the vertex and their intervals (symmetric in ln x and ln y); whether x* lies inside
         the points' range (else the optimum is extrapolated)."""
-        u_star, u_se, y_star, y_se = self._vertex()
+        u_star, u_se, log_y_star, y_se = self._vertex()
         t = t_quantile(self.confidence, self.dof)
         return dict(x=float(np.exp(self.centre + u_star)), x_low=float(np.exp(self.centre + u_star - t * u_se)),
-                    x_high=float(np.exp(self.centre + u_star + t * u_se)), y=float(y_star),
-                    y_low=float(y_star - t * y_se), y_high=float(y_star + t * y_se),
+                    x_high=float(np.exp(self.centre + u_star + t * u_se)), y=float(np.exp(log_y_star)),
+                    y_low=float(np.exp(log_y_star - t * y_se)), y_high=float(np.exp(log_y_star + t * y_se)),
                     inside=bool(self.x.min() <= np.exp(self.centre + u_star) <= self.x.max()))
 
 
+def distinct_sizes(x, within: float = 1.05) -> int:
+    """How many sizes `x` holds, counting values less than a factor `within` apart as one (DiT-T/8 and
+    DiT-T/2 differ in parameters by 1%: one size for a profile against parameters)."""
+    logs = np.sort(np.log(np.asarray(x, float)))
+    return int(len(logs) and 1 + np.sum(np.diff(logs) > np.log(within)))
+
+
 def fit_parabola(x, y, *, lower_is_better: bool = True, confidence: float = 0.95) -> Parabola:
-    """The isoFLOP parabola of y against ln x (at least 5 points, 3 distinct x); ValueError when it has
-    no optimum (it opens the wrong way: the points do not bracket the best model)."""
+    """The isoFLOP parabola of ln y against ln x (at least 5 points, 3 distinct sizes, y > 0); ValueError when
+    it has no optimum (it opens the wrong way: the points do not bracket the best model)."""
     x, y = _clean(x, y)
-    if len(x) < 3 + MIN_EXTRA_POINTS or len(np.unique(x)) < 3:
-        raise ValueError(f"cannot fit a parabola (3 parameters) to {len(x)} point(s) at {len(np.unique(x))} "
-                         f"model size(s); it needs at least {3 + MIN_EXTRA_POINTS} points at 3 or more sizes")
+    sizes = distinct_sizes(x)
+    if len(x) < 3 + MIN_EXTRA_POINTS or sizes < 3:
+        raise ValueError(f"cannot fit a parabola (3 parameters) to {len(x)} point(s) at {sizes} distinct model "
+                         f"size(s); it needs at least {3 + MIN_EXTRA_POINTS} points at 3 or more sizes")
+    if (y <= 0).any():
+        raise ValueError("cannot fit a parabola in log y to values of 0 or less")
     centre = float(np.log(x).mean())
     u = np.log(x) - centre
-    coef, cov, _ = _ols(np.stack([np.ones_like(u), u, u ** 2], axis=1), y)
+    coef, cov, _ = _ols(np.stack([np.ones_like(u), u, u ** 2], axis=1), np.log(y))
     if (coef[2] <= 0) == lower_is_better:
         kind = "minimum" if lower_is_better else "maximum"
         raise ValueError(f"the parabola has no {kind}: the models trained do not bracket the optimum")
@@ -385,8 +396,8 @@ class IsoFlop:
 
 
 def isoflop(budget, x, y, *, lower_is_better: bool = True, confidence: float = 0.95) -> IsoFlop:
-    """A parabola per budget through (x, y) of the points at that budget, and power laws of the
-    optimal x and y against the budget (needing 4 budgets with an optimum)."""
+    """A parabola per budget through (ln x, ln y) of the points at that budget, and power laws of the
+    optimal x and y against the budget (needing 4 budgets with an optimum inside the models trained)."""
     budget, x, y = (np.asarray(v, float) for v in (budget, x, y))
     profiles, not_fitted = {}, {}
     for b in np.unique(budget[np.isfinite(budget)]):
@@ -395,7 +406,7 @@ def isoflop(budget, x, y, *, lower_is_better: bool = True, confidence: float = 0
             profiles[float(b)] = fit_parabola(x[at], y[at], lower_is_better=lower_is_better, confidence=confidence)
         except ValueError as exc:
             not_fitted[float(b)] = str(exc)
-    optima = [(b, p.optimum) for b, p in sorted(profiles.items())]
+    optima = [(b, p.optimum) for b, p in sorted(profiles.items()) if p.optimum["inside"]]  # not extrapolated
     budgets = [b for b, _ in optima]
     try:
         optimal_x = fit_loglog(budgets, [o["x"] for _, o in optima], confidence=confidence)
@@ -403,5 +414,5 @@ def isoflop(budget, x, y, *, lower_is_better: bool = True, confidence: float = 0
         why = None
     except ValueError as exc:
         optimal_x = optimal_y = None
-        why = f"{len(optima)} budget(s) with an optimum: {exc}"
+        why = f"{len(optima)} budget(s) with an optimum inside the models trained: {exc}"
     return IsoFlop(profiles=profiles, not_fitted=not_fitted, optimal_x=optimal_x, optimal_y=optimal_y, why_no_law=why)

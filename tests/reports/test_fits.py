@@ -158,23 +158,29 @@ def test_backtest_holds_out_every_row_at_the_largest_x_and_refuses_too_few_left(
 
 
 def test_parabola_vertex_matches_polyfit_and_its_interval_covers_the_optimum():
-    inside = 0
+    inside = covered = 0
     for seed in range(100):
         rng = np.random.default_rng(seed)
         gflops = np.repeat(np.geomspace(1.0, 100.0, 5), 2)
-        loss = 2.0 + 0.3 * np.log(gflops / 10.0) ** 2 + 0.05 * rng.standard_normal(len(gflops))
+        loss = 2.0 * np.exp(0.15 * np.log(gflops / 10.0) ** 2 + 0.025 * rng.standard_normal(len(gflops)))
         optimum = fit_parabola(gflops, loss).optimum
         inside += optimum["x_low"] < 10.0 < optimum["x_high"]
-    p2, p1, p0 = np.polyfit(np.log(gflops), loss, 2)
+        covered += optimum["y_low"] < 2.0 < optimum["y_high"]
+    p2, p1, p0 = np.polyfit(np.log(gflops), np.log(loss), 2)  # the parabola in log-log space
     assert optimum["x"] == pytest.approx(np.exp(-p1 / (2 * p2)))
-    assert optimum["y"] == pytest.approx(p0 - p1 ** 2 / (4 * p2))
-    assert 90 <= inside <= 99
+    assert optimum["y"] == pytest.approx(np.exp(p0 - p1 ** 2 / (4 * p2)))
+    assert 90 <= inside <= 99 and 90 <= covered <= 99
 
 
-def test_parabola_without_a_minimum_is_refused():
+def test_parabola_without_a_minimum_or_at_two_sizes_is_refused():
     gflops = np.geomspace(1.0, 100.0, 6)
     with pytest.raises(ValueError, match="no minimum: the models trained do not bracket the optimum"):
-        fit_parabola(gflops, 3.0 - 0.2 * np.log(gflops) ** 2)
+        fit_parabola(gflops, 3.0 * np.exp(-0.2 * np.log(gflops) ** 2))
+    params = np.array([1.28e6, 1.2805e6, 1.2965e6, 4.17e6, 4.176e6, 4.2e6])  # the demo's T and M at p = 2, 4, 8
+    with pytest.raises(ValueError, match="6 point\\(s\\) at 2 distinct model size\\(s\\)"):
+        fit_parabola(params, np.array([0.05, 0.06, 0.04, 0.07, 0.03, 0.05]))
+    with pytest.raises(ValueError, match="values of 0 or less"):
+        fit_parabola(gflops, np.log(gflops) ** 2)
 
 
 def test_loglog_fit_matches_the_textbook_line_and_its_prediction_interval():

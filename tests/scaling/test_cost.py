@@ -254,4 +254,6 @@ def test_bench_rows_are_a_table_a_cpu_grid_can_be_planned_from(tmp_path, capsys)
         rows[0]["train_gpu_hours"] == pytest.approx(1000 * 32 / 90.0 / 3600)
         and rows[1]["train_basis"] == "interpolated"
     )
-    assert rows[1]["start_hours"] == pytest.approx(rows[0]["end_hours"])  # the local executor on CPU: one after another
+    by_start = sorted(rows, key=lambda row: row["start_hours"])  # the local executor on CPU: one after another
+    assert [row["run"] for row in by_start] == [row["run"] for row in rows[::-1]]  # the costliest (p = 2) first
+    assert all(b["start_hours"] == pytest.approx(a["end_hours"]) for a, b in zip(by_start, by_start[1:]))

@@ -156,7 +156,7 @@ def test_the_report_is_refreshed_at_most_every_interval_and_a_failed_render_is_o
 
 
 def _tiny_grid(tmp_path, name: str, *, drop: str = "", add: str = ""):
-    text = GRID.format(name=name, steps=4, every=4, kind="local", slurm="").replace(drop, "") + add
+    text = GRID.format(name=name, steps=4, every=4, kind="local", slurm="", workers=1).replace(drop, "") + add
     spec = parse_grid(text)
     claim_grid_dir(tmp_path / name, spec)
     return spec, tmp_path / name
@@ -170,7 +170,7 @@ def test_a_grid_with_budgets_trains_each_model_to_each_budget_and_evaluates_it_o
     from scaling.flops import gflops
     from scaling.runs import run_layout
 
-    probe = plan(parse_grid(GRID.format(name="p", steps=4, every=4, kind="local", slurm="")))
+    probe = plan(parse_grid(GRID.format(name="p", steps=4, every=4, kind="local", slurm="", workers=1)))
     per_step8 = gflops(probe[0].dit_config()) * 8 * 3  # Gflops x batch 8 x 3 of DiT-custom/8
     budgets = [2.5 * per_step8, 6.5 * per_step8]  # custom/8 reaches them at steps 3 and 7
     spec, out = _tiny_grid(tmp_path, "iso", drop=" steps: 4,", add=f"budgets: [{budgets[0]!r}, {budgets[1]!r}]\n")
@@ -267,7 +267,7 @@ def test_a_grid_that_asks_for_kid_has_it_in_its_results_table(tmp_path):
     """`eval: {metrics: [fid, kid]}`: KID is computed at each point and lands in the table; sFID, not asked, is NA."""
     from scaling.executors import local
 
-    text = GRID.format(name="kid", steps=2, every=2, kind="local", slurm="")
+    text = GRID.format(name="kid", steps=2, every=2, kind="local", slurm="", workers=1)
     text = text.replace("batch_size: 8}\n", "batch_size: 8, metrics: [fid, kid]}\n")  # the eval line's end
     spec = parse_grid(text)
     claim_grid_dir(tmp_path / "kid", spec)
@@ -330,6 +330,7 @@ def test_a_worker_that_fails_is_named_with_its_last_line_and_the_others_finish(t
     from dit.lock import directory_lock
 
     path = grid_file(tmp_path, steps=4, every=4, workers=2)
+    claim_grid_dir(tmp_path / "out", parse_grid(path.read_text()))
     busy = tmp_path / "out" / "runs" / "DiT-custom-4-d1-w32-h2"
     with directory_lock(busy / "run.lock", f"run directory {busy}", "a test"):  # another process trains it
         grid = run_grid(path, tmp_path / "out")
