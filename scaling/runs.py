@@ -295,19 +295,16 @@ def grid_progress(states: list[RunState], runs: list[RunSpec]) -> str:
     def count(state):
         return sum(s.state == state for s in states)
 
+    from scaling.cost import device_type, executor_layout
+
     eta = eta_seconds(states, runs)
-    workers = min(cpu_workers(runs), max(1, len(states) - count("done")))
+    at_once = executor_layout(runs[0].executor)[1] if runs and device_type(runs[0].executor) == "cpu" else 1
+    workers = min(at_once, max(1, len(states) - count("done")))  # on GPUs how many are free is not known here
     eta_text = f"; about {eta / 60 / workers:.0f} min of training left" if eta else ""
     eta_text += f" ({workers} runs at once)" if eta and workers > 1 else ""
     failed = f", {count('failed')} failed" if count("failed") else ""
     return (f"{count('done')} done, {count('training')} started{failed}, {count('pending')} not started of "
             f"{len(states)} runs{eta_text}")
-
-
-def cpu_workers(runs: list[RunSpec]) -> int:
-    """How many runs the grid's local CPU executor trains at once (1 on GPUs: how many are free is not known here)."""
-    executor = runs[0].executor if runs else None
-    return executor.cpu_workers if executor and executor.kind == "local" and not executor.gpus_per_run else 1
 
 
 def eta_seconds(states: list[RunState], runs: list[RunSpec]) -> float | None:
