@@ -18,6 +18,7 @@ from reports.document import Code, Picture, Plot, Report, Section, Table, Text, 
 from reports.fits import fit_law, try_backtest
 from reports.paper import paper_citation, paper_table
 from reports.style import Metric, get_metric, run_style
+from study.metrics import METRICS
 from study.layout import GridLayout, RunLayout, dir_name, run_dir_name
 
 PAPER_FID_STEP = 400_000
@@ -515,11 +516,21 @@ def seed_run_names(df: pd.DataFrame) -> dict:
     return {run_dir_name(run, seed): f"{run} seed {seed}" for run, seed in seed_runs(df)}
 
 
+def check_metric_has_values(df: pd.DataFrame, m: Metric):
+    """ValueError when no row has a value of `m`: a report of it would be empty and replace a fuller one."""
+    if df[m.column].notna().any():
+        return
+    with_values = [c for c in METRICS if c in df.columns and df[c].notna().any()]
+    raise ValueError(f"the metric {m.column!r} is empty in this table (no row has a value), so the report was left "
+                     f"as it was; choose a metric with values: {', '.join(with_values) or 'none yet'}")
+
+
 def build_report(grid_dir, df: pd.DataFrame, *, metric: str = "fid", step=None, target=None) -> Report:
     """The whole report for a grid directory and its results table."""
     m = get_metric(metric)
     T.require(df, T.RUN_COLUMNS + ("step", "dataset", "resolution", "train_compute_gflops") + T.SETTING + (m.column,),
               "the report")
+    check_metric_has_values(df, m)
     grid_dir = Path(grid_dir)
     names = {dir_name(run): run for run in T.runs(df)["run"]} | seed_run_names(df)
     found = rundirs.run_dirs(grid_dir)

@@ -177,3 +177,16 @@ def test_cli_writes_the_formats_asked_for_and_exits_2_on_bad_input(tmp_path, cap
     assert main(["report", str(tmp_path / "empty")]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("scaling report: error: grid directory") and "is empty" in err
+
+
+def test_a_report_of_an_empty_metric_is_refused_and_leaves_the_last_one(tmp_path, capsys):
+    grid = make_grid(tmp_path / "grid", **TINY)
+    out = tmp_path / "out"
+    assert main(["report", str(grid.path), "--out", str(out), "--format", "html"]) == 0
+    before = {p.name: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    assert "kid" not in grid.df.columns or grid.df["kid"].isna().all()
+    capsys.readouterr()
+    assert main(["report", str(grid.path), "--out", str(out), "--format", "html", "--metric", "kid"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "the metric 'kid' is empty in this table" in err and "fid" in err
+    assert {p.name: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
