@@ -28,7 +28,7 @@ import torch
 from dit.config import DEFAULT_VAE
 from dit.diffusion import LINEAR_BETA_END, LINEAR_BETA_START, NUM_TRAIN_TIMESTEPS
 from dit.embeddings import sincos_2d
-from dit.io import atomic_path, load_tensors
+from dit.io import atomic_path, current_umask, load_tensors
 from dit.models import MODEL_SIZES, DiT, DiTConfig
 
 METADATA_KEY = "dit_scaling"  # safetensors metadata entry, and the JSON file beside a diffusers config.json
@@ -250,6 +250,8 @@ def atomic_dir(path):
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
     try:
         yield tmp
+        for made in [tmp, *tmp.rglob("*")]:  # mkdtemp and safetensors make 0700 / 0600; read like any new file
+            os.chmod(made, (0o777 if made.is_dir() else 0o666) & ~current_umask())
         old = path.with_name(f".{path.name}.old")
         if path.exists():
             shutil.rmtree(old, ignore_errors=True)
@@ -350,7 +352,7 @@ reads the folder back into the official DiT exactly.
 One difference: diffusers embeds the timestep with `downscale_freq_shift=1`, i.e. frequencies
 exp(-ln(10^4) k / 127) where the official DiT uses k / 128. At t = 0 both give the same outputs; at
 larger t the embedding differs (up to 1.9 per component at t = 999), so diffusers runs a slightly
-different model on these weights. Measured on a briefly trained DiT-T/4 (MNIST): {measured}
+different model on these weights. Measured on a briefly trained DiT-T/8 (MNIST): {measured}
 """
 
 

@@ -124,7 +124,7 @@ def load_vae(vae: str, *, download: bool = False):
         where = (
             "could not be downloaded"
             if download
-            else "is not in the Hugging Face cache (nothing is downloaded without --download)"
+            else "is not in the Hugging Face cache (only `scaling encode --download` downloads one)"
         )
         raise ValueError(
             f"VAE {vae!r} is not a local folder and {where}; run `huggingface-cli download {vae} --local-dir DIR` "

@@ -171,3 +171,18 @@ def test_bad_inputs_end_in_one_line_and_exit_2(tmp_path, capsys):
         capsys, ["sample", "--ckpt", str(tmp_path / "bare.safetensors"), "--num", "1", "--out", str(tmp_path / "s.npz")]
     )
     assert "--model" in err
+
+
+def test_exports_follow_the_umask_so_others_can_read_them(tmp_path):
+    import os
+    import stat
+
+    ckpt = save_run_checkpoint(random_tiny_dit(), tmp_path / "step_0000000.pt")
+    old = os.umask(0o022)
+    try:
+        folder = export_diffusers(ckpt, tmp_path / "diffusers")
+        single = export_safetensors(ckpt, tmp_path / "weights.safetensors")
+    finally:
+        os.umask(old)
+    modes = {p: stat.S_IMODE(p.stat().st_mode) for p in [folder, single, *folder.rglob("*")]}
+    assert all(mode == (0o755 if p.is_dir() else 0o644) for p, mode in modes.items()), modes
