@@ -172,6 +172,12 @@ def test_bad_inputs_end_in_one_line_and_exit_2(tmp_path, capsys):
     )
     assert "--model" in err
 
+    ckpt = save_run_checkpoint(random_tiny_dit(), tmp_path / "step_0000000.pt")
+    err = one_error_line(capsys, ["export", "--ckpt", str(ckpt), "--format", "diffusers", "--out", str(tmp_path / "p"),
+                                  "--vae", "no-such/vae"])
+    assert "not in the Hugging Face cache" in err and "scaling encode --download" in err
+    assert not (tmp_path / "p").exists()
+
 
 def test_exports_follow_the_umask_so_others_can_read_them(tmp_path):
     import os
