@@ -18,8 +18,8 @@ from reports.document import Code, Picture, Plot, Report, Section, Table, Text, 
 from reports.fits import fit_law, try_backtest
 from reports.paper import paper_citation, paper_table
 from reports.style import Metric, get_metric, run_style
-from study.metrics import METRICS
 from study.layout import GridLayout, RunLayout, dir_name, run_dir_name
+from study.metrics import METRICS
 
 PAPER_FID_STEP = 400_000
 RUN_FILES = RunLayout(".")  # the names of a run directory's files, for captions

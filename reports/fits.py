@@ -90,6 +90,8 @@ class LawFit:
     x: np.ndarray  # (n,) x of the fitted points
     y: np.ndarray  # (n,) y of the fitted points
     log_scale: float  # mean ln x, the centre of the fit
+    bounds: tuple[float, float] = (-np.inf, np.inf)  # the values y can take (FID >= 0): bands are clipped to them
+    c_bounds: tuple[float, float] = (-np.inf, np.inf)  # where the floor c was allowed to lie
 
     a = property(lambda self: self.params["a"])
     b = property(lambda self: self.params["b"])
@@ -123,12 +125,22 @@ class LawFit:
             half = t_quantile(self.confidence, self.dof) * np.sqrt(np.einsum("mi,ij,mj->m", g, self.cov, g)
                                                                     + residual_variance)
         centre = self.law.curve(u, *self.theta)
-        return centre - half, centre + half
+        return np.clip(centre - half, *self.bounds), np.clip(centre + half, *self.bounds)
 
     def trend_is_established(self) -> bool:
         """Whether b's interval is finite and excludes 0 (no trend)."""
         low, high = self.ci["b"]
         return bool(np.isfinite(low) and np.isfinite(high) and (low > 0 or high < 0))
+
+    @property
+    def floor_identified(self) -> bool:
+        """Whether the data pin the floor c down: its interval is finite and inside the values c may take
+        (a floor at a bound, or with an interval reaching past one, is not identified)."""
+        if not self.law.saturates:
+            return False
+        low, high = self.ci["c"]
+        lo, hi = self.c_bounds
+        return bool(np.isfinite(low) and np.isfinite(high) and lo <= low and high <= hi)
 
     def compute_for(self, target: float) -> float | None:
         """The x at which the fitted curve reaches `target`; None when it never does (beyond c)."""
@@ -185,20 +197,38 @@ def _public_params(law: Law, theta, cov, log_scale: float) -> tuple[dict, dict]:
     return values, variances
 
 
-def fit_law(x, y, law="saturating", *, confidence: float = 0.95, min_points: int | None = None) -> LawFit:
+def _parameter_bounds(law: Law, y: np.ndarray, p0, bounds) -> tuple[list, list, tuple]:
+    """curve_fit's (lower, upper) for (A, b[, c]) and the floor's range. Given the values y can take
+    (`bounds`, some finite), a falling curve's floor lies in [lowest possible, min y] and a rising one's
+    ceiling in [max y, highest possible], A keeping the sign of the initial guess."""
+    lower, upper = [-np.inf, law.b_bounds[0]], [np.inf, law.b_bounds[1]]
+    if not law.saturates:
+        return lower, upper, (-np.inf, np.inf)
+    falling = p0[0] > 0
+    c_bounds = (bounds[0], float(y.min())) if falling else (float(y.max()), bounds[1])
+    if not np.isfinite(bounds).any() or not c_bounds[0] < c_bounds[1]:  # no range known, or points outside it
+        return lower + [-np.inf], upper + [np.inf], (-np.inf, np.inf)
+    lower[0], upper[0] = (0.0, np.inf) if falling else (-np.inf, 0.0)
+    return lower + [c_bounds[0]], upper + [c_bounds[1]], c_bounds
+
+
+def fit_law(x, y, law="saturating", *, confidence: float = 0.95, min_points: int | None = None,
+            bounds: tuple[float, float] = (-np.inf, np.inf)) -> LawFit:
     """Fit `law` to (x, y) by least squares; ValueError with fewer than `min_points` (default: the law's
-    parameters + 2) finite points of positive x, or when every x is the same."""
+    parameters + 2) finite points of positive x, or when every x is the same. `bounds` are the values y can
+    take (a metric's range, e.g. FID >= 0): a saturating law's floor stays between them and the points, and
+    prediction bands are clipped to them."""
     law = get_law(law)
     x, y = _clean(x, y)
     _check_points(law, x, law.min_points if min_points is None else min_points)
     log_scale = float(np.log(x).mean())
     u = np.log(x) - log_scale
-    lower = [-np.inf, law.b_bounds[0]] + [-np.inf] * law.saturates
-    upper = [np.inf, law.b_bounds[1]] + [np.inf] * law.saturates
+    p0 = _initial_guess(law, u, y)
+    lower, upper, c_bounds = _parameter_bounds(law, y, p0, bounds)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optimize.OptimizeWarning)  # no covariance without dof
-            theta, cov = optimize.curve_fit(law.curve, u, y, p0=_initial_guess(law, u, y), maxfev=20000,
+            theta, cov = optimize.curve_fit(law.curve, u, y, p0=np.clip(p0, lower, upper), maxfev=20000,
                                             bounds=(lower, upper))
     except (RuntimeError, ValueError) as exc:
         raise ValueError(f"the fit of {law.formula} did not converge: {exc}") from None
@@ -210,7 +240,51 @@ def fit_law(x, y, law="saturating", *, confidence: float = 0.95, min_points: int
         half = t * np.sqrt(variances[name]) if dof > 0 and np.isfinite(variances[name]) else np.nan
         ci[name] = (float(value - half), float(value + half))
     return LawFit(law=law, theta=np.asarray(theta, float), cov=cov, params=values, ci=ci, confidence=confidence,
-                  x=x, y=y, log_scale=log_scale)
+                  x=x, y=y, log_scale=log_scale, bounds=tuple(map(float, bounds)), c_bounds=c_bounds)
+
+
+def aicc(fit: LawFit) -> float:
+    """Akaike's criterion with the small-sample correction for a least-squares fit (Gaussian residuals):
+    n ln(RSS / n) + 2k + 2k(k + 1) / (n - k - 1); lower is better, a difference of 2 or more counts."""
+    n, k = len(fit.x), len(fit.law.params) + 1  # + 1: the residual variance
+    rss = max(float(np.sum(fit.residuals ** 2)), np.finfo(float).tiny)
+    return n * np.log(rss / n) + 2 * k + (2 * k * (k + 1) / (n - k - 1) if n > k + 1 else np.inf)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class LawChoice:
+    """The law the data chose by AICc among those that could be fitted, and why."""
+
+    fit: LawFit
+    aicc: dict  # law name -> AICc of its fit
+    not_fitted: dict  # law name -> why it was not fitted
+
+    def reason(self) -> str:
+        """'power law chosen by AICc (78.2 against saturating 82.9)', or why there was no choice."""
+        name = self.fit.law.name
+        if self.not_fitted:
+            why = "; ".join(f"{law}: {text.split(';')[0]}" for law, text in self.not_fitted.items())
+            return f"{name} law, the only one the points allow ({why})"
+        score = {law: f"{value:.1f}" if np.isfinite(value) else "undefined" for law, value in self.aicc.items()}
+        others = ", ".join(f"{law} {value}" for law, value in score.items() if law != name)
+        return f"{name} law chosen by AICc ({score[name]} against {others}; lower is better)"
+
+
+def choose_law(x, y, *, confidence: float = 0.95, bounds: tuple[float, float] = (-np.inf, np.inf),
+               laws=("power", "saturating")) -> LawChoice:
+    """Fit every law of `laws` that the points allow and keep the one of lowest AICc (the first of `laws`
+    on a tie: the simpler); ValueError when none can be fitted."""
+    fits, not_fitted = {}, {}
+    for name in laws:
+        try:
+            fits[name] = fit_law(x, y, name, confidence=confidence, bounds=bounds)
+        except ValueError as exc:
+            not_fitted[name] = str(exc)
+    if not fits:
+        raise ValueError(next(iter(not_fitted.values())))
+    scores = {name: aicc(fit) for name, fit in fits.items()}
+    best = min(fits, key=lambda name: (scores[name], laws.index(name)))
+    return LawChoice(fit=fits[best], aicc=scores, not_fitted=not_fitted)
 
 
 def fit_power_law(x, y, *, confidence: float = 0.95) -> LawFit:
@@ -231,7 +305,8 @@ class Backtest:
         return float(np.mean([p["inside"] for p in self.held_out]))
 
 
-def backtest(x, y, law="saturating", *, holdout: int = 1, confidence: float = 0.95) -> Backtest:
+def backtest(x, y, law="saturating", *, holdout: int = 1, confidence: float = 0.95,
+             bounds: tuple[float, float] = (-np.inf, np.inf)) -> Backtest:
     """Fit on all points but those at the `holdout` largest x values (every row there, e.g. every seed),
     then check each held-out point against its prediction interval."""
     law = get_law(law)
@@ -244,7 +319,7 @@ def backtest(x, y, law="saturating", *, holdout: int = 1, confidence: float = 0.
     if kept.sum() < law.min_points:
         raise ValueError(f"holding out the {holdout} largest x value(s) leaves {kept.sum()} point(s), and a "
                          f"{len(law.params)}-parameter law needs at least {law.min_points}; hold out fewer")
-    fit = fit_law(x[kept], y[kept], law, confidence=confidence)
+    fit = fit_law(x[kept], y[kept], law, confidence=confidence, bounds=bounds)
     low, high = fit.prediction_interval(x[~kept])
     predicted = fit.predict(x[~kept])
     held_out = [dict(x=float(xi), y=float(yi), predicted=float(p), pi_low=float(lo), pi_high=float(hi),
@@ -253,10 +328,11 @@ def backtest(x, y, law="saturating", *, holdout: int = 1, confidence: float = 0.
     return Backtest(fit=fit, held_out=held_out)
 
 
-def try_backtest(x, y, law="saturating", *, confidence: float = 0.95) -> Backtest | None:
+def try_backtest(x, y, law="saturating", *, confidence: float = 0.95,
+                 bounds: tuple[float, float] = (-np.inf, np.inf)) -> Backtest | None:
     """A backtest on the largest x value when enough points stay to fit without it, else None."""
     try:
-        return backtest(x, y, law, holdout=1, confidence=confidence)
+        return backtest(x, y, law, holdout=1, confidence=confidence, bounds=bounds)
     except ValueError:
         return None
 

@@ -3,27 +3,36 @@ paper's published numbers), with t intervals and an optional backtest on the lar
 import json
 import math
 
-LAW_CHOICES = ("saturating", "power")
+LAW_CHOICES = ("auto", "saturating", "power")
+PAPER_X = "gflops"  # the x every paper table has (its FID-50K rows are all at 400K steps of batch 256)
 
 
 def add_parser(subparsers):
+    from scaling.commands.output import add_format_argument
+
     p = subparsers.add_parser("fit", help="fit a scaling law to a results table",
                               description="Fit y = a * x^(-b) + c (saturating) or y = a * x^(-b) (power) to the rows "
                               "of TABLE (a grid directory, a .csv or .parquet file), or of a table the DiT paper "
-                              "published (--paper). A grid's table is fitted in its main sampling setting.")
+                              "published (--paper). A grid's table is fitted in its main sampling setting. By default "
+                              "both laws are fitted and the one of lower AICc is kept (and named). For a metric of "
+                              "the results schema (FID >= 0, precision <= 1, ...) the saturating law's floor stays "
+                              "between the metric's bound and the best point, and prediction intervals are clipped "
+                              "to the metric's range.")
     p.add_argument("table", nargs="?", help="grid directory, or a .csv / .parquet results table")
     p.add_argument("--paper", help="fit one of the DiT paper's tables instead: fid_400k, blocks_400k, xl2_final")
-    p.add_argument("--x", default="train_compute_gflops", help="column of x (positive), default train_compute_gflops")
-    p.add_argument("--y", default="fid", help="column of y, default fid")
-    p.add_argument("--law", choices=LAW_CHOICES, default="saturating", help="the law to fit (default saturating)")
+    p.add_argument("--x", default=None, help="column of x (positive) (default: train_compute_gflops; with --paper: "
+                   f"{PAPER_X})")
+    p.add_argument("--y", default="fid", help="column of y (default: fid)")
+    p.add_argument("--law", choices=LAW_CHOICES, default="auto",
+                   help="the law to fit; auto fits both and keeps the one of lower AICc (default: auto)")
     p.add_argument("--frontier", action="store_true", help="fit only the compute-efficient frontier of y against x")
     p.add_argument("--higher-is-better", action="store_true", help="the frontier keeps the highest y (e.g. IS)")
     p.add_argument("--holdout", type=int, default=0, metavar="K",
-                   help="backtest: fit without the K largest x values and check the held-out points")
+                   help="backtest: fit without the K largest x values and check the held-out points (default: 0)")
     p.add_argument("--where", action="append", default=[], metavar="COLUMN=VALUE",
                    help="keep only rows where COLUMN equals VALUE (repeatable), e.g. --where cfg_scale=1")
-    p.add_argument("--confidence", type=float, default=0.95, help="level of the intervals (default 0.95)")
-    p.add_argument("--format", choices=("table", "json"), default="table", help="output format")
+    p.add_argument("--confidence", type=float, default=0.95, help="level of the intervals (default: 0.95)")
+    add_format_argument(p)
     p.set_defaults(func=run)
 
 
@@ -33,6 +42,8 @@ def _read(args):
 
     if (args.table is None) == (args.paper is None):
         raise ValueError("give either a TABLE (grid directory, .csv or .parquet) or --paper NAME")
+    if args.x is None:
+        args.x = PAPER_X if args.paper else "train_compute_gflops"
     return paper_table(args.paper) if args.paper else read_results(args.table)
 
 
@@ -64,7 +75,7 @@ def select_points(df, args):
     if all(c in rows.columns for c in T.SETTING) and len(rows):
         setting = T.main_setting(rows)
         rows = T.in_setting(rows, setting)
-        said += f", in the main setting ({T.describe_setting(setting)})"
+        said += f", {len(rows)} of them in the main setting ({T.describe_setting(setting)})"
     if (rows[args.x].astype("float64") <= 0).any():
         raise ValueError(f"{int((rows[args.x] <= 0).sum())} row(s) have {args.x} <= 0, outside a power law's domain; "
                          f"leave them out with --where or pick another --x")
@@ -78,30 +89,58 @@ def _number(value):
     return None if value is None or not math.isfinite(value) else float(value)
 
 
+def y_bounds(column: str) -> tuple[float, float]:
+    """The values a metric column can take (FID >= 0, precision <= 1); unbounded for any other column."""
+    from study.metrics import METRICS
+
+    return METRICS[column].bounds if column in METRICS else (-math.inf, math.inf)
+
+
+def _fit(x, y, args):
+    """The fit of the law asked for, or of the one AICc chooses; and the sentence saying how it was chosen."""
+    from reports.fits import choose_law, fit_law
+
+    bounds = y_bounds(args.y)
+    if args.law != "auto":
+        return fit_law(x, y, args.law, confidence=args.confidence, bounds=bounds), f"{args.law} law, as asked"
+    choice = choose_law(x, y, confidence=args.confidence, bounds=bounds)
+    return choice.fit, choice.reason()
+
+
 def fit_result(rows, args) -> dict:
     """The fit (and backtest) of the selected rows as plain data: the JSON output."""
-    from reports.fits import backtest, fit_law
+    from reports.fits import backtest
 
     x, y = rows[args.x].astype("float64"), rows[args.y].astype("float64")
-    fit = fit_law(x, y, args.law, confidence=args.confidence)
-    held_out = [] if not args.holdout else backtest(x, y, args.law, holdout=args.holdout,
-                                                    confidence=args.confidence).held_out
+    fit, chosen = _fit(x, y, args)
+    held_out = [] if not args.holdout else backtest(x, y, fit.law, holdout=args.holdout, confidence=args.confidence,
+                                                    bounds=fit.bounds).held_out
     return {
-        "law": args.law, "formula": fit.law.formula, "x": args.x, "y": args.y, "confidence": args.confidence,
+        "law": fit.law.name, "chosen": chosen, "formula": fit.law.formula, "x": args.x, "y": args.y,
+        "confidence": args.confidence,
         "params": {name: {"value": _number(value), "ci_low": _number(fit.ci[name][0]),
                           "ci_high": _number(fit.ci[name][1])} for name, value in fit.params.items()},
         "n_points": len(fit.x), "dof": fit.dof, "rmse": fit.rmse, "trend_established": fit.trend_is_established(),
+        "floor_identified": fit.floor_identified if fit.law.saturates else None,
+        "y_bounds": [_number(v) for v in fit.bounds],
         "holdout": [{key: _number(v) if key != "inside" else v for key, v in p.items()} for p in held_out],
     }
 
 
+def _parameter_line(name: str, p: dict, result: dict) -> str:
+    if name == "c" and not result["floor_identified"]:
+        return f"{name:>10} {'not identified (its interval reaches past the values c may take)':>38}"
+    return f"{name:>10} " + " ".join(f"{v:>12.4g}" if v is not None else f"{'nan':>12}" for v in p.values())
+
+
 def _print_table(result: dict, said: str):
     pct = f"{result['confidence']:.0%}"
-    print(f"{result['y']} = {result['formula'].replace('C', result['x'])}  ({result['law']} law)")
-    print(f"fitted to {said}: n = {result['n_points']} points, {result['dof']} dof, residual RMS {result['rmse']:.4g}")
+    print(f"{result['y']} = {result['formula'].replace('C', result['x'])}  ({result['chosen']})")
+    print(f"fitted to {said}: n = {result['n_points']} points (one per row), {result['dof']} dof, "
+          f"residual RMS {result['rmse']:.4g}")
     print(f"{'parameter':>10} {'estimate':>12} {pct + ' CI low':>12} {pct + ' CI high':>12}")
     for name, p in result["params"].items():
-        print(f"{name:>10} " + " ".join(f"{v:>12.4g}" if v is not None else f"{'nan':>12}" for v in p.values()))
+        print(_parameter_line(name, p, result))
     print("trend: " + ("b's interval excludes 0" if result["trend_established"] else "not established (b's interval "
                                                                                        "includes 0 or is undefined)"))
     if result["holdout"]:
@@ -114,6 +153,12 @@ def _print_table(result: dict, said: str):
                   f"{p['pi_high']:>12.4g}  {'yes' if p['inside'] else 'no'}")
 
 
+def _csv_rows(result: dict) -> list[dict]:
+    """One row per parameter, with the fit's law, columns, n and dof repeated on each."""
+    common = {k: result[k] for k in ("law", "x", "y", "n_points", "dof", "rmse", "trend_established")}
+    return [{**common, "parameter": name, **p} for name, p in result["params"].items()]
+
+
 def run(args):
     if not 0 < args.confidence < 1:
         raise ValueError(f"--confidence must lie between 0 and 1, not {args.confidence}")
@@ -123,5 +168,9 @@ def run(args):
     result = fit_result(rows, args)
     if args.format == "json":
         print(json.dumps({**result, "rows": said}, indent=1))
+    elif args.format == "csv":
+        from scaling.commands.output import format_rows
+
+        print(format_rows(_csv_rows(result), "csv"))
     else:
         _print_table(result, said)
