@@ -15,7 +15,7 @@ from reports import figures as F
 from reports import rundirs
 from reports import table as T
 from reports.document import Code, Picture, Plot, Report, Section, Table, Text, format_number, format_table
-from reports.fits import fit_law, try_backtest
+from reports.fits import choose_law, fit_law, try_backtest
 from reports.paper import paper_citation, paper_table
 from reports.style import Metric, get_metric, run_style
 from study.layout import GridLayout, RunLayout, dir_name, run_dir_name
@@ -136,15 +136,23 @@ def _fisher_interval(r: float, n: int) -> str:
     return f" (95% CI {np.tanh(np.arctanh(r) - half):.3f} to {np.tanh(np.arctanh(r) + half):.3f}, Fisher z)"
 
 
+def _levels_off(fit) -> str:
+    """Where a saturating fit levels off, or that its floor is not identified."""
+    if fit.floor_identified:
+        return f"it levels off at c = {fit.c:.3g}"
+    return "it levels off at a floor the points do not identify"
+
+
 def _fit_headline(ctx: Context, rows: pd.DataFrame) -> str:
     """The frontier fit in one sentence; a trend in words only when b's interval excludes 0."""
     m = ctx.metric
     front = F.frontier_points(rows, m.column)
-    what = f"Scaling-law fit {m.label} = a * C^(-b) + c on the compute-efficient frontier"
+    what = f"Scaling-law fit of {m.label} on the compute-efficient frontier"
     try:
-        fit = fit_law(front["train_compute_gflops"], front[m.column])
+        choice = choose_law(front["train_compute_gflops"], front[m.column], bounds=m.bounds)
     except ValueError as exc:
         return f"{what}: not fitted, {exc}."
+    fit, what = choice.fit, f"{what} ({choice.reason()})"
     lo, hi = fit.ci["b"]
     counts = f"n = {len(fit.x)} points, {fit.dof} dof"
     if not fit.trend_is_established():
@@ -152,11 +160,11 @@ def _fit_headline(ctx: Context, rows: pd.DataFrame) -> str:
                 f"{counts}) does not exclude b = 0.")
     target = target_for(ctx, rows)
     reach = fit.compute_for(target)
-    where = (f"predicts {m.label} {target:.3g} at {reach:.3g} Gflops of training compute" if reach is not None
-             else f"never reaches {m.label} {target:.3g} (it levels off at c = {fit.c:.3g})")
+    where = (f"it predicts {m.label} {target:.3g} at {reach:.3g} Gflops of training compute" if reach is not None
+             else f"it never reaches {m.label} {target:.3g} ({_levels_off(fit)})")
     direction = "falls" if (fit.b > 0) == (fit.a > 0) else "rises"
     return (f"{m.label} {direction} with training compute on the frontier: {m.label} = {fit.formula()}, exponent "
-            f"b = {fit.b:.3f} ({fit.confidence:.0%} CI {lo:.3f} to {hi:.3f}, {counts}); it {where}.")
+            f"b = {fit.b:.3f} ({fit.confidence:.0%} CI {lo:.3f} to {hi:.3f}, {counts}; {choice.reason()}); {where}.")
 
 
 def grid_section(ctx: Context) -> Section:
@@ -257,7 +265,8 @@ def paper_section(ctx: Context) -> Section:
     fid400, final = paper_table("fid_400k"), paper_table("xl2_final")
     blocks = [Text(f"Published numbers from {paper_citation()}. {fid400.attrs['source']}. {final.attrs['source']}.")]
     datasets = set(ctx.df["dataset"].dropna())
-    if datasets != {"imagenet256"} or set(ctx.df["features"].dropna()) != {"inception"}:
+    comparable = datasets == {"imagenet256"} and set(ctx.df["features"].dropna()) == {"inception"}
+    if not comparable:
         blocks.append(Text(f"This grid trained on {', '.join(sorted(datasets))} and scored with "
                            f"{', '.join(sorted(set(ctx.df['features'].dropna())))} features: compare trends "
                            "(how FID falls with Gflops and compute), not values.", note=True))
@@ -267,7 +276,9 @@ def paper_section(ctx: Context) -> Section:
         return Section("Beside the paper", "paper", blocks + [Text(f"No grid FID yet: {exc}.", note=True)])
     points, where = _grid_points_at(T.without_ablations(rows), ctx.step)
     blocks.append(Table(format_table(_fid400_table(fid400, points)),
-                        f"FID-50K after 400K steps (paper, Table 4) beside this grid's FID at {where}."))
+                        f"FID-50K after 400K steps (paper, Table 4) beside this grid's FID at {where}. Paper "
+                        "Gflops are the paper's printed values; fvcore's count here reads a little higher (DiT-XL/2: "
+                        "118.69 against 118.64), a difference the paper does not explain."))
     blocks.append(
         Table(
             format_table(_final_table(final, rows)),
@@ -275,13 +286,25 @@ def paper_section(ctx: Context) -> Section:
         )
     )
     overlay = points[points["gflops"].notna()].rename(columns={"fid": "value"})
-    blocks.append(Plot("paper-overlay-fid", F.plot_paper_overlay(overlay, fid400, "FID", f"this grid: {where}"),
-                       "FID against Gflops: the paper's 12 models after 400K steps (hollow) and this grid (filled)."))
+    label = "FID" if comparable else _grid_fid_label(points)
+    caption = ("FID against Gflops: the paper's 12 models after 400K steps (hollow) and this grid (filled)."
+               if comparable else f"Left, the paper's 12 models: ImageNet 256 FID-50K after 400K steps. Right, this "
+               f"grid: {label}. Two numbers on different scales (data, feature network, sample count), so two "
+               "panels with their own axes: compare how each falls with Gflops, not the values.")
+    blocks.append(Plot("paper-overlay-fid", F.plot_paper_overlay(overlay, fid400, label, f"this grid: {where}",
+                                                                 separate=not comparable), caption))
     if m.column != "fid":
         blocks.append(
             Text(f"The paper's per-model table gives FID only, so the comparison uses FID, not {m.label}.", note=True)
         )
     return Section("Beside the paper", "paper", blocks)
+
+
+def _grid_fid_label(points: pd.DataFrame) -> str:
+    """'MNIST-feature FID of 200 samples' for the grid's rows."""
+    features = "/".join(sorted(set(points["features"].dropna())))
+    samples = "/".join(f"{int(n):,}" for n in sorted(set(points["num_samples"].dropna())))
+    return f"{features}-feature FID of {samples} samples" if samples else f"{features}-feature FID"
 
 
 def _fid400_table(paper: pd.DataFrame, points: pd.DataFrame) -> pd.DataFrame:
@@ -323,23 +346,33 @@ def _backtest_table(backtest, x_name: str, label: str) -> pd.DataFrame:
     )
 
 
-def _fit_blocks(fit, backtest, x_name: str, m: Metric, target: float, name: str, title: str) -> list:
+def _params_table(fit) -> pd.DataFrame:
+    """The fit's parameters with their intervals; a floor the points do not identify is said, not printed."""
     pct = f"{fit.confidence:.0%}"
     names = {"a": "a", "b": "b (exponent)", "c": "c (asymptote)"}
-    params = pd.DataFrame({"parameter": [names[k] for k in fit.params], "estimate": list(fit.params.values()),
-                           f"{pct} CI low": [fit.ci[k][0] for k in fit.params],
-                           f"{pct} CI high": [fit.ci[k][1] for k in fit.params]})
+    shown = {k: (v, *fit.ci[k]) for k, v in fit.params.items() if k != "c" or fit.floor_identified}
+    hidden = ["not identified"] * 3 if fit.law.saturates and not fit.floor_identified else []
+    return pd.DataFrame({"parameter": [names[k] for k in shown] + ["c (asymptote)"] * bool(hidden),
+                         "estimate": [format_number(v[0]) for v in shown.values()] + hidden[:1],
+                         f"{pct} CI low": [format_number(v[1]) for v in shown.values()] + hidden[1:2],
+                         f"{pct} CI high": [format_number(v[2]) for v in shown.values()] + hidden[2:]})
+
+
+def _fit_blocks(fit, backtest, x_name: str, m: Metric, target: float, name: str, title: str, chosen: str) -> list:
+    pct = f"{fit.confidence:.0%}"
+    params = _params_table(fit)
     residuals = pd.DataFrame({x_name: fit.x, m.label: fit.y, "fitted": fit.predict(fit.x), "residual": fit.residuals})
     reach = fit.compute_for(target)
     where = (f"reaches {m.label} {target:.3g} at {x_name} = {reach:.3g}" if reach is not None
-             else f"never reaches {m.label} {target:.3g}: it levels off at c = {fit.c:.3g}")
+             else f"never reaches {m.label} {target:.3g}: {_levels_off(fit)}")
     lo, hi = fit.ci["b"]
     trend = "" if fit.trend_is_established() else " The exponent's interval includes 0: no trend is established."
     tested = ("No backtest: too few points remain without the largest x." if backtest is None else
               f"Backtest, fitted without the largest x: {sum(p['inside'] for p in backtest.held_out)} of "
               f"{len(backtest.held_out)} held-out points inside their {pct} prediction interval.")
     blocks = [
-        Text(f"{title}: {m.label} = {fit.formula()} over n = {len(fit.x)} points with {fit.dof} degrees of freedom. "
+        Text(f"{title}: {m.label} = {fit.formula()} ({chosen}) over n = {len(fit.x)} points (one per row) with "
+             f"{fit.dof} degrees of freedom. "
              f"Exponent b = {fit.b:.3f} ({pct} CI {lo:.3f} to {hi:.3f}); the fit {where}; residual RMS "
              f"{fit.rmse:.3g}.{trend} {tested}"),
         Plot(name, F.plot_fit(fit, x_name, m.label, f"{title}: {m.label} = {fit.law.formula}", target, backtest),
@@ -366,19 +399,28 @@ def _metric_fits(ctx: Context, m: Metric, suffix: str) -> list:
     points = points[points["gflops"].notna()]
     blocks = []
     for x, y, law, x_name, name, title in (
-            (front["train_compute_gflops"], front[m.column], "saturating", "training compute (Gflops)",
+            (front["train_compute_gflops"], front[m.column], "auto", "training compute (Gflops)",
              "fit-train-compute", "Fit on the compute-efficient frontier"),
             (points["gflops"], points[m.column], "power", "forward Gflops", "fit-gflops",
              f"Fit against Gflops at {where}")):
         title = title if not suffix else f"{m.label}: {title[0].lower()}{title[1:]}"
         x, y = x.astype("float64"), y.astype("float64")
         try:
-            fit = fit_law(x, y, law)
+            fit, chosen = _law_fit(x, y, law, m)
         except ValueError as exc:
             blocks.append(Text(f"{title}: not fitted, {exc}.", note=True))
             continue
-        blocks += _fit_blocks(fit, try_backtest(x, y, law), x_name, m, target, name + suffix, title)
+        backtest = try_backtest(x, y, fit.law, bounds=m.bounds)
+        blocks += _fit_blocks(fit, backtest, x_name, m, target, name + suffix, title, chosen)
     return blocks
+
+
+def _law_fit(x, y, law: str, m: Metric):
+    """The fit of `law` within the metric's range, or with 'auto' the law AICc chooses; and how it was chosen."""
+    if law != "auto":
+        return fit_law(x, y, law, bounds=m.bounds), f"{law} law, as the paper's Fig. 8"
+    choice = choose_law(x, y, bounds=m.bounds)
+    return choice.fit, choice.reason()
 
 
 def fits_section(ctx: Context) -> Section:
@@ -388,13 +430,12 @@ def fits_section(ctx: Context) -> Section:
     except T.NoData as exc:
         return Section("Scaling-law fits", "fits", [Text(f"No fits: {exc}.", note=True)])
     target = target_for(ctx, rows)
-    blocks = [Text(f"Laws fitted by least squares (scipy curve_fit) to every seed's row, with t intervals, only "
-                   "where there are at least parameters + 2 points: over training compute the saturating law "
-                   f"{m.label} = a * C^(-b) + c (training levels off); across models at one step the power law "
-                   f"{m.label} = a * G^(-b) (a straight line in log-log, as the paper's Fig. 8; a few model sizes "
-                   "cannot pin down an asymptote). "
-                   f"The target {m.label} {target:.3g} is " + ("the one asked for." if ctx.target is not None else
-                                                                 "10% better than the best so far."))]
+    blocks = [Text("Least-squares fits (scipy curve_fit) to every seed's row with t intervals, only where there are "
+                   "parameters + 2 points or more. Over training compute: the saturating law "
+                   f"{m.label} = a * C^(-b) + c (c between the metric's bound and the best point) or the power law "
+                   "a * C^(-b), whichever has the lower AICc. Across models at one step: the power law "
+                   f"{m.label} = a * G^(-b), as the paper's Fig. 8. The target {m.label} {target:.3g} is "
+                   + ("the one asked for." if ctx.target is not None else "10% better than the best so far."))]
     blocks += _metric_fits(ctx, m, "")
     for extra in _extra_metrics(ctx):
         blocks += _metric_fits(ctx, extra, f"-{extra.column.replace('_', '-')}")

@@ -426,30 +426,36 @@ def plot_sample_strip(run: str, images: list[tuple[int, object]], count: int = 8
                        title=f"{run}: samples over training", width=14.0, square=False)
 
 
-def plot_paper_overlay(points: pd.DataFrame, paper: pd.DataFrame, metric_label: str, grid_label: str) -> Figure:
-    """The grid's metric vs Gflops beside the paper's 12 models at 400K steps, on one log-log plot.
+def plot_paper_overlay(points: pd.DataFrame, paper: pd.DataFrame, metric_label: str, grid_label: str,
+                       *, separate: bool = False) -> Figure:
+    """The grid's metric vs Gflops beside the paper's 12 models at 400K steps, on log-log axes: one plot when
+    the numbers are comparable, two panels with their own y axes (`separate`) when they are not (another
+    data set or feature network, a few hundred samples against the paper's 50,000).
 
     `points`: one row per run (size, patch_size, gflops, value); `paper`: model, gflops, fid.
     """
-    fig, (ax,) = _figure()
+    fig, axes = _figure(ncols=2, size=(FIGSIZE[0] * 1.5, FIGSIZE[1])) if separate else _figure()
+    paper_ax, grid_ax = axes[0], axes[-1]
     for _, p in paper.iterrows():
         size, patch = p["model"].removeprefix("DiT-").split("/")
-        ax.plot([p["gflops"]], [p["fid"]], linestyle="none", ms=8, mfc="none", mew=1.6,
-                color=SIZE_COLOURS.get(size, "0.5"), marker=PATCH_MARKERS.get(int(patch), "v"))
+        paper_ax.plot([p["gflops"]], [p["fid"]], linestyle="none", ms=8, mfc="none", mew=1.6,
+                      color=SIZE_COLOURS.get(size, "0.5"), marker=PATCH_MARKERS.get(int(patch), "v"))
     for _, p in points.iterrows():
-        ax.plot([p["gflops"]], [p["value"]], linestyle="none", ms=8, color=run_style(p["size"], 2, None)["color"],
-                marker=PATCH_MARKERS.get(int(p["patch_size"]), "v"))
-    _log_axis(ax.xaxis, np.concatenate([_values(paper["gflops"]), _values(points["gflops"])]))
-    _log_axis(ax.yaxis, np.concatenate([_values(paper["fid"]), _values(points["value"])]))
-    ax.set(xlabel="transformer Gflops (log scale)", ylabel=f"{metric_label} (log scale)")
-    _title(ax, f"{metric_label} vs Gflops: this grid beside the paper")
-    ax.grid(alpha=0.3, which="both")
-    kinds = [
-        Line2D(
-            [], [], linestyle="none", marker="o", color="black", mfc="none", label="paper: ImageNet 256, 400K steps"
-        ),
-        Line2D([], [], linestyle="none", marker="o", color="black", label=grid_label),
-    ]
+        grid_ax.plot([p["gflops"]], [p["value"]], linestyle="none", ms=8,
+                     color=run_style(p["size"], 2, None)["color"], marker=PATCH_MARKERS.get(int(p["patch_size"]), "v"))
+    panels = ((paper_ax, paper["gflops"], paper["fid"], "paper: ImageNet 256 FID-50K, 400K steps"),
+              (grid_ax, points["gflops"], points["value"], f"{grid_label}: {metric_label}")) if separate else (
+        (paper_ax, pd.concat([paper["gflops"], points["gflops"]]), pd.concat([paper["fid"], points["value"]]),
+         f"{metric_label} vs Gflops: this grid beside the paper"),)
+    for ax, x, y, title in panels:
+        _log_axis(ax.xaxis, _values(x))
+        _log_axis(ax.yaxis, _values(y))
+        ax.set(xlabel="transformer Gflops (log scale)", ylabel=f"{metric_label} (log scale)")
+        _title(ax, title)
+        ax.grid(alpha=0.3, which="both")
+    kinds = [Line2D([], [], linestyle="none", marker="o", color="black", mfc="none",
+                    label="paper: ImageNet 256, 400K steps"),
+             Line2D([], [], linestyle="none", marker="o", color="black", label=grid_label)]
     run_table = pd.concat([points[["size", "patch_size"]],
                            paper["model"].str.removeprefix("DiT-").str.split("/", expand=True)
                            .set_axis(["size", "patch_size"], axis=1).astype({"patch_size": int})])
@@ -473,7 +479,7 @@ def plot_fit(fit, xlabel: str, ylabel: str, title: str, target=None, backtest=No
     if fit.dof > 0:
         top.fill_between(grid, *fit.prediction_interval(grid), color="#e15759", alpha=0.12, lw=0,
                          label=f"{fit.confidence:.0%} prediction interval")
-    if fit.law.saturates:
+    if fit.floor_identified:
         top.axhline(fit.c, color="0.5", lw=1, ls=":", label=f"asymptote c = {fit.c:.3g}")
     if backtest is not None:
         inside = sum(p["inside"] for p in backtest.held_out)

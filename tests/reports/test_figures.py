@@ -167,3 +167,17 @@ def test_lr_range_test_figure_marks_the_suggestion():
     assert [line.get_label() for line in ax.get_lines()] == [
         "loss", "smoothed loss", "suggested max lr 1.0e-03", "lowest loss at 1.0e-02", "diverged at 3.0e-01"]
     assert len(ax.get_lines()[0].get_xdata()) == 25  # the diverged (infinite) losses are left out
+
+
+def test_paper_overlay_keeps_incomparable_numbers_in_separate_panels(grid):
+    from reports.paper import paper_table
+
+    paper = paper_table("fid_400k")
+    points = grid.df[
+        (grid.df["step"] == 2000) & (grid.df["sampling_steps"] == 250) & (grid.df["block"] == "adaln-zero")
+    ]
+    fig = F.plot_paper_overlay(points.rename(columns={"fid": "value"}), paper, "mnist-feature FID", "this grid",
+                               separate=True)
+    left, right = fig.axes
+    assert len(left.get_lines()) == 12 and len(right.get_lines()) == 4
+    assert sorted(y for line in left.get_lines() for y in line.get_ydata()) == sorted(paper["fid"])
