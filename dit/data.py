@@ -150,8 +150,8 @@ def build_dataset(
 # ---- the items of every training step -----------------------------------------------------------
 # Streams of step_seed. Training: 0 the step's timesteps, noise and label dropout (dit.train), 1 an epoch's
 # order, 2 + p the item at position p of the global batch, 3 + r the VAE posterior draws of rank r (the
-# last two ranges overlap; the numbers stay, so runs stay bit-identical). SAMPLE_SHARDS: the labels and
-# noise of sample shard `step` (dit.sample), a formula of its own kept so sample files stay identical.
+# last two ranges overlap; the numbers stay, so runs stay bit-identical). SAMPLE_SHARDS: the label and
+# noise of sample number `step` (dit.sample), a formula of its own: distinct for the first 1,000,003 samples.
 STEP_DRAWS, EPOCH_ORDER, ITEMS, POSTERIOR = 0, 1, 2, 3
 SAMPLE_SHARDS = "sample-shards"
 

@@ -1,9 +1,10 @@
 """Sampling a trained DiT into the ADM evaluator's `.npz` layout, resumably and over all local GPUs.
 
-Samples are made in shards of `batch_size`; shard i draws its labels and noise from a generator
-seeded by (seed, i), so the result does not depend on how many processes made it or how often
-the job was interrupted. Finished shards are kept in a folder beside the output until the last
-one is done, then merged into one file (`arr_0`: uint8 (N, H, W, C), `arr_1`: int64 labels (N,)).
+Samples are made in shards of `batch_size`; sample i draws its label, initial noise and step noise
+from its own generator seeded by (seed, i) (EDM2's habit), so the result does not depend on the batch
+size, on how many processes made it or on how often the job was interrupted. Finished shards are kept
+in a folder beside the output until the last one is done, then merged into one file (`arr_0`: uint8
+(N, H, W, C), `arr_1`: int64 labels (N,)).
 `save_sample_grid` draws the EMA previews that training writes into its run directory.
 """
 import dataclasses
@@ -24,7 +25,7 @@ from dit.images import image_grid, save_gif, to_uint8
 from dit.io import atomic_path
 from dit.precision import autocast_for
 from dit.progress import progress_bar
-from dit.samplers import get_sampler, guided_model_fn, sample_ddpm
+from dit.samplers import PerSampleNoise, get_sampler, guided_model_fn, sample_ddpm
 from study.layout import RunLayout, steps_in
 from study.registry import Registry
 
@@ -117,15 +118,15 @@ def build_decoder(meta: dict, model_channels: int, vae: str | None, device):
 
 
 def shard_batch(config: SampleConfig, shard: int, num_classes: int, shape, device):
-    """Labels and initial noise of one shard, from a generator seeded by (seed, shard)."""
+    """Labels, initial noise and the per-sample generators of one shard: sample i's from (seed, i)."""
     start = shard * config.batch_size
-    n = min(config.batch_size, config.num - start)
-    gen = torch.Generator(device).manual_seed(step_seed(config.seed, shard, SAMPLE_SHARDS))
+    indices = range(start, min(start + config.batch_size, config.num))
+    gen = PerSampleNoise([step_seed(config.seed, i, SAMPLE_SHARDS) for i in indices], device)
     if config.labels:
-        labels = torch.tensor([config.labels[(start + i) % len(config.labels)] for i in range(n)], device=device)
+        labels = torch.tensor([config.labels[i % len(config.labels)] for i in indices], device=device)
     else:
-        labels = torch.randint(0, num_classes, (n,), generator=gen, device=device)
-    noise = torch.randn((n, *shape), generator=gen, device=device)
+        labels = gen.randint(num_classes)
+    noise = gen.randn((len(indices), *shape))
     return labels, noise, gen
 
 
@@ -212,7 +213,7 @@ def load_for_sampling(ckpt_path, config: SampleConfig, model_overrides: dict | N
 def _check_shards_match(shard_dir: Path, config: SampleConfig, ckpt_path):
     """Shards left by an interrupted job are reused only for the same checkpoint and settings."""
     source = str(Path(ckpt_path).resolve()) if not isinstance(ckpt_path, dict) else "in-memory"
-    key = {"ckpt": source, **dataclasses.asdict(config)}
+    key = {"ckpt": source, "noise": "per-sample", **dataclasses.asdict(config)}  # shards of per-shard noise differ
     key["labels"] = list(key["labels"]) if key["labels"] else None
     path = shard_dir / "job.json"
     if path.exists() and json.loads(path.read_text()) != key:

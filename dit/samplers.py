@@ -3,7 +3,9 @@
 Every sampler is `sampler(diffusion, model_fn, x_T, *, generator=None, progress=False, callback=None,
 **options) -> x_0`, where model_fn(x, timesteps) returns the model's raw output and `callback`
 receives (step index i, x_{t-1}, predicted x_0) after each step. Guidance is part of model_fn
-(see `guided_model_fn`). All noise is drawn from `generator`, so a seeded one gives the same samples.
+(see `guided_model_fn`). All noise is drawn from `generator`, so a seeded one gives the same samples;
+a `PerSampleNoise` draws each sample's noise from its own generator, so a sample does not depend on
+which batch it was made in.
 """
 from collections.abc import Callable
 
@@ -16,7 +18,27 @@ from study.registry import Registry
 ModelFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
-def _noise_like(x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+class PerSampleNoise:
+    """One generator per sample, seeded from (seed, sample index), as EDM2 does: sample i gets the same
+    label, initial noise and step noise whatever the batch size or number of processes."""
+
+    def __init__(self, seeds, device):
+        self.generators = [torch.Generator(device).manual_seed(int(seed)) for seed in seeds]
+        self.device = device
+
+    def randn(self, shape, dtype=torch.float32) -> torch.Tensor:
+        """(N, *shape[1:]) normal noise, row i from generator i."""
+        return torch.stack([torch.randn(tuple(shape[1:]), generator=g, device=self.device, dtype=dtype)
+                            for g in self.generators])
+
+    def randint(self, high: int) -> torch.Tensor:
+        """(N,) integers in [0, high), entry i from generator i."""
+        return torch.cat([torch.randint(0, high, (1,), generator=g, device=self.device) for g in self.generators])
+
+
+def _noise_like(x: torch.Tensor, generator: torch.Generator | PerSampleNoise | None) -> torch.Tensor:
+    if isinstance(generator, PerSampleNoise):
+        return generator.randn(x.shape, dtype=x.dtype)
     return torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
 
 

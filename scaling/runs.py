@@ -210,8 +210,8 @@ def evaluate_point(run: RunSpec, grid_dir: Path, step: int, setting: SamplingSet
         metrics = evaluate_samples(samples, reference, setting.features, metrics=run.eval.metrics, progress=progress)
     if distributed.setup(run.train.device).is_main:
         budget = {"budget": run.budget_at(step)} if run.budgets else {}
-        record = {"step": step, **budget, **dataclasses.asdict(setting), **metrics, **(validation or {}),
-                  "wall_seconds": training_seconds(layout, step)}
+        record = {"step": step, **budget, **dataclasses.asdict(setting), "sampling_seed": config.seed, **metrics,
+                  **(validation or {}), "wall_seconds": training_seconds(layout, step)}
         atomic_write_text(record_path, json.dumps(record, indent=1) + "\n")
         log_eval(layout, step, setting.file_stem, metrics)  # to the run's loggers, if it has any
         if not run.eval.keep_samples:

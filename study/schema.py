@@ -37,6 +37,7 @@ SCHEMA = {
     "cfg_scale": ("float64", "classifier-free guidance scale (1 = none)"),
     "sampling_compute_gflops": ("float64", "gflops x sampling_steps, doubled under guidance, per image"),
     "num_samples": ("Int64", "number of generated samples evaluated"),
+    "sampling_seed": ("Int64", "seed of the samples: sample i draws its label and noise from (sampling_seed, i)"),
     "features": ("string", "feature extractor: inception or mnist"),
     "fid": ("float64", "Frechet Inception Distance"),
     "sfid": ("float64", "spatial FID"),
@@ -74,7 +75,8 @@ def result_row(run: dict, record: dict) -> dict:
         "train_compute_gflops": train_compute_gflops(gflops, batch_size, step), "budget": record.get("budget"),
         "sampler": record["sampler"], "sampling_steps": record["sampling_steps"], "cfg_scale": record["cfg_scale"],
         "sampling_compute_gflops": sampling_compute_gflops(gflops, record["sampling_steps"], record["cfg_scale"]),
-        "num_samples": record["num_samples"], "features": record["features"],
+        "num_samples": record["num_samples"], "sampling_seed": record.get("sampling_seed"),
+        "features": record["features"],
         **{m: record.get(m) for m in METRICS},
         "wall_seconds": record.get("wall_seconds"),
     }

@@ -212,6 +212,7 @@ def test_two_seeds_of_one_model_are_two_runs_with_different_losses(tmp_path):
     df = read_results(out)
     assert df["run"].unique().tolist() == ["DiT-custom/8-d1-w32-h2"] and df["seed"].tolist() == [0, 1]
     assert df["val_loss"].nunique() == 2
+    assert df["sampling_seed"].tolist() == [0, 1]  # each run samples with its own seed, recorded in the table
     losses = [
         json.loads((out / "runs" / r.dir_name / "train-log.jsonl").read_text().splitlines()[-1])["loss"] for r in runs
     ]
