@@ -332,6 +332,7 @@ def _measured(points: list[dict]) -> str:
 def basis_lines(run: RunSpec, rates: Rates) -> list[str]:
     """How the rates of a grid's runs (`run`: any of them, they share recipe and evaluation) are read and fitted."""
     gpus, _ = executor_layout(run.executor)
+    one = "one GPU" if device_type(run.executor) == "cuda" else "one CPU worker"
     batch = max(1, run.train.batch_size // gpus)
     train_rows = rates.required("train", run.train.precision, run.train.compile)
     train_points = model_points(train_rows, batch)
@@ -344,11 +345,11 @@ def basis_lines(run: RunSpec, rates: Rates) -> list[str]:
     compiled = ", compiled" if train_rows[0].get("compile") else ""
     return [
         f"throughput: {rates.device} ({', '.join(versions)}), from {rates.source}",
-        f"training: images/s of one GPU at the run's per-GPU batch {run.train.batch_size} / {gpus} = {batch}; "
+        f"training: images/s of {one} at the run's per-{one[4:]} batch {run.train.batch_size} / {gpus} = {batch}; "
         f"{run.train.precision}{compiled} rows measured for {_measured(train_points)}; other models on "
         f"log(images/s) = {train_line.intercept:.2f} {train_line.slope:+.3f} log(Gflops)"
         + (" (one model: images/s x Gflops held constant)" if len(train_points) == 1 else ""),
-        f"sampling: forward passes/s of one GPU (images x steps x passes; a guided step is 2 passes, cfg 1 is 1); "
+        f"sampling: forward passes/s of {one} (images x steps x passes; a guided step is 2 passes, cfg 1 is 1); "
         f"{sampling_precision()} rows measured for {_measured(sample_points)}; "
         f"other models on the slope {sample_line.slope:+.3f}"
         + (" of the training line" if len(sample_points) == 1 else " fitted on them"),

@@ -36,7 +36,8 @@ def add_parser(subparsers):
 
 def add_cost_arguments(p):
     p.add_argument("--throughput", metavar="FILE.json",
-                   help="measured throughput (`scaling bench --save`); default: the shipped H100 table")
+                   help="measured throughput (`scaling bench --save`); default: the shipped table (H100 rows, and "
+                   "CPU rows for the demo's tiny models)")
     p.add_argument("--gpus", metavar="N", help="GPUs the grid has in all (default: what its executor runs at once)")
     p.add_argument("--gpu-hour-price", metavar="P", help="price of one GPU-hour, for the cost of each run and the grid")
     p.add_argument("--device", metavar="NAME", help="device of the throughput file to read, a part of its name (H100)")
@@ -83,11 +84,15 @@ def total_lines(cost, price: float | None, what: str = "in all") -> list[str]:
     lines = [f"{what}: {cost.gpu_hours:,.1f} {unit}-hours: training {cost.train_gpu_hours:,.1f}, evaluation "
              f"{cost.eval_gpu_hours:,.1f} ({100 * cost.eval_share:.0f}% of the total)",
              f"wall time on {cost.total_gpus} {unit}s ({cost.runs_at_once} run(s) at once x {cost.gpus_per_run} "
-             f"{unit}(s) each): "
-             f"{cost.wall_hours:,.1f} h ({cost.wall_hours / 24:.1f} days)"]
+             f"{unit}(s) each): " + duration_text(cost.wall_hours)]
     if price:
         lines.append(f"cost at {price:g} per {unit}-hour: {cost.gpu_hours * price:,.0f}")
     return lines
+
+
+def duration_text(hours: float) -> str:
+    """'29.9 h (1.2 days)', or minutes below an hour (a CPU grid)."""
+    return f"{hours:,.1f} h ({hours / 24:.1f} days)" if hours >= 1 else f"{hours * 60:.0f} minutes"
 
 
 def plan_rows(runs) -> list[dict]:

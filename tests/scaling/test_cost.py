@@ -257,3 +257,36 @@ def test_bench_rows_are_a_table_a_cpu_grid_can_be_planned_from(tmp_path, capsys)
     by_start = sorted(rows, key=lambda row: row["start_hours"])  # the local executor on CPU: one after another
     assert [row["run"] for row in by_start] == [row["run"] for row in rows[::-1]]  # the costliest (p = 2) first
     assert all(b["start_hours"] == pytest.approx(a["end_hours"]) for a, b in zip(by_start, by_start[1:]))
+
+
+def test_a_cpu_preset_is_planned_from_the_shipped_cpu_rows(capsys):
+    assert main(["plan", "--preset", "demo", "--gpus", "2", "--format", "json"]) == 0
+    rows = {row["run"]: row for row in json.loads(capsys.readouterr().out)}
+    cpu = {r["model"]: r for r in load_table() if r["device_type"] == "cpu" and r["kind"] == "train"}
+    assert set(rows) == set(cpu) and all(row["train_basis"] == "measured" for row in rows.values())
+    for name, row in rows.items():  # 500 steps of batch 64 at the measured images/s of one thread
+        assert row["train_gpu_hours"] == pytest.approx(500 * 64 / cpu[name]["images_per_sec"] / 3600)
+    by_cost = sorted(rows.values(), key=lambda row: -row["train_compute_gflops"])
+    hours = [row["gpu_hours"] for row in by_cost]
+    assert max(row["end_hours"] for row in rows.values()) == pytest.approx(max(end for _, end in schedule(hours, 1, 2)))
+    for preset in ("demo-long", "demo-isoflop"):
+        assert main(["plan", "--preset", preset, "--gpus", "2"]) == 0
+        assert "wall time on 2 CPUs (2 run(s) at once x 1 CPU(s) each)" in capsys.readouterr().out
+
+
+def readme_block(after: str) -> list[str]:
+    """The lines of the README's first code block after the text `after`."""
+    from pathlib import Path
+
+    text = (Path(__file__).parents[2] / "README.md").read_text()
+    start = text.index("```", text.index(after)) + 3
+    return text[start:text.index("```", start)].strip("\n").splitlines()
+
+
+@pytest.mark.parametrize("gpus, after", [("64", "`scaling plan --preset paper --gpus 64`\nprints"),
+                                          ("8", "and with `--gpus 8`")])
+def test_the_readmes_quoted_paper_plan_is_what_the_command_prints(capsys, gpus, after):
+    assert main(["plan", "--preset", "paper", "--gpus", gpus]) == 0
+    printed = capsys.readouterr().out.strip("\n").splitlines()
+    quoted = readme_block(after)
+    assert printed[-len(quoted):] == quoted
