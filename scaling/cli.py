@@ -84,10 +84,27 @@ def build_parser() -> argparse.ArgumentParser:
         importlib.import_module(f"scaling.commands.{name.replace('-', '_')}").add_parser(subparsers)
     for command in subparsers.choices.values():
         command.add_argument("--traceback", action="store_true", default=False, help=TRACEBACK_HELP)
+        command.formatter_class = type("ShowsDefaults", (ShowsDefaults, command.formatter_class), {})
     return parser
 
 
+class ShowsDefaults(argparse.HelpFormatter):
+    """Every option's help ends in its default, unless it says one already or has none worth saying."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        default = action.default
+        unsaid = default is None or isinstance(default, bool) or default in ((), [], argparse.SUPPRESS)
+        if "default" in text or unsaid or not action.option_strings:
+            return text
+        return f"{text} (default: %(default)s)"
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv == ["--version"]:  # answered before the commands' parsers import torch and the model registries
+        print(f"scaling {package_version()}")
+        return 0
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:

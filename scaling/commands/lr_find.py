@@ -1,6 +1,10 @@
 """`scaling lr-find`: the learning-rate range test, as a plot and a suggested maximum rate."""
 import argparse
 
+# TrainConfig fields the range test sets itself or never reaches (it writes no checkpoints, samples or logs)
+NOT_OPTIONS = ("lr", "steps", "lr_schedule", "warmup_steps", "log_every", "ckpt_every", "keep_last", "keep_every",
+               "sample_every", "sample_images", "sample_steps", "sample_cfg_scale", "loggers")
+
 
 def add_parser(subparsers):
     import dataclasses
@@ -20,13 +24,13 @@ def add_parser(subparsers):
         argument_default=argparse.SUPPRESS,
     )
     p.add_argument("--out", default="lr-find", help="output folder, e.g. a run directory (default: ./lr-find)")
-    p.add_argument("--min-lr", type=float, default=1e-6, help="first learning rate")
-    p.add_argument("--max-lr", type=float, default=1e-2, help="last learning rate")
-    p.add_argument("--num-steps", type=int, default=200, help="steps of the test")
+    p.add_argument("--min-lr", type=float, default=1e-6, help="first learning rate (default: 1e-06)")
+    p.add_argument("--max-lr", type=float, default=1e-2, help="last learning rate (default: 0.01)")
+    p.add_argument("--num-steps", type=int, default=200, help="steps of the test (default: 200)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     hints = typing.get_type_hints(TrainConfig)
     for field in dataclasses.fields(TrainConfig):
-        if field.name not in ("lr", "steps", "lr_schedule", "warmup_steps"):
+        if field.name not in NOT_OPTIONS:
             add_field_option(p, field, hints[field.name])
     p.set_defaults(func=run)
 
@@ -52,4 +56,9 @@ def run(args):
         fig.savefig(tmp, format="png", dpi=150)
     diverged = f"; the loss diverged at {result['diverged_lr']:.1e}" if result["diverged_lr"] else ""
     print(f"lowest loss at lr {result['min_loss_lr']:.1e}{diverged}; suggested maximum lr {result['suggested_lr']:.1e}")
+    if not result["diverged_lr"] and result["min_loss_lr"] >= result["lr"][-1]:
+        from scaling.commands.output import note
+
+        note(f"warning: the lowest loss is at the edge of the range (--max-lr {result['lr'][-1]:.1e}) and the loss "
+             "never diverged: the best rate may lie higher; raise --max-lr")
     print(f"wrote {out.lr_find_png} and {out.lr_find_json}")

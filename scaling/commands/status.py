@@ -11,9 +11,9 @@ def add_parser(subparsers):
         description="Show each run's state (pending, training, done, failed: diverged, with its step and cause), its "
             "step, evaluation points "
         "done, its latest FID and the training time left, all read from GRID_DIR. For a grid on "
-        "GPUs (or with --throughput), also the GPU-hours of training and evaluation left and the "
-        "wall time on --gpus, estimated as `scaling plan` does (runs that have trained a while "
-        "with their own seconds per step).",
+        "GPUs (or, for a CPU grid, with --gpus, --throughput or --device), also the GPU-hours (CPU-hours) of "
+        "training and evaluation left and the wall time on --gpus (CPU workers), estimated as `scaling plan` does "
+        "(runs that have trained a while with their own seconds per step).",
     )
     p.add_argument("grid_dir", help="grid directory written by `scaling run-grid`")
     add_format_argument(p)
@@ -27,7 +27,8 @@ def cost_left_lines(spec, runs, states, args) -> list[str]:
     from scaling.cost import device_type, grid_cost, grid_rates
 
     gpus, price = cost_options(args)
-    applies = device_type(spec.executor) == "cuda" or args.throughput  # CPU grids: the ETA of grid_progress alone
+    # a CPU grid: the ETA of grid_progress alone, unless a cost option asks for the estimate from the CPU rows
+    applies = device_type(spec.executor) == "cuda" or args.throughput or args.gpus or args.device
     if not applies or all(s.state == "done" for s in states):
         return []
     rates = grid_rates(spec.executor, args.throughput, args.device)

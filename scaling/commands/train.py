@@ -66,10 +66,21 @@ def add_parser(subparsers):
     p.set_defaults(func=run)
 
 
+def field_choices() -> dict:
+    """The registries of TrainConfig's fields whose help lists no choices of its own."""
+    from dit.blocks import ATTENTION_IMPLS
+    from dit.diffusion import NOISE_SCHEDULES
+
+    return {"attention": ATTENTION_IMPLS, "noise_schedule": NOISE_SCHEDULES}
+
+
 def add_field_option(parser, field, hint):
     flag = "--" + field.name.replace("_", "-")
-    default = f" (default: {field.default})"
-    text = HELP.get(field.name, field.name.replace("_", " ")) + default
+    text = HELP.get(field.name, field.name.replace("_", " "))
+    choices = field_choices().get(field.name)
+    text += f": {', '.join(choices.names())}" if choices is not None and ":" not in text else ""
+    said = "default" in text or field.default in (None, ())  # None: derived from other options, or off
+    text += "" if said else f" (default: {field.default})"
     if hint is bool:
         parser.add_argument(flag, action=argparse.BooleanOptionalAction, help=text)
         return

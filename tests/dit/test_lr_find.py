@@ -27,3 +27,17 @@ def test_range_test_finds_the_divergence_of_a_tiny_dit(tmp_path):
     assert result["suggested_lr"] == pytest.approx(result["min_loss_lr"] / 10)
     assert len(result["lr"]) == len(result["loss"]) < 60
     assert min(result["smoothed"]) < 0.85 * result["smoothed"][0]
+
+
+@pytest.mark.parametrize("diverged, warned", [(None, True), (3e-2, False)])
+def test_a_lowest_loss_at_the_edge_of_the_range_is_a_warning(tmp_path, monkeypatch, capsys, diverged, warned):
+    import dit.lr_find
+    from scaling.cli import main
+
+    rates = [1e-4, 1e-3, 1e-2]
+    result = dict(lr=rates, loss=[3.0, 2.0, 1.0], smoothed=[3.0, 2.0, 1.0], min_loss_lr=1e-2, diverged_lr=diverged,
+                  suggested_lr=1e-3)
+    monkeypatch.setattr(dit.lr_find, "lr_range_test", lambda *args, **kwargs: result)
+    assert main(["lr-find", "--model", "DiT-T/8", "--out", str(tmp_path), "--no-progress"]) == 0
+    err = capsys.readouterr().err
+    assert ("lowest loss is at the edge of the range (--max-lr 1.0e-02)" in err) == warned

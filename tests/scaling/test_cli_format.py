@@ -80,8 +80,9 @@ def test_csv_has_the_json_columns(capsys, grid_dir):
 
 
 def test_version(capsys):
-    with pytest.raises(SystemExit) as exit_:
-        main(["--version"])
+    assert main(["--version"]) == 0 and capsys.readouterr().out.strip() == f"scaling {package_version()}"
+    with pytest.raises(SystemExit) as exit_:  # after another option, argparse answers it
+        main(["--traceback", "--version"])
     assert exit_.value.code == 0 and capsys.readouterr().out.strip() == f"scaling {package_version()}"
 
 
@@ -107,3 +108,24 @@ def test_a_reader_that_closes_the_pipe_early_ends_the_command_quietly():
     proc.stdout.close()  # before the command writes: every write meets a pipe with no reader
     err = proc.stderr.read().decode()
     assert proc.wait(timeout=120) == 0 and err == "", err
+
+
+def test_version_answers_without_importing_torch():
+    import subprocess
+    import sys
+
+    code = "import sys; from scaling.cli import main; main(['--version']); print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out[0] == "scaling" and out[-1] == "False"
+
+
+def test_help_texts_say_each_default_once_and_list_choices():
+    from scaling.cli import build_parser
+
+    commands = build_parser()._subparsers._group_actions[0].choices
+    train = commands["train"].format_help()
+    assert "(default: None)" not in train and train.count("(default: DiT-XL/2)") == 1
+    assert "sdpa, math" in train and "linear, cosine" in train
+    sample, lr_find = commands["sample"].format_help(), commands["lr-find"].format_help()
+    assert "(default: 250)" in sample and "(default: 0.0)" in sample
+    assert "--ckpt-every" not in lr_find and "--logger" not in lr_find

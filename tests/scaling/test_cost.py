@@ -290,3 +290,16 @@ def test_the_readmes_quoted_paper_plan_is_what_the_command_prints(capsys, gpus, 
     printed = capsys.readouterr().out.strip("\n").splitlines()
     quoted = readme_block(after)
     assert printed[-len(quoted):] == quoted
+
+
+def test_status_of_a_cpu_grid_says_what_is_left_when_asked_with_gpus(tmp_path, capsys):
+    from scaling.gridfile import load_preset
+
+    spec = load_preset("demo")
+    claim_grid_dir(tmp_path / "grid", spec)
+    assert main(["status", str(tmp_path / "grid")]) == 0
+    assert "CPU-hours" not in capsys.readouterr().out  # the progress line's ETA alone
+    assert main(["status", str(tmp_path / "grid"), "--gpus", "2"]) == 0
+    whole = grid_cost(plan(spec), grid_rates(spec.executor), 2)
+    out = capsys.readouterr().out
+    assert f"{whole.gpu_hours:,.1f} CPU-hours" in out and "wall time on 2 CPUs" in out
