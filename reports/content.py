@@ -20,6 +20,7 @@ from reports.paper import paper_citation, paper_table
 from reports.style import Metric, get_metric, run_style
 from study.layout import GridLayout, RunLayout, dir_name, run_dir_name
 from study.metrics import METRICS
+from study.schema import SCHEMA
 
 PAPER_FID_STEP = 400_000
 RUN_FILES = RunLayout(".")  # the names of a run directory's files, for captions
@@ -40,6 +41,7 @@ RESULT_COLUMNS = (
     "inception_score",
     "precision",
     "recall",
+    "class_accuracy",
     "val_loss",
     "val_mse",
     "wall_seconds",
@@ -167,6 +169,11 @@ def _fit_headline(ctx: Context, rows: pd.DataFrame) -> str:
             f"b = {fit.b:.3f} ({fit.confidence:.0%} CI {lo:.3f} to {hi:.3f}, {counts}; {choice.reason()}); {where}.")
 
 
+def column_meanings(columns) -> str:
+    """'Columns: fid: Frechet Inception Distance; ...' from the results schema, for a table's caption."""
+    return "Columns: " + "; ".join(f"{c}: {SCHEMA[c][1]}" for c in columns if c in SCHEMA) + "."
+
+
 def grid_section(ctx: Context) -> Section:
     df = ctx.df
     per_run = T.in_run_order(df).groupby("run", sort=False).tail(1)
@@ -182,8 +189,8 @@ def grid_section(ctx: Context) -> Section:
     return Section("Grid and results table", "results", [
         Table(format_table(runs), "One row per run: the model, its conditioning block, parameters and forward Gflops "
                                   "(one multiply-add = one flop), the data and the last step evaluated."),
-        Table(format_table(results), "Every evaluation point of the results table (empty columns left out); "
-                                     "training compute = Gflops x batch size x steps x 3."),
+        Table(format_table(results), "Every evaluation point of the results table (empty columns left out). "
+                                     + column_meanings(columns)),
     ])
 
 

@@ -61,7 +61,21 @@ def write_results(df: pd.DataFrame, directory) -> tuple[Path, Path]:
     grid = GridLayout(directory)
     df = df.sort_values(list(KEY), kind="stable").reset_index(drop=True)
     with atomic_path(grid.results_parquet) as tmp:
-        df.to_parquet(tmp, index=False)
+        write_parquet_with_meanings(df, tmp)
     with atomic_path(grid.results_csv) as tmp:
         df.to_csv(tmp, index=False)
     return grid.results_parquet, grid.results_csv
+
+
+def write_parquet_with_meanings(df: pd.DataFrame, path):
+    """The table as parquet, each column's meaning and unit from the schema in its field metadata
+    (`description`), so the file explains itself to pyarrow, polars or DuckDB."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from study.schema import SCHEMA
+
+    table = pa.Table.from_pandas(df, preserve_index=False)
+    fields = [f.with_metadata({**(f.metadata or {}), b"description": SCHEMA[f.name][1].encode()})
+              if f.name in SCHEMA else f for f in table.schema]
+    pq.write_table(table.cast(pa.schema(fields, metadata=table.schema.metadata)), path)

@@ -10,6 +10,8 @@ def add_parser(subparsers):
     p.add_argument("grid_dir", help="grid directory written by `scaling run-grid`")
     add_format_argument(p)
     p.add_argument("--refresh", action="store_true", help="rebuild the table from the evaluation records first")
+    p.add_argument("--describe", action="store_true",
+                   help="print what each column of the table means (and its type) instead of the rows")
     p.add_argument("--aggregate", choices=("seeds",),
                    help="seeds: one row per run x step x setting over its seeds, with n_seeds and each metric's "
                    "mean, min, max and 95%% t interval of the mean (ci_low, ci_high; empty with one seed)")
@@ -17,7 +19,26 @@ def add_parser(subparsers):
 
 
 TABLE_COLUMNS = ["run", "params", "gflops", "step", "train_compute_gflops", "sampling_steps", "cfg_scale",
-                 *PAPER_METRICS]
+                 *PAPER_METRICS, "class_accuracy", "val_loss"]
+TABLE_FORMATS = {"train_compute_gflops": "{:.3e}".format, "params": lambda n: f"{n / 1e6:.2f}M"}
+
+
+def describe_rows(df) -> list[dict]:
+    """Each column of the table with its type and meaning (the schema's words; columns it lacks say so)."""
+    from study.schema import SCHEMA
+
+    return [{"column": c, "dtype": str(df[c].dtype), "meaning": SCHEMA[c][1] if c in SCHEMA else "(not in the schema)"}
+            for c in df.columns]
+
+
+def table_text(df, columns) -> str:
+    """The rows as aligned text: the columns that have values, each in one number format."""
+    from scaling.commands.output import gflops_text
+
+    shown = [c for c in columns if c in df.columns and df[c].notna().any()]
+    formats = {**TABLE_FORMATS, "gflops": gflops_text}
+    return df[shown].to_string(index=False, formatters={c: f for c, f in formats.items() if c in shown},
+                               float_format="{:.4g}".format)
 
 
 def run(args):
@@ -36,15 +57,17 @@ def run(args):
         columns = ["run", "step", "sampling_steps", "cfg_scale", "n_seeds"] + [
             f"{c}_{stat}" for c in METRICS if f"{c}_mean" in df.columns and df[f"{c}_mean"].notna().any()
             for stat in ("mean", "min", "max")]
-    if args.format == "csv":
+    if args.describe:
+        from scaling.commands.output import format_rows
+
+        print(format_rows(describe_rows(df), args.format))
+    elif args.format == "csv":
         print(df.to_csv(index=False), end="")
     elif args.format == "json":
         print(df.to_json(orient="records", indent=1))  # NaN and <NA> become null
     else:
-        with pd.option_context(
-            "display.width", 200, "display.max_columns", 20, "display.float_format", "{:.4g}".format
-        ):
-            print(df[columns].to_string(index=False) if len(df) else "(no evaluation points yet)")
+        with pd.option_context("display.width", 200, "display.max_columns", 20):
+            print(table_text(df, columns) if len(df) else "(no evaluation points yet)")
 
 
 def aggregate_seeds(df):

@@ -190,3 +190,12 @@ def test_a_report_of_an_empty_metric_is_refused_and_leaves_the_last_one(tmp_path
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "the metric 'kid' is empty in this table" in err and "fid" in err
     assert {p.name: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+
+
+def test_the_results_table_caption_says_what_each_column_means(grid):
+    from study.schema import SCHEMA
+
+    report = build_report(grid.path, grid.df)
+    table = next(b for s in report.sections for b in s.blocks
+                 if isinstance(b, Table) and b.caption.startswith("Every evaluation point"))
+    assert all(f"{c}: {SCHEMA[c][1]}" in table.caption for c in table.df.columns)

@@ -129,3 +129,33 @@ def test_help_texts_say_each_default_once_and_list_choices():
     sample, lr_find = commands["sample"].format_help(), commands["lr-find"].format_help()
     assert "(default: 250)" in sample and "(default: 0.0)" in sample
     assert "--ckpt-every" not in lr_find and "--logger" not in lr_find
+
+
+def test_results_describe_its_columns_in_the_parquet_file_and_on_request(tmp_path, capsys):
+    import pyarrow.parquet as pq
+
+    from study.schema import SCHEMA
+    from tests.reports.synthetic_grid import make_grid
+
+    grid = make_grid(tmp_path / "grid", sizes=("S",), patches=(4, 2), steps=(1000, 2000), samples=False, logs=False)
+    schema = pq.read_schema(grid.path / "results.parquet")
+    assert all(schema.field(c).metadata[b"description"].decode() == SCHEMA[c][1] for c in schema.names)
+    capsys.readouterr()
+    assert main(["results", str(grid.path), "--describe", "--format", "json"]) == 0
+    described = {row["column"]: row["meaning"] for row in json.loads(capsys.readouterr().out)}
+    assert described == {c: SCHEMA[c][1] for c in schema.names}
+
+
+def test_the_results_table_view_keeps_every_metric_with_values_in_one_format_per_column(tmp_path, capsys):
+    from study.schema import read_results
+    from tests.reports.synthetic_grid import make_grid
+
+    grid = make_grid(tmp_path / "grid", sizes=("S",), patches=(4, 2), steps=(1000, 2000), samples=False, logs=False)
+    df = read_results(grid.path).assign(class_accuracy=0.5, val_loss=0.25, sfid=float("nan"))
+    df["train_compute_gflops"] = [8716.0, 17432.0] * (len(df) // 2)
+    write_results(df, grid.path)
+    capsys.readouterr()
+    assert main(["results", str(grid.path)]) == 0
+    header, *rows = capsys.readouterr().out.splitlines()
+    assert "class_accuracy" in header and "val_loss" in header and "sfid" not in header.split()
+    assert {"8.716e+03", "1.743e+04"} <= {cell for row in rows for cell in row.split()}
