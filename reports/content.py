@@ -92,6 +92,8 @@ def target_for(ctx: Context, rows: pd.DataFrame) -> float:
 
 
 def summary_section(ctx: Context) -> Section:
+    """What holds first: the metric's trend with Gflops and its interval, the validation loss's, the frontier
+    fit; then the best point with its spread across seeds (or said to have none)."""
     df, m = ctx.df, ctx.metric
     models = ", ".join(T.runs(df)["run"])
     datasets = ", ".join(
@@ -106,22 +108,70 @@ def summary_section(ctx: Context) -> Section:
     lines.append(
         Text(f"Curves over training use the main evaluation setting: {T.describe_setting(T.main_setting(rows))}.")
     )
-    best = _best(rows, m)
-    lines.append(Text(f"Best {m.label}: {best[m.column]:.3f} by {best['run']} at step {best['step']:,} "
-                      f"({format_number(float(best['train_compute_gflops']))} Gflops of training compute)."))
-    points, where = T.at_step(T.without_ablations(rows), ctx.step)
-    r = F.correlation(points["gflops"], points[m.column])
-    lines.append(
-        Text(
-            f"At {where}, log10 Gflops and {m.label} correlate with Pearson r = {r:.3f} over {_models(points)}"
-            f"{_fisher_interval(r, len(points))} (the paper finds FID falls as Gflops rise, Fig. 8)."
-            if np.isfinite(r)
-            else f"At {where}, {len(points)} model(s) are too few for a Gflops correlation (it needs 3)."
-        )
-    )
+    trend = _gflops_trend(ctx, rows, m)
+    lines.append(Text(trend.sentence))
+    loss = _loss_trend(ctx, m)
+    if loss is not None:
+        lines.append(Text(loss.sentence))
+        if loss.holds and not trend.holds:
+            lines.append(Text(_why_not_reproduced(rows, m), note=True))
     lines.append(Text(_fit_headline(ctx, rows)))
+    lines.append(Text(_best_sentence(rows, m)))
     lines.append(Text(f"Published numbers shown beside the grid: {paper_citation()}, Tables 2, 3 and 4."))
     return Section("Summary", "summary", lines)
+
+
+@dataclasses.dataclass(frozen=True)
+class Trend:
+    """A metric's correlation with log Gflops across models, in a sentence, and whether it holds."""
+
+    sentence: str
+    holds: bool  # the interval of r excludes 0 on the side where the metric improves with Gflops
+
+
+def _gflops_trend(ctx: Context, rows: pd.DataFrame, m: Metric) -> Trend:
+    points, where = T.at_step(T.without_ablations(rows), ctx.step)
+    r = F.correlation(points["gflops"], points[m.column])
+    if not np.isfinite(r):
+        return Trend(f"At {where}, {len(points)} model(s) are too few for a Gflops correlation of {m.label} "
+                     "(it needs 3).", False)
+    bounds = _fisher_bounds(r, len(points))
+    holds = bounds is not None and (bounds[1] < 0 if m.lower_is_better else bounds[0] > 0)
+    verdict = ("the trend holds: its interval excludes 0" if holds else
+               "no trend established: its interval includes 0 or points the other way")
+    return Trend(f"At {where}, log10 Gflops and {m.label} correlate with Pearson r = {r:.2f} over {_models(points)}"
+                 f"{_fisher_interval(r, len(points))}: {verdict} (the paper: FID falls as Gflops rise, Fig. 8).",
+                 holds)
+
+
+def _loss_trend(ctx: Context, m: Metric) -> Trend | None:
+    """The validation loss's trend: the least noisy metric (fixed items, timesteps and noise)."""
+    if m.column == VAL_LOSS.column or not _extra_metrics(ctx):
+        return None
+    trend = _gflops_trend(ctx, T.main_rows(ctx.df, VAL_LOSS.column), VAL_LOSS)
+    return Trend(f"{trend.sentence} The validation loss is the least noisy measure here: fixed held-out items, "
+                 "timesteps and noise.", trend.holds)
+
+
+def _why_not_reproduced(rows: pd.DataFrame, m: Metric) -> str:
+    samples = "/".join(f"{int(n):,}" for n in sorted(set(rows["num_samples"].dropna())))
+    seeds = T.seeds_per_point(rows)
+    return (f"Why {m.label} does not show the paper's trend while the validation loss does: {m.label} of {samples} "
+            f"samples from {seeds} seed(s) moves between resamples by more than the gaps between these models, and "
+            f"{int(rows['step'].max()):,} steps are early in training. Longer training (the demo-long preset), more "
+            "samples (eval.num_samples) and more seeds (seeds: [0, 1, 2]) are what would show it.")
+
+
+def _best_sentence(rows: pd.DataFrame, m: Metric) -> str:
+    """The best point: by its mean across seeds with their t interval, or one seed's value said to be one."""
+    spread = T.seed_spread(rows, [m.column], ["run", "step"])
+    best = _best(spread.rename(columns={f"{m.column}_mean": m.column}), m)
+    where = f"{best['run']} at step {int(best['step']):,}"
+    if best["n_seeds"] > 1:
+        return (f"Best {m.label}: {best[m.column]:.3f} by {where}, the mean of {int(best['n_seeds'])} seeds (95% CI "
+                f"{best[f'{m.column}_ci_low']:.3f} to {best[f'{m.column}_ci_high']:.3f}).")
+    return (f"Best single-seed {m.label}: {best[m.column]:.3f} by {where}; one seed gives no interval, so read it "
+            "as one draw, not a ranking (train seeds to rank models).")
 
 
 def _models(points: pd.DataFrame) -> str:
@@ -130,12 +180,18 @@ def _models(points: pd.DataFrame) -> str:
     return f"{models} models" if models == len(points) else f"{len(points)} rows of {models} models (every seed)"
 
 
+def _fisher_bounds(r: float, n: int) -> tuple[float, float] | None:
+    """The 95% interval of Pearson's r over n points (Fisher z); None below 4 points or at |r| = 1."""
+    if n < 4 or abs(r) >= 1:
+        return None
+    half = 1.96 / np.sqrt(n - 3)
+    return float(np.tanh(np.arctanh(r) - half)), float(np.tanh(np.arctanh(r) + half))
+
+
 def _fisher_interval(r: float, n: int) -> str:
     """' (95% CI lo to hi, Fisher z)' for Pearson's r over n points; '' below 4 points."""
-    if n < 4 or abs(r) >= 1:
-        return ""
-    half = 1.96 / np.sqrt(n - 3)
-    return f" (95% CI {np.tanh(np.arctanh(r) - half):.3f} to {np.tanh(np.arctanh(r) + half):.3f}, Fisher z)"
+    bounds = _fisher_bounds(r, n)
+    return "" if bounds is None else f" (95% CI {bounds[0]:.2f} to {bounds[1]:.2f}, Fisher z)"
 
 
 def _levels_off(fit) -> str:

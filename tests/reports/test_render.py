@@ -199,3 +199,39 @@ def test_the_results_table_caption_says_what_each_column_means(grid):
     table = next(b for s in report.sections for b in s.blocks
                  if isinstance(b, Table) and b.caption.startswith("Every evaluation point"))
     assert all(f"{c}: {SCHEMA[c][1]}" in table.caption for c in table.df.columns)
+
+
+def summary_texts(grid_path, df) -> list[str]:
+    return [b.text for b in build_report(grid_path, df).sections[0].blocks if isinstance(b, Text)]
+
+
+def test_the_summary_leads_with_the_trend_and_the_loss_and_says_why_fid_lacks_it(tmp_path):
+    import numpy as np
+
+    grid = make_grid(tmp_path / "grid", sizes=("S", "B"), patches=(8, 4, 2), steps=(1000, 2000), samples=False,
+                     logs=False)
+    df = grid.df.copy()
+    shuffled = np.random.default_rng(1).permutation(len(df))
+    df["fid"] = 50 + 10 * np.sin(shuffled)  # no relation to Gflops
+    df["val_loss"] = 1.0 / np.log10(df["gflops"] * 100)  # falls as Gflops rise
+    texts = summary_texts(grid.path, df)
+    fid, loss, why = texts[2], texts[3], texts[4]
+    assert "FID correlate with Pearson r" in fid and "no trend established" in fid
+    assert "Validation loss correlate with Pearson r = -" in loss and "the trend holds" in loss
+    assert why.startswith("Why FID does not show the paper's trend") and "demo-long" in why
+    assert any(t.startswith("Best single-seed FID") for t in texts)
+
+
+def test_the_best_point_is_a_mean_across_seeds_with_its_interval(tmp_path):
+    from scipy import stats
+
+    grid = make_grid(tmp_path / "grid", sizes=("S",), patches=(4, 2), steps=(1000, 2000), samples=False, logs=False,
+                     noise=0.05, seeds=(0, 1, 2))
+    rows = grid.df[grid.df["sampling_steps"] == grid.df["sampling_steps"].max()]
+    means = rows.groupby(["run", "step"])["fid"]
+    (run, step), best = means.mean().idxmin(), means.mean().min()
+    values = rows[(rows["run"] == run) & (rows["step"] == step)]["fid"]
+    half = stats.t.ppf(0.975, 2) * values.std(ddof=1) / 3 ** 0.5
+    said = next(t for t in summary_texts(grid.path, grid.df) if t.startswith("Best FID"))
+    assert said == (f"Best FID: {best:.3f} by {run} at step {step:,}, the mean of 3 seeds (95% CI {best - half:.3f} "
+                    f"to {best + half:.3f}).")
