@@ -265,7 +265,10 @@ class LawChoice:
         if self.not_fitted:
             why = "; ".join(f"{law}: {text.split(';')[0]}" for law, text in self.not_fitted.items())
             return f"{name} law, the only one the points allow ({why})"
-        score = {law: f"{value:.1f}" if np.isfinite(value) else "undefined" for law, value in self.aicc.items()}
+        if not all(np.isfinite(list(self.aicc.values()))):
+            return (f"{name} law, the most general: {len(self.fit.x)} points are too few to compare the laws by "
+                    "AICc")
+        score = {law: f"{value:.1f}" for law, value in self.aicc.items()}
         others = ", ".join(f"{law} {value}" for law, value in score.items() if law != name)
         return f"{name} law chosen by AICc ({score[name]} against {others}; lower is better)"
 
@@ -273,7 +276,8 @@ class LawChoice:
 def choose_law(x, y, *, confidence: float = 0.95, bounds: tuple[float, float] = (-np.inf, np.inf),
                laws=("power", "saturating")) -> LawChoice:
     """Fit every law of `laws` that the points allow and keep the one of lowest AICc (the first of `laws`
-    on a tie: the simpler); ValueError when none can be fitted."""
+    on a tie: the simpler), or the most general one when AICc is undefined for some (too few points to
+    compare); ValueError when none can be fitted."""
     fits, not_fitted = {}, {}
     for name in laws:
         try:
@@ -283,7 +287,10 @@ def choose_law(x, y, *, confidence: float = 0.95, bounds: tuple[float, float] = 
     if not fits:
         raise ValueError(next(iter(not_fitted.values())))
     scores = {name: aicc(fit) for name, fit in fits.items()}
-    best = min(fits, key=lambda name: (scores[name], laws.index(name)))
+    if not all(np.isfinite(list(scores.values()))):  # too few points to compare: keep the most general law
+        best = max(fits, key=lambda name: len(fits[name].law.params))
+    else:
+        best = min(fits, key=lambda name: (scores[name], laws.index(name)))
     return LawChoice(fit=fits[best], aicc=scores, not_fitted=not_fitted)
 
 

@@ -213,3 +213,16 @@ def test_isoflop_finds_each_budgets_optimum_and_the_law_of_optima():
     assert result.optimal_x.exponent == pytest.approx(0.5)
     three = isoflop(budgets[:15], gflops[:15], loss[:15])
     assert three.optimal_x is None and "3 budget(s) with an optimum" in three.why_no_law
+
+
+def test_choose_law_keeps_the_general_law_when_the_points_cannot_compare_them():
+    from reports.fits import choose_law
+
+    x = np.geomspace(1e3, 1e7, 5)
+    y = 40 * (x / 1e3) ** -0.3 + 2 + np.array([0.3, -0.2, 0.1, -0.3, 0.2])
+    choice = choose_law(x, y, bounds=(0.0, np.inf))
+    assert choice.fit.law.name == "saturating" and not np.isfinite(choice.aicc["saturating"])
+    assert "5 points are too few to compare the laws by AICc" in choice.reason()
+    more = np.geomspace(1e3, 1e7, 12)
+    choice = choose_law(more, 40 * (more / 1e3) ** -0.3 * np.exp(0.02 * np.sin(np.arange(12))), bounds=(0, np.inf))
+    assert choice.fit.law.name == "power" and "chosen by AICc" in choice.reason()

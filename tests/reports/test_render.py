@@ -142,7 +142,7 @@ def test_notes_replace_figures_the_grid_has_no_data_for(tmp_path):
 
 def test_too_few_points_to_fit_is_one_line_in_the_report(tmp_path):
     grid = make_grid(tmp_path / "grid", **{**TINY, "steps": (1000,)})
-    assert "not fitted, cannot fit a * C^(-b) + c (3 parameters) to 2 point(s)" in notes(
+    assert "not fitted, cannot fit a * C^(-b) (2 parameters) to 2 point(s)" in notes(
         build_report(grid.path, grid.df)
     )
 
