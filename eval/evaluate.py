@@ -30,7 +30,7 @@ DINOV2 = "dinov2"
 DEFAULT_COLUMNS = (*metric_columns(DEFAULT_METRICS), "class_accuracy")  # the metrics a default evaluation returns
 
 
-def evaluate_samples(samples_npz, ref_npz, features: str = "inception", *, metrics=DEFAULT_METRICS, device=None,
+def evaluate_samples(samples_npz, ref_npz, features: str | None = "inception", *, metrics=DEFAULT_METRICS, device=None,
                      batch_size: int | None = None, inception_weights=None, dinov2_weights=None,
                      precision: str | None = None, strict: bool = False, progress: bool = True) -> dict:
     """The `metrics` (names of eval.metric_groups) of `samples_npz` (ADM layout: arr_0 uint8 (N, H, W, C))
@@ -41,11 +41,13 @@ def evaluate_samples(samples_npz, ref_npz, features: str = "inception", *, metri
     features are NaN when the reference has no images; class_accuracy (the share of samples the
     extractor classifies as the label they were sampled for) is NaN unless the extractor classifies
     the data set's own labels (mnist) and the samples carry labels (arr_1). With fewer samples than
-    feature dimensions the covariance is singular: a warning, or a ValueError when `strict`.
+    feature dimensions the covariance is singular: a warning, or a ValueError when `strict`. `features`
+    None: those the reference records (inception for ADM's own files).
     """
     check_batch_size(batch_size)
     metrics = parse_metrics(metrics)
     samples, ref = NpzImages(samples_npz, what="samples"), read_reference(ref_npz)
+    features = _features_of(features, ref.stats)
     check_value_range(samples)
     if ref.images is not None and ref.images.shape != samples.shape:
         raise ValueError(f"samples are {_size(samples.shape)} but the reference images are {_size(ref.images.shape)}; "
@@ -161,12 +163,18 @@ def _size(shape) -> str:
     return f"{h}x{w}x{c}"
 
 
+def _features_of(features: str | None, stats: ReferenceStats | None) -> str:
+    """The features asked for, else the reference's own; ValueError, before any network loads, when the two differ."""
+    recorded = stats.features if stats is not None else None
+    if features is not None and recorded is not None and features != recorded:
+        raise ValueError(f"the reference statistics were made with --features {recorded}, not {features}; "
+                         f"evaluate with --features {recorded} (or leave --features out) or remake the reference")
+    return features or recorded or "inception"
+
+
 def _check_reference_stats(stats: ReferenceStats | None, extractor):
     if stats is None:
         return
-    if stats.features is not None and stats.features != extractor.name:
-        raise ValueError(f"the reference statistics were made with --features {stats.features}, not {extractor.name}; "
-                         f"evaluate with --features {stats.features} or remake the reference")
     for name, mu in (("pool", stats.mu), ("spatial", stats.mu_s)):
         if mu.shape[0] != extractor.dims[name]:
             raise ValueError(f"the reference's {name} statistics are {mu.shape[0]}-d but {extractor.name} features are "

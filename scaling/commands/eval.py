@@ -20,7 +20,7 @@ def add_parser(subparsers):
     )
     p.add_argument("--samples", required=True, help="samples .npz (arr_0: uint8 images N x H x W x C)")
     p.add_argument("--ref", required=True, help="reference .npz (mu, sigma, mu_s, sigma_s and/or arr_0 images)")
-    add_feature_options(p)
+    add_feature_options(p, from_reference=True)
     add_metric_options(p)
     p.add_argument(
         "--json",
@@ -50,14 +50,15 @@ def add_metric_options(p):
                    "$DIT_DINOV2_WEIGHTS, else the torch hub cache, downloading it when online")
 
 
-def add_feature_options(p):
-    """Options shared by eval, ref-stats and fid: which features, on what, how."""
+def add_feature_options(p, *, from_reference: bool = False):
+    """Options shared by eval, ref-stats and fid: which features, on what, how. With `from_reference` the
+    features default to those the reference file records."""
     p.add_argument(
         "--features",
-        default="inception",
+        default=None if from_reference else "inception",
         choices=FEATURE_CHOICES,
         help="inception: ADM's InceptionV3 (the paper's metrics); mnist: a small digit classifier for the MNIST-32 "
-            "demo",
+            "demo" + (" (default: the features the reference records, else inception)" if from_reference else ""),
     )
     p.add_argument("--inception-weights", metavar="PATH",
                    help="InceptionV3 weights file (torch-fidelity's weights-inception-2015-12-05-6726825d.pth); "

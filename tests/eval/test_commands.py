@@ -127,9 +127,26 @@ def test_missing_inception_weights_offline_say_where_to_put_them(capsys, monkeyp
         raise urllib.error.URLError("no network")
 
     monkeypatch.setattr(torch.hub, "download_url_to_file", offline)
-    code, _, err = run_cli(capsys, "eval", "--samples", test_digits, "--ref", mnist_ref, "--no-progress")
+    with np.load(mnist_ref) as ref:  # a reference that records no features, as ADM's own files
+        np.savez(tmp_path / "adm-like.npz", **{k: ref[k] for k in ref.files if k != "features"})
+    code, _, err = run_cli(capsys, "eval", "--samples", test_digits, "--ref", tmp_path / "adm-like.npz",
+                           "--no-progress")
     assert code == 2 and len(err.strip().splitlines()) == 1
     assert "weights-inception-2015-12-05-6726825d.pth" in err and "--inception-weights" in err
+
+
+def test_eval_uses_the_features_the_reference_records(capsys, monkeypatch, mnist_ref, test_digits):
+    def offline(*args, **kwargs):
+        raise AssertionError("no Inception weights are needed")
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", offline)
+    code, out, _ = run_cli(capsys, "eval", "--samples", test_digits, "--ref", mnist_ref, "--json", "-",
+                           "--no-progress")
+    result = json.loads(out)
+    assert code == 0 and result["features"] == "mnist" and result["class_accuracy"] > 0.9
+    code, _, err = run_cli(capsys, "eval", "--samples", test_digits, "--ref", mnist_ref, "--features", "inception",
+                           "--no-progress")
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "made with --features mnist, not inception" in err
 
 
 def test_too_few_samples_warn_or_refuse_with_strict(capsys, tmp_path, mnist_ref, digits):
