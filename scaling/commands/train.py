@@ -44,7 +44,8 @@ def add_parser(subparsers):
     layout = RunLayout("RUN_DIR")
     p = subparsers.add_parser(
         "train", help="train a DiT in a run directory (re-run the same command to resume)",
-        description="Train a DiT with the paper's recipe by default (AdamW 1e-4, batch 256, EMA 0.9999). "
+        description="Train a DiT with the paper's recipe by default (AdamW 1e-4, batch 256, EMA 0.9999), on a GPU "
+        "through the fast path (bf16, SDPA, fused AdamW and EMA, compile; --reference: the official fp32 settings). "
         f"Options come from the defaults, then {layout.config} when resuming, then --config, then flags. "
         "Re-running the same command resumes from the latest checkpoint; for several GPUs launch it with "
         "`torchrun --nproc_per_node=N -m scaling.cli train ...`.",
@@ -58,6 +59,9 @@ def add_parser(subparsers):
         f"{layout.train_log.name}, {layout.samples_dir.name}/)",
     )
     p.add_argument("--config", help="JSON or YAML file of training options")
+    p.add_argument("--reference", action="store_true", help="the official release's settings (fp32, explicit "
+                   "attention, unfused AdamW and EMA, no compile) instead of the GPU default fast path (bf16, SDPA, "
+                   "fused, compile); options given still win")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--restart", action="store_true", help="train from step 0 when the run directory's checkpoints all "
                    "fail to read (refused without it)")
@@ -108,7 +112,19 @@ def resolve_config(args):
         fields.update(read_options(args.config))
     names = {f.name for f in dc.fields(TrainConfig)}
     fields.update({k: v for k, v in vars(args).items() if k in names})
-    return config_from_dict(fields)
+    return config_from_dict({**path_defaults(fields, getattr(args, "reference", False)), **fields})
+
+
+def path_defaults(fields: dict, reference: bool) -> dict:
+    """On a GPU the fast path (bf16, SDPA, fused AdamW and EMA, compile) unless `reference` asks for the official
+    release's settings (fp32, explicit attention, no compile); on a CPU TrainConfig's own defaults. Options given
+    (flags, --config, a resumed run's config) win over both."""
+    from dit.distributed import pick_device
+    from scaling.bench import PATHS
+
+    if not reference and pick_device(fields.get("device", "auto")).type != "cuda":
+        return {}
+    return dict(PATHS.get("reference" if reference else "fast"))
 
 
 def run(args):

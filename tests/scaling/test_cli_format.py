@@ -159,3 +159,37 @@ def test_the_results_table_view_keeps_every_metric_with_values_in_one_format_per
     header, *rows = capsys.readouterr().out.splitlines()
     assert "class_accuracy" in header and "val_loss" in header and "sfid" not in header.split()
     assert {"8.716e+03", "1.743e+04"} <= {cell for row in rows for cell in row.split()}
+
+
+@pytest.mark.parametrize("gpu, flags, expect", [
+    (True, [], dict(precision="bf16", attention="sdpa", compile=True, fused_ema=True)),
+    (True, ["--reference"], dict(precision="fp32", attention="math", compile=False, fused_ema=False)),
+    (True, ["--precision", "fp32"], dict(precision="fp32", attention="sdpa", compile=True)),
+    (False, [], dict(precision="fp32", compile=False)),
+])
+def test_train_defaults_to_the_fast_path_on_a_gpu_and_the_reference_on_request(tmp_path, monkeypatch, gpu, flags,
+                                                                                 expect):
+    import dataclasses
+
+    import torch
+
+    from scaling.cli import build_parser
+    from scaling.commands.train import resolve_config
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: gpu)
+    config = resolve_config(build_parser().parse_args(["train", "--run-dir", str(tmp_path / "run"), *flags]))
+    assert {k: v for k, v in dataclasses.asdict(config).items() if k in expect} == expect
+
+
+def test_a_resumed_run_keeps_the_precision_it_started_with(tmp_path, monkeypatch):
+    import torch
+
+    from dit.config import TrainConfig
+    from scaling.cli import build_parser
+    from scaling.commands.train import resolve_config
+
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "config.json").write_text(json.dumps(TrainConfig(precision="fp32", compile=False).to_dict()))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    config = resolve_config(build_parser().parse_args(["train", "--run-dir", str(tmp_path / "run")]))
+    assert config.precision == "fp32" and not config.compile
