@@ -11,6 +11,8 @@ import os
 import torch
 import torch.distributed as dist
 
+THREADS_FILE_ENV = "DIT_THREADS_FILE"  # names a file whose number is the intra-op threads this process may use now
+
 
 @dataclasses.dataclass(frozen=True)
 class DistInfo:
@@ -109,3 +111,16 @@ def all_gather_objects(obj) -> list:
 def barrier():
     if dist.is_initialized():
         dist.barrier()
+
+
+def follow_thread_hint():
+    """Take the number of threads in the file $DIT_THREADS_FILE names, when it exists and differs from torch's:
+    a parent that started this process with a share of the cores hands it more once its other workers are done
+    (OpenMP's pool resizes between steps; the numbers do not depend on the thread count)."""
+    path = os.environ.get(THREADS_FILE_ENV)
+    try:
+        threads = int(open(path).read()) if path else 0
+    except (OSError, ValueError):
+        return
+    if threads >= 1 and threads != torch.get_num_threads():
+        torch.set_num_threads(threads)

@@ -325,6 +325,7 @@ def train_locked(config: TrainConfig, run: RunLayout, dist, stop: "StopRequest",
         if is_due(step, config.log_every, stop_at) or ckpt_due:
             record = log_window(run, window, step, parts.opt, config, dist, bar)
             loggers.log_train(record)
+            distributed.follow_thread_hint()
         signum = stop.agreed(step, dist, final=step == stop_at)
         if ckpt_due or preview_due or signum:
             check_finite(window.first_bad)

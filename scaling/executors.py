@@ -26,6 +26,7 @@ import threading
 import time
 from pathlib import Path
 
+from dit.distributed import THREADS_FILE_ENV
 from dit.errors import UserError
 from scaling.grid import RunSpec, start_order
 from scaling.runs import execute_run, last_log_record, reference_stats, run_layout, run_state
@@ -147,6 +148,8 @@ class ProcessPool:
                 bar.refresh_steps()
                 for proc in [p for p in self.running if p.poll() is not None]:
                     run = self.finish(proc)
+                    if not queue and not self.gpus_per_run:
+                        self.share_idle_cores()
                     if proc.returncode > 128 and self.signum:
                         stopped.append(run.label)
                     elif proc.returncode:
@@ -167,6 +170,15 @@ class ProcessPool:
     def log_path(self, run: RunSpec) -> Path:
         return GridLayout(self.grid_dir).run_log(run.name, run.seed)
 
+    def share_idle_cores(self):
+        """With no run left to start, the cores of idle CPU workers go to the runs still going (each picks its
+        new thread count up at its next log step or evaluation point): the last long run ends sooner."""
+        from dit.io import atomic_write_text
+
+        threads = max(1, usable_cores() // max(1, len(self.running)))
+        for run, _, _ in self.running.values():
+            atomic_write_text(GridLayout(self.grid_dir).run_threads(run.name, run.seed), f"{threads}\n")
+
     def last_line(self, run: RunSpec) -> str:
         """What a run's process said last (its error), and where the rest is."""
         lines = [line for line in self.log_path(run).read_text(errors="replace").splitlines() if line.strip()]
@@ -177,7 +189,10 @@ class ProcessPool:
         log_path.parent.mkdir(parents=True, exist_ok=True)
         log = open(log_path, "a")
         command = run_command(self.grid_dir, run, self.gpus_per_run, report=self.report)
-        proc = subprocess.Popen(command, env=dict(os.environ, **slot), stdout=log, stderr=subprocess.STDOUT,
+        hint = GridLayout(self.grid_dir).run_threads(run.name, run.seed)
+        hint.unlink(missing_ok=True)  # a run starts with its slot's share of the cores
+        threads = {} if self.gpus_per_run else {THREADS_FILE_ENV: str(hint)}
+        proc = subprocess.Popen(command, env=dict(os.environ, **slot, **threads), stdout=log, stderr=subprocess.STDOUT,
                                 start_new_session=True)  # a terminal's Ctrl-C reaches it once, through forward()
         self.running[proc] = (run, slot, log)
         bar.write(f"{run.label} started (log: {log_path})")

@@ -155,6 +155,7 @@ def train_and_evaluate(run: RunSpec, grid_dir: Path, config, *, progress: bool, 
     directory = run_layout(grid_dir, run).root
     for point in run.eval_points():
         train(config, directory, until=point, progress=progress)
+        distributed.follow_thread_hint()  # evaluation may have more cores than training started with
         validation = validate_point(run, grid_dir, point)
         evaluated = [evaluate_point(run, grid_dir, point, s, validation, progress=progress)
                      for s in sampling_settings(run, point)]

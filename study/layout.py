@@ -206,6 +206,10 @@ class GridLayout:
         """The output of the `scaling run-one` process of a run (the local executor on GPUs or with CPU workers)."""
         return self.logs_dir / f"{run_dir_name(name, seed)}.log"
 
+    def run_threads(self, name: str, seed: int | None = None) -> Path:
+        """The number of CPU threads a CPU worker's run may use now (raised when other workers fall idle)."""
+        return self.logs_dir / f"{run_dir_name(name, seed)}.threads"
+
     @property
     def slurm_dir(self) -> Path:
         return self.root / "slurm"

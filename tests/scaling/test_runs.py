@@ -287,8 +287,12 @@ def test_cpu_workers_train_runs_at_once_costliest_first_to_the_same_table(tmp_pa
     lines = parallel.stdout.read().splitlines()
     started = [line.split()[0] for line in lines if " started (log: " in line]
     assert started == ["DiT-custom/4-d1-w32-h2", "DiT-custom/8-d1-w32-h2"]  # 4x the Gflops of p = 8 goes first
-    assert sorted(p.name for p in (tmp_path / "two" / "logs").iterdir()) == [
-        "DiT-custom-4-d1-w32-h2.log", "DiT-custom-8-d1-w32-h2.log"]
+    logs = tmp_path / "two" / "logs"
+    assert sorted(p.name for p in logs.glob("*.log")) == ["DiT-custom-4-d1-w32-h2.log", "DiT-custom-8-d1-w32-h2.log"]
+    from scaling.executors import usable_cores
+
+    hints = list(logs.glob("*.threads"))  # the run still going when the other ended was handed every core
+    assert len(hints) == 1 and hints[0].read_text().strip() == str(usable_cores())
     one, two = (comparable(read_results(tmp_path / name)) for name in ("one", "two"))
     pd.testing.assert_frame_equal(two, one)
 
