@@ -2,9 +2,10 @@
 graphics, and text, tables and configs laid out on A4 landscape pages.
 
 Pages, section by section: the section's paragraphs on one page (more when long; the first page
-also carries the report title), then each table (TABLE_ROWS rows a page), each figure on its own
+also carries the report title), then the small tables packed several to a page (each counting its
+rows + PACK_OVERHEAD of TABLE_ROWS), each larger table (TABLE_ROWS rows a page), each figure on its own
 page with its caption, each run's own PNG on a page, and last the section's config files run
-together (two columns of CODE_LINES lines a page).
+together, set small as an appendix (CODE_COLUMNS columns of CODE_LINES lines a page).
 """
 import textwrap
 
@@ -17,10 +18,14 @@ from reports.figures import plot_image
 
 PAGE = (11.69, 8.27)  # A4 landscape, inches
 TABLE_ROWS = 32
+SMALL_TABLE_ROWS = 10  # tables of at most this many rows share pages
+PACK_OVERHEAD = 4  # lines a packed table takes beyond its rows: caption, header, gap
 TEXT_LINES = 30
 TEXT_WIDTH = 120  # characters a line at 10.5 pt
-CODE_LINES = 44  # a column; two columns a page
-CODE_WIDTH = 78  # characters a line at 7.5 pt monospace
+CODE_LINES = 90  # a column
+CODE_COLUMNS = 3
+CODE_WIDTH = 80  # characters a line at 5 pt monospace (a third of the page)
+CODE_FONT = 5.0
 MARGIN = 0.06
 
 
@@ -63,7 +68,7 @@ def _draw_rows(fig: Figure, df, rows: list, top: float):
     Column widths come from the longest cell; the font shrinks until the table fits the page width.
     """
     columns = list(df.columns)
-    widths = [max([len(str(c))] + [len(r[i]) for r in rows]) + 3 for i, c in enumerate(columns)]
+    widths = [max([1.2 * len(str(c))] + [len(r[i]) for r in rows]) + 3 for i, c in enumerate(columns)]  # bold header
     fontsize = min(9.5, PAGE[0] * (1 - 2 * MARGIN) * 72 / (0.55 * sum(widths)))
     header = fontsize * 1.8 / 72 / PAGE[1]  # header height, figure fraction
     text_columns = {i for i, c in enumerate(columns) if i == 0 or not is_numeric_column(df[c])}
@@ -76,6 +81,7 @@ def _draw_rows(fig: Figure, df, rows: list, top: float):
         fig.text(at, top - 1.3 * header, "\n".join(r[i] for r in rows), fontsize=fontsize, ha=ha, va="top",
                  multialignment=ha, linespacing=1.45)
         x += span
+    return top - 1.3 * header - len(rows) * fontsize * 1.45 * 1.25 / 72 / PAGE[1]  # the bottom of the last row
 
 
 def table_pages(title: str, block: Table) -> list[Figure]:
@@ -96,6 +102,31 @@ def table_pages(title: str, block: Table) -> list[Figure]:
     return pages
 
 
+def packed_pages(blocks: list[Table]) -> list[list[Table]]:
+    """Small tables in order, as many to a page as fit TABLE_ROWS lines (each its rows + PACK_OVERHEAD)."""
+    pages, used = [], TABLE_ROWS
+    for block in blocks:
+        need = len(block.df) + PACK_OVERHEAD
+        if used + need > TABLE_ROWS:
+            pages.append([])
+            used = 0
+        pages[-1].append(block)
+        used += need
+    return pages
+
+
+def packed_table_page(title: str, blocks: list[Table]) -> Figure:
+    """Several small tables on one page, each under its caption."""
+    fig = _page(title)
+    top = 1 - MARGIN - 0.065
+    for block in blocks:
+        caption = textwrap.wrap(block.caption, TEXT_WIDTH + 20)
+        fig.text(MARGIN, top, "\n".join(caption), fontsize=9.5, color="0.3", va="top")
+        top = _draw_rows(fig, block.df, [list(r) for r in block.df.itertuples(index=False)],
+                         top=top - 0.025 * len(caption) - 0.01) - 0.035
+    return fig
+
+
 def code_lines(blocks: list[Code]) -> list[str]:
     """The files one after another, each under a '== name ==' line, long lines wrapped."""
     lines = []
@@ -108,13 +139,14 @@ def code_lines(blocks: list[Code]) -> list[str]:
 
 
 def code_pages(title: str, blocks: list[Code]) -> list[Figure]:
-    """Config files in monospace, run together, in two columns of CODE_LINES lines a page."""
+    """Config files in small monospace, run together, an appendix of CODE_COLUMNS columns of CODE_LINES lines a
+    page."""
     pages = []
-    for number, chunk in enumerate(_chunks(code_lines(blocks), 2 * CODE_LINES)):
-        fig = _page(title + (" (continued)" if number else ""))
+    for number, chunk in enumerate(_chunks(code_lines(blocks), CODE_COLUMNS * CODE_LINES)):
+        fig = _page(f"Appendix: {title}" + (" (continued)" if number else ""))
         for column, lines in enumerate(_chunks(chunk, CODE_LINES)):
-            fig.text(MARGIN + column * 0.46, 1 - MARGIN - 0.07, "\n".join(lines), family="monospace", fontsize=7.5,
-                     va="top", linespacing=1.25)
+            fig.text(MARGIN + column * (1 - 2 * MARGIN) / CODE_COLUMNS, 1 - MARGIN - 0.07, "\n".join(lines),
+                     family="monospace", fontsize=CODE_FONT, va="top", linespacing=1.2)
         pages.append(fig)
     return pages
 
@@ -135,8 +167,11 @@ def section_pages(section: Section, heading: str | None = None):
     if texts or heading:
         for page in text_pages(section.title, texts, heading):
             yield "figure", page
+    small = [b for b in section.blocks if isinstance(b, Table) and len(b.df) <= SMALL_TABLE_ROWS]
+    for tables in packed_pages(small) if small else []:
+        yield "figure", packed_table_page(section.title, tables)
     for block in section.blocks:
-        if isinstance(block, Table):
+        if isinstance(block, Table) and len(block.df) > SMALL_TABLE_ROWS:
             yield from (("figure", page) for page in table_pages(section.title, block))
         elif isinstance(block, Plot):
             yield "plot", block

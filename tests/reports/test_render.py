@@ -86,18 +86,31 @@ def code_lines(blocks):
     return sum(len(b.text.splitlines()) + 2 for b in blocks)  # a title line and a blank line each
 
 
+def small_table_pages(rows: list[int]) -> int:
+    """Pages of small tables filled in order: a table starts a new page when its rows + overhead overflow."""
+    pages, used = 0, pdf.TABLE_ROWS
+    for n in rows:
+        if used + n + pdf.PACK_OVERHEAD > pdf.TABLE_ROWS:
+            pages, used = pages + 1, 0
+        used += n + pdf.PACK_OVERHEAD
+    return pages
+
+
 def expected_pages(report) -> int:
-    """Pages by the PDF layout rules: a text page per section with paragraphs (and the first),
-    TABLE_ROWS rows a table page, a page per figure or picture, configs two columns a page."""
+    """Pages by the PDF layout rules: a text page per section with paragraphs (and the first), small tables
+    packed, TABLE_ROWS rows a larger table's page, a page per figure or picture, configs CODE_COLUMNS columns
+    a page."""
     total = 0
     for index, section in enumerate(report.sections):
         texts = [b for b in section.blocks if isinstance(b, Text)]
         assert sum(len(t.text) for t in texts) < pdf.TEXT_LINES * pdf.TEXT_WIDTH / 3  # short enough for one page
         total += 1 if texts or index == 0 else 0
-        total += sum(math.ceil(len(b.df) / pdf.TABLE_ROWS) for b in section.blocks if isinstance(b, Table))
+        tables = [b for b in section.blocks if isinstance(b, Table)]
+        total += sum(math.ceil(len(b.df) / pdf.TABLE_ROWS) for b in tables if len(b.df) > pdf.SMALL_TABLE_ROWS)
+        total += small_table_pages([len(b.df) for b in tables if len(b.df) <= pdf.SMALL_TABLE_ROWS])
         total += sum(isinstance(b, (Plot, Picture)) for b in section.blocks)
         codes = [b for b in section.blocks if isinstance(b, Code)]
-        total += math.ceil(code_lines(codes) / (2 * pdf.CODE_LINES)) if codes else 0
+        total += math.ceil(code_lines(codes) / (pdf.CODE_COLUMNS * pdf.CODE_LINES)) if codes else 0
     return total
 
 
