@@ -28,7 +28,7 @@ def add_parser(subparsers):
     p = subparsers.add_parser("plan", help="list a grid's runs with params, Gflops and training compute",
                               description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("grid", nargs="?", metavar="GRID_OR_PRESET", help="grid spec YAML file, or the name of a preset")
-    p.add_argument("--preset", metavar="NAME", help="a shipped preset: paper, blocks, demo, demo-long")
+    p.add_argument("--preset", metavar="NAME", help="a shipped preset: paper, blocks, demo, demo-long, demo-isoflop")
     add_format_argument(p)
     add_cost_arguments(p)
     p.set_defaults(func=run)
