@@ -6,10 +6,12 @@ evaluation, wall time on N GPUs and money, read from a throughput table (`scalin
   measured models of the same device and precision: a line log(images/s) = a + b log(Gflops) fitted
   on them, one point per model (its row nearest the run's batch); with one measured model,
   images/s x Gflops is held constant (compute-bound).
-- Evaluation, per point and sampling setting: samples x steps x passes / (forward passes per second),
+- Evaluation, per point and for each setting the runner evaluates there (`scaling.evaluation.point_settings`,
+  the last point's `final_sampling_steps` included): samples x steps x passes / (forward passes per second),
   2 passes per guided step and 1 without, plus VAE decoding and feature extraction of the samples.
   Forward passes/s against Gflops are fitted the same way; one measured model borrows the training slope.
-- A run of `scaling status` that has trained for a while uses its own seconds per step instead.
+- A run of `scaling status` that has trained for a while uses its own seconds per step instead
+  (`RunState.seconds_left`, the estimate `scaling status` shows per run).
 - Wall time: runs in `scaling.grid.start_order` (training compute, largest first, as the local
   executor starts them), each on its GPUs as soon as enough are free (greedy list scheduling), at
   most `runs_at_once` together (SLURM's array; `cpu_workers` on a CPU).
