@@ -22,6 +22,7 @@ class EvalSetting:
 
     @property
     def file_stem(self) -> str:
+        """The name of the setting's record and samples at a point."""
         return f"{self.sampler}-{self.sampling_steps}-cfg{self.cfg_scale:g}-{self.features}"
 
     def key(self) -> dict:

@@ -13,6 +13,7 @@ PASSES, FEATURES, TRAIN = 1000.0, 400.0, 500.0  # forward passes/s, mnist featur
 
 
 def demo_run():
+    """The demo's first run, DiT-T/8: points 250 and 500."""
     return plan(load_preset("demo"))[0]
 
 
