@@ -34,7 +34,7 @@ from dit.config import TrainConfig
 from dit.data import POSTERIOR, build_dataset, make_loader, step_seed
 from dit.diffusion import create_diffusion
 from dit.errors import UserError
-from dit.interop import initialise_from
+from dit.init_from import initialise_from
 from dit.io import atomic_write_text, remove_stale_temporaries
 from dit.lock import directory_lock
 from dit.loggers import Loggers, open_loggers
