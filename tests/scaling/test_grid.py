@@ -306,3 +306,13 @@ def test_executor_kinds_name_the_registered_executors():
     from scaling.executors import EXECUTORS
 
     assert EXECUTORS.names() == EXECUTOR_KINDS.names()
+
+
+@pytest.mark.parametrize("command", ["plan", "run-grid"])
+def test_every_preset_command_names_every_shipped_preset_in_its_help(command, capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "1000")  # argparse wraps help at hyphens otherwise
+    with pytest.raises(SystemExit):
+        main([command, "--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert f"a shipped preset: {', '.join(preset_names())}" in help_text
+    assert "demo-isoflop" in preset_names()
