@@ -18,6 +18,7 @@ from dit import distributed
 from dit.foreign import read_foreign
 from dit.io import atomic_torch_save, load_tensors
 from dit.models import MODEL_SIZES, DiT, DiTConfig, dit_config
+from study.blocks import ADALN_ZERO
 from study.layout import RunLayout, steps_in
 
 PROJECT_KEYS = ("model", "ema", "config")
@@ -60,7 +61,7 @@ def infer_config(state: dict, **overrides) -> DiTConfig:
     if any(".cross_attn." in k for k in state):
         block = "cross-attn"
     elif "blocks.0.adaLN_modulation.1.weight" in state:
-        block = "adaln-zero" if state["blocks.0.adaLN_modulation.1.weight"].shape[0] == 6 * hidden else "adaln"
+        block = ADALN_ZERO if state["blocks.0.adaLN_modulation.1.weight"].shape[0] == 6 * hidden else "adaln"
     else:
         block = "in-context"
     size = next((name for name, (d, w, _) in MODEL_SIZES.items() if (d, w) == (depth, hidden)), "custom")

@@ -25,6 +25,7 @@ from dit.config import DEFAULT_VAE
 from dit.embeddings import sincos_2d
 from dit.io import load_tensors
 from dit.models import MODEL_SIZES, DiTConfig
+from study.blocks import ADALN_ZERO
 
 METADATA_KEY = "dit_scaling"  # safetensors metadata entry, and the JSON file beside a diffusers config.json
 RUN_CONFIG_NAME = f"{METADATA_KEY}.json"
@@ -56,7 +57,7 @@ DIT_FIXED = {"activation_fn": "gelu-approximate", "attention_bias": True, "norm_
 # ---- configs -----------------------------------------------------------------------------------
 def check_expressible(config: DiTConfig):
     """ValueError in one line when diffusers' DiTTransformer2DModel cannot hold this model."""
-    if config.block != "adaln-zero":
+    if config.block != ADALN_ZERO:
         raise ValueError(
             f"diffusers has no class for the {config.block} block (DiTTransformer2DModel is adaLN-Zero only); "
             f"export this model with --format safetensors"

@@ -24,6 +24,7 @@ from reports.style import (
     get_metric,
     run_style,
 )
+from study.blocks import DEFAULT_BLOCK
 from study.layout import RunLayout
 
 PATCH_MARKERS = {2: "o", 4: "s", 8: "^"}
@@ -433,7 +434,7 @@ def plot_paper_overlay(points: pd.DataFrame, paper: pd.DataFrame, metric_label: 
     run_table = pd.concat([points[["size", "patch_size"]],
                            paper["model"].str.removeprefix("DiT-").str.split("/", expand=True)
                            .set_axis(["size", "patch_size"], axis=1).astype({"patch_size": int})])
-    run_table["block"] = "adaln-zero"
+    run_table["block"] = DEFAULT_BLOCK
     fig.legend(handles=kinds + _style_handles(run_table, lines=False), **LEGEND)
     return fig
 

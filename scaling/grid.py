@@ -37,9 +37,9 @@ from dit.samplers import SAMPLERS
 from eval.features import EXTRACTORS
 from eval.metric_groups import DEFAULT_METRICS, METRIC_GROUPS
 from study import layout
+from study.blocks import DEFAULT_BLOCK
 from study.registry import Registry
 
-DEFAULT_BLOCK = "adaln-zero"  # the paper's block; run names mention a block only when it is another
 # The SD VAE's geometry without loading it: 8x downsampling (one per down block after the first), 4 channels.
 SD_VAE_DOWNSAMPLE = 2 ** (len(SD_VAE_CONFIG["block_out_channels"]) - 1)
 SD_VAE_CHANNELS = SD_VAE_CONFIG["latent_channels"]
