@@ -7,6 +7,7 @@ as the rendezvous host). Each process's GPU is its *local* rank on its node, nev
 import dataclasses
 import datetime
 import os
+from pathlib import Path
 
 import torch
 import torch.distributed as dist
@@ -119,7 +120,7 @@ def follow_thread_hint():
     (OpenMP's pool resizes between steps; the numbers do not depend on the thread count)."""
     path = os.environ.get(THREADS_FILE_ENV)
     try:
-        threads = int(open(path).read()) if path else 0
+        threads = int(Path(path).read_text()) if path else 0
     except (OSError, ValueError):
         return
     if threads >= 1 and threads != torch.get_num_threads():

@@ -14,38 +14,20 @@ import pandas as pd
 from reports import figures as F
 from reports import rundirs
 from reports import table as T
+from reports.analysis import correlation, frontier_points, isoflop_fit, isoflop_rows
 from reports.document import Code, Picture, Plot, Report, Section, Table, Text, format_number, format_table
 from reports.fits import choose_law, fit_law, try_backtest
 from reports.paper import paper_citation, paper_table
-from reports.style import Metric, get_metric, run_style
+from reports.style import run_style
 from study.layout import GridLayout, RunLayout, dir_name, run_dir_name
-from study.metrics import METRICS
-from study.schema import SCHEMA
+from study.metrics import METRICS, Metric, get_metric
+from study.schema import measured_columns, schema
 
 PAPER_FID_STEP = 400_000
 RUN_FILES = RunLayout(".")  # the names of a run directory's files, for captions
-RESULT_COLUMNS = (
-    "run",
-    "seed",
-    "step",
-    "budget",
-    "sampler",
-    "sampling_steps",
-    "cfg_scale",
-    "features",
-    "num_samples",
-    "gflops",
-    "train_compute_gflops",
-    "fid",
-    "sfid",
-    "inception_score",
-    "precision",
-    "recall",
-    "class_accuracy",
-    "val_loss",
-    "val_mse",
-    "wall_seconds",
-)
+# the columns of an evaluation point the results table shows before what was measured at it
+POINT_COLUMNS = ("run", "seed", "step", "budget", "sampler", "sampling_steps", "cfg_scale", "features", "num_samples",
+                 "gflops", "train_compute_gflops")
 VAL_LOSS = get_metric("val_loss")
 
 
@@ -131,7 +113,7 @@ class Trend:
 
 def _gflops_trend(ctx: Context, rows: pd.DataFrame, m: Metric) -> Trend:
     points, where = T.at_step(T.without_ablations(rows), ctx.step)
-    r = F.correlation(points["gflops"], points[m.column])
+    r = correlation(points["gflops"], points[m.column])
     if not np.isfinite(r):
         return Trend(f"At {where}, {len(points)} model(s) are too few for a Gflops correlation of {m.label} "
                      "(it needs 3).", False)
@@ -204,7 +186,7 @@ def _levels_off(fit) -> str:
 def _fit_headline(ctx: Context, rows: pd.DataFrame) -> str:
     """The frontier fit in one sentence; a trend in words only when b's interval excludes 0."""
     m = ctx.metric
-    front = F.frontier_points(rows, m.column)
+    front = frontier_points(rows, m.column)
     what = f"Scaling-law fit of {m.label} on the compute-efficient frontier"
     try:
         choice = choose_law(front["train_compute_gflops"], front[m.column], bounds=m.bounds)
@@ -227,7 +209,14 @@ def _fit_headline(ctx: Context, rows: pd.DataFrame) -> str:
 
 def column_meanings(columns) -> str:
     """'Columns: fid: Frechet Inception Distance; ...' from the results schema, for a table's caption."""
-    return "Columns: " + "; ".join(f"{c}: {SCHEMA[c][1]}" for c in columns if c in SCHEMA) + "."
+    meanings = schema()
+    return "Columns: " + "; ".join(f"{c}: {meanings[c][1]}" for c in columns if c in meanings) + "."
+
+
+def result_columns() -> tuple[str, ...]:
+    """The columns of the report's results table: the point's (POINT_COLUMNS), then every measured one of the
+    schema (each registered metric and wall_seconds)."""
+    return (*POINT_COLUMNS, *measured_columns())
 
 
 def grid_section(ctx: Context) -> Section:
@@ -240,7 +229,7 @@ def grid_section(ctx: Context) -> Section:
             if c in df.columns
         ]
     ].rename(columns={"step": "last evaluated step"})
-    columns = [c for c in RESULT_COLUMNS if c in df.columns and df[c].notna().any()]
+    columns = [c for c in result_columns() if c in df.columns and df[c].notna().any()]
     results = T.in_run_order(df.sort_values(["cfg_scale", "sampling_steps"], kind="stable"))[columns]
     return Section("Grid and results table", "results", [
         Table(format_table(runs), "One row per run: the model, its conditioning block, parameters and forward Gflops "
@@ -457,7 +446,7 @@ def _metric_fits(ctx: Context, m: Metric, suffix: str) -> list:
     except T.NoData as exc:
         return [Text(f"No {m.label} fits: {exc}.", note=True)]
     target = ctx.target if ctx.target is not None and m is ctx.metric else _default_target(rows, m)
-    front = F.frontier_points(rows, m.column)
+    front = frontier_points(rows, m.column)
     points, where = T.at_step(T.without_ablations(rows), ctx.step)
     points = points[points["gflops"].notna()]
     blocks = []
@@ -537,11 +526,11 @@ def _optimum_law_text(law, what: str, budgets) -> str:
 
 def _isoflop_blocks(ctx: Context, m: Metric) -> list:
     try:
-        rows = F.isoflop_rows(ctx.df, m.column)
+        rows = isoflop_rows(ctx.df, m.column)
     except T.NoData as exc:
         return [Text(f"{m.label} isoFLOP profiles: not drawn, {exc}.", note=True)]
     name = m.column.replace("_", "-")
-    result = F.isoflop_fit(rows, m.column)
+    result = isoflop_fit(rows, m.column)
     blocks = [Plot(f"isoflop-{name}", F.plot_isoflop(ctx.df, m.column),
                    f"{m.label} of every model (every seed) at each training-compute budget against its Gflops and "
                    "parameters, a parabola in log-log space per budget and its optimum with a 95% delta-method "

@@ -29,7 +29,8 @@ from pathlib import Path
 from dit.distributed import THREADS_FILE_ENV
 from dit.errors import UserError
 from scaling.grid import RunSpec, start_order
-from scaling.runs import execute_run, last_log_record, reference_stats, run_layout, run_state
+from scaling.run_state import last_log_record, run_layout, run_state
+from scaling.runs import execute_run, reference_stats
 from study.layout import GridLayout
 from study.registry import Registry
 
@@ -148,8 +149,7 @@ class ProcessPool:
                 bar.refresh_steps()
                 for proc in [p for p in self.running if p.poll() is not None]:
                     run = self.finish(proc)
-                    if not queue and not self.gpus_per_run:
-                        self.share_idle_cores()
+                    self.share_idle_cores(queue)
                     if proc.returncode > 128 and self.signum:
                         stopped.append(run.label)
                     elif proc.returncode:
@@ -170,11 +170,13 @@ class ProcessPool:
     def log_path(self, run: RunSpec) -> Path:
         return GridLayout(self.grid_dir).run_log(run.name, run.seed)
 
-    def share_idle_cores(self):
-        """With no run left to start, the cores of idle CPU workers go to the runs still going (each picks its
-        new thread count up at its next log step or evaluation point): the last long run ends sooner."""
+    def share_idle_cores(self, queue: list):
+        """With no run left to start (`queue` empty), the cores of idle CPU workers go to the runs still going (each
+        picks its new thread count up at its next log step or evaluation point): the last long run ends sooner."""
         from dit.io import atomic_write_text
 
+        if queue or self.gpus_per_run:
+            return
         threads = max(1, usable_cores() // max(1, len(self.running)))
         for run, _, _ in self.running.values():
             atomic_write_text(GridLayout(self.grid_dir).run_threads(run.name, run.seed), f"{threads}\n")
@@ -187,7 +189,7 @@ class ProcessPool:
     def start(self, run: RunSpec, bar):
         slot, log_path = self.free.pop(0), self.log_path(run)
         log_path.parent.mkdir(parents=True, exist_ok=True)
-        log = open(log_path, "a")
+        log = open(log_path, "a")  # noqa: SIM115 - outlives this call: closed when the worker is reaped
         command = run_command(self.grid_dir, run, self.gpus_per_run, report=self.report)
         hint = GridLayout(self.grid_dir).run_threads(run.name, run.seed)
         hint.unlink(missing_ok=True)  # a run starts with its slot's share of the cores
@@ -330,7 +332,7 @@ def slurm(runs: list[RunSpec], grid_dir, *, dry_run: bool = False, cluster: str 
     jobs = executor.submit_array(work) if executor.cluster == "slurm" else [executor.submit(job) for job in work]
     print(f"submitted {len(jobs)} jobs: {', '.join(j.job_id for j in jobs)} (logs in {GridLayout(grid_dir).slurm_dir})")
     failed = []
-    for run, job in zip(pending, jobs):
+    for run, job in zip(pending, jobs, strict=True):
         try:
             job.result()
         except submitit.core.utils.UncompletedJobError:  # failed, cancelled or timed out without requeue

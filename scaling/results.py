@@ -73,9 +73,10 @@ def write_parquet_with_meanings(df: pd.DataFrame, path):
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from study.schema import SCHEMA
+    from study.schema import schema
 
+    meanings = schema()
     table = pa.Table.from_pandas(df, preserve_index=False)
-    fields = [f.with_metadata({**(f.metadata or {}), b"description": SCHEMA[f.name][1].encode()})
-              if f.name in SCHEMA else f for f in table.schema]
+    fields = [f.with_metadata({**(f.metadata or {}), b"description": meanings[f.name][1].encode()})
+              if f.name in meanings else f for f in table.schema]
     pq.write_table(table.cast(pa.schema(fields, metadata=table.schema.metadata)), path)

@@ -25,10 +25,11 @@ TABLE_FORMATS = {"train_compute_gflops": "{:.3e}".format, "params": lambda n: f"
 
 def describe_rows(df) -> list[dict]:
     """Each column of the table with its type and meaning (the schema's words; columns it lacks say so)."""
-    from study.schema import SCHEMA
+    from study.schema import schema
 
-    return [{"column": c, "dtype": str(df[c].dtype), "meaning": SCHEMA[c][1] if c in SCHEMA else "(not in the schema)"}
-            for c in df.columns]
+    meanings = schema()
+    return [{"column": c, "dtype": str(df[c].dtype),
+             "meaning": meanings[c][1] if c in meanings else "(not in the schema)"} for c in df.columns]
 
 
 def table_text(df, columns) -> str:
@@ -73,8 +74,8 @@ def run(args):
 def aggregate_seeds(df):
     """One row per group of everything but the seed and the measured values, with their spread across seeds."""
     from reports.table import seed_spread
-    from study.metrics import METRICS
+    from study.schema import measured_columns
 
-    values = [c for c in (*METRICS, "wall_seconds") if c in df.columns]
+    values = [c for c in measured_columns() if c in df.columns]
     by = [c for c in df.columns if c not in values and c != "seed"]
     return seed_spread(df, values, by)

@@ -206,12 +206,12 @@ def test_a_report_of_an_empty_metric_is_refused_and_leaves_the_last_one(tmp_path
 
 
 def test_the_results_table_caption_says_what_each_column_means(grid):
-    from study.schema import SCHEMA
+    from study.schema import schema
 
     report = build_report(grid.path, grid.df)
     table = next(b for s in report.sections for b in s.blocks
                  if isinstance(b, Table) and b.caption.startswith("Every evaluation point"))
-    assert all(f"{c}: {SCHEMA[c][1]}" in table.caption for c in table.df.columns)
+    assert all(f"{c}: {schema()[c][1]}" in table.caption for c in table.df.columns)
 
 
 def summary_texts(grid_path, df) -> list[str]:

@@ -60,8 +60,9 @@ def grid_dir(tmp_path):
 
 def test_listing_commands_print_json_records(capsys, grid_dir):
     models, _ = json_out(capsys, "models", "--patch-sizes", "2", "--format", "json")
-    assert {"model": "DiT-XL/2", "depth": 28, "width": 1152, "heads": 16, "tokens": 256} == {
-        k: v for k, v in next(m for m in models if m["model"] == "DiT-XL/2").items() if k != "params"}
+    xl2 = next(m for m in models if m["model"] == "DiT-XL/2")
+    assert {k: v for k, v in xl2.items() if k != "params"} == {
+        "model": "DiT-XL/2", "depth": 28, "width": 1152, "heads": 16, "tokens": 256}
     gflops, _ = json_out(capsys, "gflops", "DiT-S/8", "--format", "json")
     assert gflops[0]["model"] == "DiT-S/8" and gflops[0]["gflops"] > 0
     planned, _ = json_out(capsys, "plan", "--preset", "demo", "--format", "json")
@@ -134,16 +135,16 @@ def test_help_texts_say_each_default_once_and_list_choices():
 def test_results_describe_its_columns_in_the_parquet_file_and_on_request(tmp_path, capsys):
     import pyarrow.parquet as pq
 
-    from study.schema import SCHEMA
+    from study.schema import schema
     from tests.reports.synthetic_grid import make_grid
 
     grid = make_grid(tmp_path / "grid", sizes=("S",), patches=(4, 2), steps=(1000, 2000), samples=False, logs=False)
-    schema = pq.read_schema(grid.path / "results.parquet")
-    assert all(schema.field(c).metadata[b"description"].decode() == SCHEMA[c][1] for c in schema.names)
+    written = pq.read_schema(grid.path / "results.parquet")
+    assert all(written.field(c).metadata[b"description"].decode() == schema()[c][1] for c in written.names)
     capsys.readouterr()
     assert main(["results", str(grid.path), "--describe", "--format", "json"]) == 0
     described = {row["column"]: row["meaning"] for row in json.loads(capsys.readouterr().out)}
-    assert described == {c: SCHEMA[c][1] for c in schema.names}
+    assert described == {c: schema()[c][1] for c in written.names}
 
 
 def test_the_results_table_view_keeps_every_metric_with_values_in_one_format_per_column(tmp_path, capsys):

@@ -1,5 +1,6 @@
 import json
 import math
+from itertools import pairwise
 
 import pytest
 
@@ -8,7 +9,8 @@ from scaling.cost import grid_cost, grid_rates, run_cost, schedule
 from scaling.flops import gflops
 from scaling.grid import plan
 from scaling.gridfile import parse_grid
-from scaling.runs import RunState, claim_grid_dir
+from scaling.run_state import RunState
+from scaling.runs import claim_grid_dir
 from scaling.throughput import load_table, save_rows
 
 # Three tiny models on 2 GPUs each: per-GPU batch 64 / 2 = 32; two sampling settings (cfg 1: one pass, cfg 1.5: two).
@@ -256,7 +258,7 @@ def test_bench_rows_are_a_table_a_cpu_grid_can_be_planned_from(tmp_path, capsys)
     )
     by_start = sorted(rows, key=lambda row: row["start_hours"])  # the local executor on CPU: one after another
     assert [row["run"] for row in by_start] == [row["run"] for row in rows[::-1]]  # the costliest (p = 2) first
-    assert all(b["start_hours"] == pytest.approx(a["end_hours"]) for a, b in zip(by_start, by_start[1:]))
+    assert all(b["start_hours"] == pytest.approx(a["end_hours"]) for a, b in pairwise(by_start))
 
 
 def test_a_cpu_preset_is_planned_from_the_shipped_cpu_rows(capsys):

@@ -126,7 +126,7 @@ def test_a_saturating_floor_stays_between_0_and_the_best_fid_and_says_when_it_is
     fid = paper_table(name)["fid"]
     assert 0 <= result["params"]["c"]["value"] <= fid.min()
     low, high = result["params"]["c"]["ci_low"], result["params"]["c"]["ci_high"]
-    assert result["floor_identified"] == (0 <= low and high <= fid.min())
+    assert result["floor_identified"] == (low >= 0 and high <= fid.min())
     capsys.readouterr()
     assert main(["fit", "--paper", name, "--law", "saturating"]) == 0
     out = capsys.readouterr().out
