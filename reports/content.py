@@ -27,7 +27,7 @@ PAPER_FID_STEP = 400_000
 RUN_FILES = RunLayout(".")  # the names of a run directory's files, for captions
 # the columns of an evaluation point the results table shows before what was measured at it
 POINT_COLUMNS = ("run", "seed", "step", "budget", "sampler", "sampling_steps", "cfg_scale", "features", "num_samples",
-                 "gflops", "train_compute_gflops")
+                 "sampling_seed", "gflops", "train_compute_gflops")
 VAL_LOSS = get_metric("val_loss")
 
 
