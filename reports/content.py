@@ -95,8 +95,8 @@ def summary_section(ctx: Context) -> Section:
     loss = _loss_trend(ctx, m)
     if loss is not None:
         lines.append(Text(loss.sentence))
-        if loss.holds and not trend.holds:
-            lines.append(Text(_why_not_reproduced(rows, m), note=True))
+    if not trend.holds:
+        lines.append(Text(_why_not_reproduced(rows, m), note=True))
     lines.append(Text(_fit_headline(ctx, rows)))
     lines.append(Text(_best_sentence(rows, m)))
     lines.append(Text(f"Published numbers shown beside the grid: {paper_citation()}, Tables 2, 3 and 4."))
@@ -122,7 +122,8 @@ def _gflops_trend(ctx: Context, rows: pd.DataFrame, m: Metric) -> Trend:
     verdict = ("the trend holds: its interval excludes 0" if holds else
                "no trend established: its interval includes 0 or points the other way")
     return Trend(f"At {where}, log10 Gflops and {m.label} correlate with Pearson r = {r:.2f} over {_models(points)}"
-                 f"{_fisher_interval(r, len(points))}: {verdict} (the paper: FID falls as Gflops rise, Fig. 8).",
+                 f"{_fisher_interval(r, len(points))}: {verdict}"
+                 + (" (the paper: FID falls as Gflops rise, Fig. 8)." if m.column == "fid" else "."),
                  holds)
 
 
@@ -138,7 +139,7 @@ def _loss_trend(ctx: Context, m: Metric) -> Trend | None:
 def _why_not_reproduced(rows: pd.DataFrame, m: Metric) -> str:
     samples = "/".join(f"{int(n):,}" for n in sorted(set(rows["num_samples"].dropna())))
     seeds = T.seeds_per_point(rows)
-    return (f"Why {m.label} does not show the paper's trend while the validation loss does: {m.label} of {samples} "
+    return (f"Why {m.label} does not show the paper's trend here: {m.label} of {samples} "
             f"samples from {seeds} seed(s) moves between resamples by more than the gaps between these models, and "
             f"{int(rows['step'].max()):,} steps are early in training. Longer training (the demo-long preset), more "
             "samples (eval.num_samples) and more seeds (seeds: [0, 1, 2]) are what would show it.")

@@ -231,7 +231,7 @@ def test_the_summary_leads_with_the_trend_and_the_loss_and_says_why_fid_lacks_it
     fid, loss, why = texts[2], texts[3], texts[4]
     assert "FID correlate with Pearson r" in fid and "no trend established" in fid
     assert "Validation loss correlate with Pearson r = -" in loss and "the trend holds" in loss
-    assert why.startswith("Why FID does not show the paper's trend") and "demo-long" in why
+    assert why.startswith("Why FID does not show the paper's trend here") and "demo-long" in why
     assert any(t.startswith("Best single-seed FID") for t in texts)
 
 
