@@ -89,13 +89,15 @@ def rate_of(
 
 # ---- the rows a grid reads -----------------------------------------------------------------------
 def device_type(executor: ExecutorSpec) -> str:
-    return "cuda" if executor.kind == "slurm" or executor.gpus_per_run > 0 else "cpu"
+    if executor.kind == "slurm":
+        return "cuda" if executor.slurm.gpus_per_node else "cpu"  # gpus_per_node 0: a CPU-only cluster
+    return "cuda" if executor.gpus_per_run > 0 else "cpu"
 
 
 def executor_layout(executor: ExecutorSpec) -> tuple[int, int | None]:
     """GPUs per run and how many runs execute at once (None: as many as the GPUs hold)."""
     if executor.kind == "slurm":
-        return executor.slurm.nodes * executor.slurm.gpus_per_node, executor.slurm.array_parallelism
+        return max(1, executor.slurm.nodes * executor.slurm.gpus_per_node), executor.slurm.array_parallelism
     if executor.gpus_per_run == 0:
         return 1, executor.cpu_workers  # the local executor on CPU: cpu_workers runs at once
     return executor.gpus_per_run, None
