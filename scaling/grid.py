@@ -312,11 +312,12 @@ class SlurmOverride:
     def __post_init__(self):
         _require(bool(self.models), "models", "list the sizes (XL) or model names (DiT-XL/2) these resources are for")
         for name in self.models:
-            if name not in MODEL_SIZES.names():
+            if name not in (*MODEL_SIZES.names(), CUSTOM_SIZE):
                 try:
                     parse_model_name(name)
                 except ValueError as exc:
-                    raise SpecError("models", f"{name!r} is neither a size ({', '.join(MODEL_SIZES.names())}) "
+                    sizes = ", ".join((*MODEL_SIZES.names(), CUSTOM_SIZE))
+                    raise SpecError("models", f"{name!r} is neither a size ({sizes}) "
                                     f"nor a model name: {exc}") from None
 
     def applies_to(self, model: str) -> bool:

@@ -156,6 +156,10 @@ def resource_groups(runs: list[RunSpec]) -> dict[SlurmResources, list[RunSpec]]:
 def submit(runs: list[RunSpec], grid_dir, cluster: str, on_results) -> dict[str, str]:
     """Submit one job array per resource group; {run key: job id}. When sbatch refuses a group, the jobs already
     submitted are cancelled and the files of this submission removed, and the refusal is raised."""
+    import shutil
+
+    if cluster == "slurm" and not (shutil.which("sbatch") and shutil.which("srun")):
+        raise SlurmError("sbatch is not installed here: submit from a SLURM login node, or use executor kind local")
     folder = GridLayout(grid_dir).slurm_dir
     folder.mkdir(parents=True, exist_ok=True)
     before, submitted = set(folder.iterdir()), {}
@@ -186,14 +190,10 @@ def submit_group(group: list[RunSpec], resources: SlurmResources, grid_dir, clus
 
 
 def submission_error(exc: BaseException) -> BaseException:
-    """A failed submission as the user's error it is (sbatch's refusal, no sbatch here), or as it was."""
+    """A failed submission as the user's error it is (sbatch's refusal), or as it was."""
     from submitit.core.utils import FailedJobError
 
-    if isinstance(exc, FailedJobError):
-        return sbatch_error(str(exc))
-    if isinstance(exc, FileNotFoundError) and "sbatch" in str(exc):
-        return SlurmError("sbatch is not installed here: submit from a SLURM login node, or use executor kind local")
-    return exc
+    return sbatch_error(str(exc)) if isinstance(exc, FailedJobError) else exc
 
 
 def cancel(job_ids, cluster: str):
