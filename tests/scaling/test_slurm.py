@@ -6,7 +6,7 @@ import pytest
 
 from dit.train import TrainingInterrupted
 from scaling import slurm as slurm_module
-from scaling.grid import SpecError, plan
+from scaling.grid import plan
 from scaling.gridfile import GridFileError, parse_grid
 from scaling.runs import claim_grid_dir, run_state
 from scaling.slurm import SlurmJob, sbatch_error, signal_lead, slurm, write_sbatch_scripts
@@ -143,7 +143,3 @@ def test_executors_refuse_options_they_do_not_take(tmp_path, capsys):
                    "on_done, on_results); drop it or choose another executor\n")
     assert not (tmp_path / "out" / "grid.yaml").exists()  # refused before anything was written
 
-
-def test_kind_slurm_needs_its_section():
-    with pytest.raises(SpecError, match="needs an executor.slurm section"):
-        parse_grid(GRID.format(name="g", steps=4, every=4, kind="slurm", slurm="", workers=1))
