@@ -50,7 +50,7 @@ def restarts(job_id: str) -> int:
 
 def detach(path, out) -> dict[str, str]:
     """Submit the grid and return its {run: job id}."""
-    submitted = run_grid(path, out, "--detach", timeout=60)
+    submitted = run_grid(path, out, "--detach")
     assert submitted.returncode == 0, submitted.stdout + submitted.stderr
     assert "detached" in submitted.stdout
     return read_jobs(out)
@@ -74,7 +74,7 @@ def test_preempted_runs_checkpoint_requeue_once_and_resume_to_the_same_numbers(t
     subprocess.run(["scancel", "--signal=USR2", jobs["DiT-T/4"]], check=True, timeout=30)  # submitit's signal
     done = run_grid(write_grid(tmp_path, steps=STEPS, every=EVERY), out)
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "waiting for 2 jobs submitted before" in done.stdout and "submitted" not in done.stdout
+    assert "waiting for 2 jobs submitted before" in done.stdout and "\nsubmitted" not in done.stdout
     assert [restarts(jobs[run]) for run in RUNS] == [1, 1]
     for run, signal in (("DiT-T/8", "SIGTERM"), ("DiT-T/4", "SIGUSR2")):
         assert logged_steps(out, run) == list(range(2, STEPS + 1, 2)), f"{run}: a step repeated or missing"
