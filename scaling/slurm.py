@@ -17,7 +17,9 @@ Trust: submitit pickles each job (the run spec) and its result into GRID_DIR/slu
 and the waiting side unpickle them: whoever can write to GRID_DIR/slurm can run code as the user who
 submits or executes the grid. Keep grid directories writable by their owner only.
 """
+import contextlib
 import dataclasses
+import io
 import json
 import os
 import signal
@@ -139,6 +141,7 @@ def sbatch_error(text: str) -> SlurmError:
     """sbatch's refusal as one line: its own words, and the fix."""
     said = [line.split("error:", 1)[1].strip() for line in text.splitlines() if "error:" in line]
     cause = said[-1] if said else (text.strip().splitlines() or ["no reason given"])[-1].strip()
+    cause = cause.removeprefix("Batch job submission failed: ")
     fix = next((fix for key, fix in SBATCH_FIXES if any(key in s.lower() for s in said or [cause])),
                "check executor.slurm in the grid file")
     return SlurmError(f"sbatch refused the job: {cause}; {fix}")
@@ -165,7 +168,8 @@ def submit(runs: list[RunSpec], grid_dir, cluster: str, on_results) -> dict[str,
     before, submitted = set(folder.iterdir()), {}
     try:
         for resources, group in resource_groups(runs).items():
-            jobs = submit_group(group, resources, grid_dir, cluster, on_results)
+            with contextlib.redirect_stderr(io.StringIO()):  # submitit echoes sbatch's refusal; it is in the error
+                jobs = submit_group(group, resources, grid_dir, cluster, on_results)
             submitted.update({run.key: job.job_id for run, job in zip(group, jobs)})
     except (Exception, KeyboardInterrupt) as exc:
         cancel(submitted.values(), cluster)

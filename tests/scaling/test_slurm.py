@@ -81,7 +81,7 @@ def test_the_warning_comes_early_enough_to_checkpoint_the_run(tmp_path):
 def test_sbatch_refusals_are_one_line_with_the_fix(said, fix):
     message = str(sbatch_error(f"Command failed\n{said}\n"))
     assert "\n" not in message and message.startswith("sbatch refused the job: ") and fix in message
-    assert said.splitlines()[-1].split("error: ", 1)[1] in message
+    assert said.splitlines()[-1].split("error: ", 1)[1].removeprefix("Batch job submission failed: ") in message
 
 
 def test_a_job_leaves_sigterm_to_slurm_and_requeues_itself_on_the_warning_signal(tmp_path, monkeypatch):
