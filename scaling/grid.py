@@ -321,6 +321,7 @@ class SlurmOverride:
                                     f"nor a model name: {exc}") from None
 
     def applies_to(self, model: str) -> bool:
+        """Whether this entry names the model or its size."""
         return model in self.models or parse_model_name(model)[0] in self.models
 
     def changes(self) -> dict:
@@ -350,6 +351,7 @@ class SlurmSpec(SlurmResources):
                 raise SpecError("overrides", f"models {', '.join(entry.models)}: {exc}") from None
 
     def base(self) -> SlurmResources:
+        """The grid's resources, before any override."""
         return SlurmResources(**{key: getattr(self, key) for key in _RESOURCE_KEYS})
 
     def resources(self, model: str) -> SlurmResources:

@@ -201,6 +201,7 @@ def submission_error(exc: BaseException) -> BaseException:
 
 
 def cancel(job_ids, cluster: str):
+    """scancel the jobs (a failed submission's first arrays), ignoring any that already ended."""
     if job_ids and cluster == "slurm":
         subprocess.run(["scancel", *job_ids], check=False, capture_output=True, timeout=60)
 
@@ -221,6 +222,7 @@ def read_jobs(grid_dir) -> dict[str, str]:
 
 
 def record_jobs(grid_dir, submitted: dict[str, str]):
+    """Add the jobs just submitted to GRID_DIR/slurm/jobs.json (atomically)."""
     atomic_write_text(GridLayout(grid_dir).slurm_jobs, json.dumps(read_jobs(grid_dir) | submitted, indent=1) + "\n")
 
 
@@ -254,6 +256,7 @@ class JobState:
 
 
 def job_paths(grid_dir, job_id: str):
+    """submitit's files of a job's first task: its result pickle and its logs."""
     from submitit.core.utils import JobPaths
 
     return JobPaths(GridLayout(grid_dir).slurm_dir / "%j", job_id=job_id, task_id=0)
