@@ -308,9 +308,8 @@ def slurm(runs: list[RunSpec], grid_dir, *, progress: bool = True, dry_run: bool
     if dry_run:
         write_sbatch_scripts(pending, grid_dir, report=on_results is not None)
         return
-    in_flight = {key: s.job_id for key, s in grid_job_states(grid_dir, pending).items() if s.active}
-    if cluster != "slurm":
-        in_flight = {}
+    states = grid_job_states(grid_dir, pending) if cluster == "slurm" else {}
+    in_flight = {key: s.job_id for key, s in states.items() if s.active}
     fresh = [r for r in pending if r.key not in in_flight]
     submitted = submit(fresh, grid_dir, cluster, on_results) if fresh else {}
     record_jobs(grid_dir, submitted)
