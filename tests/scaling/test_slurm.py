@@ -143,3 +143,22 @@ def test_executors_refuse_options_they_do_not_take(tmp_path, capsys):
                    "on_done, on_results); drop it or choose another executor\n")
     assert not (tmp_path / "out" / "grid.yaml").exists()  # refused before anything was written
 
+
+
+def test_the_report_is_rendered_when_the_last_run_of_a_detached_grid_finishes(tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    from scaling.commands.report import refresh_report_while_training
+
+    spec = parse_grid(grid_file(tmp_path, kind="slurm", slurm=GPU).read_text())
+    claim_grid_dir(tmp_path / "out", spec)
+    html = tmp_path / "out" / "report" / "report.html"
+    html.parent.mkdir(parents=True)
+    html.write_text("rendered just now")
+    rendered = []
+    monkeypatch.setattr("reports.render.render_report", rendered.append)
+    refresh_report_while_training(tmp_path / "out")
+    assert rendered == []  # runs still to finish: at most every REPORT_INTERVAL
+    monkeypatch.setattr("scaling.runs.run_state", lambda grid_dir, run: SimpleNamespace(state="done"))
+    refresh_report_while_training(tmp_path / "out")
+    assert rendered == [tmp_path / "out"]

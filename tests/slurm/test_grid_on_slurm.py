@@ -2,6 +2,7 @@
 by `scontrol requeue` and by submitit's signal, a time limit shorter than the run, a two-task job, `scancel`.
 Run with `python -m pytest -m slurm` after `tests/slurm/cluster.sh start`."""
 import json
+import math
 import os
 import subprocess
 import sys
@@ -17,6 +18,7 @@ from tests.slurm.tools import comparable, run_grid, scaling, wait_until, write_g
 pytestmark = [pytest.mark.slurm, pytest.mark.usefixtures("cluster")]
 
 STEPS, EVERY = 60, 30
+TIME_LIMIT_TRAIN_S = 75  # training of the run that times out, over allocations of a minute
 RUNS = ("DiT-T/8", "DiT-T/4")
 
 
@@ -83,15 +85,22 @@ def test_preempted_runs_checkpoint_requeue_once_and_resume_to_the_same_numbers(t
     pd.testing.assert_frame_equal(comparable(out), comparable(local_grid))
 
 
-def test_a_run_longer_than_its_time_limit_finishes_over_several_allocations(tmp_path):
-    # DiT-T/4 alone gets one minute a job, warned 45 s before the end: it needs more than one
-    slurm = ", overrides: [{models: [DiT-T/4], time: 1, signal_lead: 45}]"
-    path = write_grid(tmp_path, name="time-limit", steps=600, every=600, slurm=slurm)
-    done = run_grid(path, tmp_path / "grid", timeout=400)
+def seconds_per_step(grid_dir, run: str) -> float:
+    last = json.loads(GridLayout(grid_dir).run(run).train_log.read_text().splitlines()[-1])
+    return last["wall_seconds"] / last["step"]
+
+
+def test_a_run_longer_than_its_time_limit_finishes_over_several_allocations(tmp_path, local_grid):
+    # DiT-T/4 alone gets one minute a job; SLURM warns it up to 30 s before `signal_lead`, so 10 s leaves the job
+    # time to start. Its steps: about TIME_LIMIT_TRAIN_S of training at this machine's speed, more than one allocation holds.
+    steps = 2 * math.ceil(TIME_LIMIT_TRAIN_S / seconds_per_step(local_grid, "DiT-T/4") / 2)
+    slurm = ", overrides: [{models: [DiT-T/4], time: 1, signal_lead: 10}]"
+    path = write_grid(tmp_path, name="time-limit", steps=steps, every=steps, slurm=slurm)
+    done = run_grid(path, tmp_path / "grid", timeout=480)
     assert done.returncode == 0, done.stdout + done.stderr
     jobs = read_jobs(tmp_path / "grid")
-    assert restarts(jobs["DiT-T/4"]) >= 1, "DiT-T/4 finished within one allocation: raise its steps"
-    assert logged_steps(tmp_path / "grid", "DiT-T/4") == list(range(2, 601, 2))
+    assert restarts(jobs["DiT-T/4"]) >= 1, f"DiT-T/4 trained {steps} steps within one allocation: raise TRAIN_S"
+    assert logged_steps(tmp_path / "grid", "DiT-T/4") == list(range(2, steps + 1, 2))
 
 
 def test_a_two_task_job_gives_the_numbers_of_torchrun(tmp_path, local_grid):
