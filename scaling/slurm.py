@@ -22,6 +22,7 @@ import dataclasses
 import io
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -274,9 +275,19 @@ def job_state(grid_dir, job_id: str, queue: dict[str, tuple[str, str]]) -> JobSt
         return JobState(job_id, "done")
     if state:
         return JobState(job_id, state.lower().replace("_", " "), last_log_line(paths.stderr))
-    said = paths.stderr.read_text(errors="replace") if paths.stderr.exists() else ""
-    ended = "cancelled" if " CANCELLED AT " in said else "timeout" if "DUE TO TIME LIMIT" in said else "ended"
-    return JobState(job_id, ended, last_log_line(paths.stderr))
+    return JobState(job_id, ended_as(paths.stderr), last_log_line(paths.stderr))
+
+
+# What slurmstepd's last '*** JOB <id> ON <node> CANCELLED AT <time> [DUE TO <why>] ***' line says, by its why.
+ENDED_BECAUSE = {"": "cancelled", "TIME LIMIT": "timeout", "PREEMPTION": "preempted", "NODE FAILURE": "node fail"}
+
+
+def ended_as(log: Path) -> str:
+    """How a job SLURM no longer lists ended, from the last line slurmstepd wrote into its log ('ended': unknown;
+    a requeue's line means a later allocation's fate is not known)."""
+    said = log.read_text(errors="replace") if log.exists() else ""
+    ends = re.findall(r"\*\*\* JOB \S+ ON \S+ CANCELLED AT \S+(?: DUE TO ([A-Z ]+?))? \*\*\*", said)
+    return ENDED_BECAUSE.get(ends[-1], "ended") if ends else "ended"
 
 
 def last_log_line(path: Path) -> str:

@@ -162,3 +162,16 @@ def test_the_report_is_rendered_when_the_last_run_of_a_detached_grid_finishes(tm
     monkeypatch.setattr("scaling.runs.run_state", lambda grid_dir, run: SimpleNamespace(state="done"))
     refresh_report_while_training(tmp_path / "out")
     assert rendered == [tmp_path / "out"]
+
+
+def test_a_job_slurm_forgot_ended_as_its_last_slurmstepd_line_says(tmp_path):
+    log = tmp_path / "log.err"
+    assert slurm_module.ended_as(log) == "ended"
+    requeued = "slurmstepd-vm: error: *** JOB 9 ON vm CANCELLED AT 2026-12-06T09:01:36 DUE TO JOB REQUEUE ***\n"
+    log.write_text(requeued)
+    assert slurm_module.ended_as(log) == "ended"  # requeued: how the next allocation ended is not known
+    cancelled = "slurmstepd-vm: error: *** JOB 9 ON vm CANCELLED AT 2026-12-06T09:03:00 ***\n"
+    log.write_text(requeued + "training...\n" + cancelled)
+    assert slurm_module.ended_as(log) == "cancelled"
+    log.write_text(requeued + "slurmstepd: error: *** JOB 9 ON vm CANCELLED AT 10:00 DUE TO TIME LIMIT ***")
+    assert slurm_module.ended_as(log) == "timeout"

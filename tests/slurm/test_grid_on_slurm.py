@@ -92,7 +92,7 @@ def seconds_per_step(grid_dir, run: str) -> float:
 
 def test_a_run_longer_than_its_time_limit_finishes_over_several_allocations(tmp_path, local_grid):
     # DiT-T/4 alone gets one minute a job; SLURM warns it up to 30 s before `signal_lead`, so 10 s leaves the job
-    # time to start. Its steps: about TIME_LIMIT_TRAIN_S of training at this machine's speed, more than one allocation holds.
+    # time to start. Its steps: about TIME_LIMIT_TRAIN_S of training at this machine's speed, over one allocation.
     steps = 2 * math.ceil(TIME_LIMIT_TRAIN_S / seconds_per_step(local_grid, "DiT-T/4") / 2)
     slurm = ", overrides: [{models: [DiT-T/4], time: 1, signal_lead: 10}]"
     path = write_grid(tmp_path, name="time-limit", steps=steps, every=steps, slurm=slurm)
