@@ -272,7 +272,7 @@ def job_state(grid_dir, job_id: str, queue: dict[str, tuple[str, str]]) -> JobSt
         return JobState(job_id, "running")
     paths = job_paths(grid_dir, job_id)
     if paths.result_pickle.exists():
-        return JobState(job_id, "done")
+        return job_result(job_id, paths.result_pickle)
     if state:
         return JobState(job_id, state.lower().replace("_", " "), last_log_line(paths.stderr))
     return JobState(job_id, ended_as(paths.stderr), last_log_line(paths.stderr))
@@ -350,10 +350,9 @@ def wait_for_jobs(runs: list[RunSpec], grid_dir, jobs: dict[str, str], cluster: 
             if state.active:
                 continue
             waiting.remove(run)
-            cause = job_error(grid_dir, state)
-            if cause:
-                failed.append(f"{run.label} ({cause})")
-                print(f"{run.label} failed: {cause}", file=sys.stderr, flush=True)
+            if state.state != "done":
+                failed.append(f"{run.label} ({state})")
+                print(f"{run.label}: {state}", file=sys.stderr, flush=True)
             elif on_done:
                 on_done(run)
         if waiting:
@@ -362,21 +361,20 @@ def wait_for_jobs(runs: list[RunSpec], grid_dir, jobs: dict[str, str], cluster: 
 
 
 def local_job_state(grid_dir, job_id: str) -> JobState:
-    """A job of submitit's local executor: done once it wrote its result."""
-    return JobState(job_id, "done" if job_paths(grid_dir, job_id).result_pickle.exists() else "running")
+    """A job of submitit's local executor: running until it wrote its result."""
+    result = job_paths(grid_dir, job_id).result_pickle
+    return job_result(job_id, result) if result.exists() else JobState(job_id, "running")
 
 
-def job_error(grid_dir, state: JobState) -> str | None:
-    """Why a job that is no longer queued or running did not finish its run (None: it did)."""
-    if state.state != "done":
-        return str(state)
+def job_result(job_id: str, result_pickle: Path) -> JobState:
+    """A job that wrote its result: done, or failed with the last line of its traceback."""
     from submitit.core.utils import pickle_load
 
-    outcome, result = pickle_load(job_paths(grid_dir, state.job_id).result_pickle)
+    outcome, result = pickle_load(result_pickle)
     if outcome == "success":
-        return None
+        return JobState(job_id, "done")
     lines = [line.strip() for line in str(result).splitlines() if line.strip()]
-    return f"job {state.job_id}: {lines[-1] if lines else 'unknown error'}"
+    return JobState(job_id, "failed", lines[-1] if lines else "unknown error")
 
 
 # ---- sbatch scripts without submitting -----------------------------------------------------------

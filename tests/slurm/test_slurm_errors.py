@@ -3,7 +3,7 @@ in the grid directory that a re-run trips on."""
 import pytest
 
 from study.layout import GridLayout
-from tests.slurm.tools import run_grid, write_grid
+from tests.slurm.tools import run_grid, scaling, write_grid
 
 pytestmark = [pytest.mark.slurm, pytest.mark.usefixtures("cluster")]
 
@@ -32,7 +32,8 @@ def test_jobs_that_fail_at_start_end_the_grid_in_one_line_and_a_rerun_submits_ag
     path.write_text(path.read_text().replace("dataset: mnist32", f"dataset: {tmp_path / 'no-such-data'}"))
     out = tmp_path / "grid"
     lines = error_lines(run_grid(path, out, timeout=180))
-    assert lines[-1].startswith("scaling run-grid: error: runs failed: DiT-T/8 (job ")
-    assert "no-such-data" in lines[-1] and "re-run to resume them" in lines[-1]
+    assert lines[-1].startswith("scaling run-grid: error: runs failed: DiT-T/8 (failed (job ")
+    assert "ValueError: data folder" in lines[-1] and "re-run to resume them" in lines[-1]
+    assert scaling("status", out, timeout=60).stdout.count("failed (job ") == 2
     again = run_grid(path, out, timeout=180)
     assert "submitted 2 jobs" in again.stdout, again.stdout + again.stderr
