@@ -27,22 +27,12 @@ from pathlib import Path
 
 from dit.errors import UserError
 from scaling.grid import RunSpec, start_order
-from scaling.runs import execute_run, last_log_record, reference_stats, run_layout, run_state
+from scaling.launch import RunsFailed, run_command, usable_cores
+from scaling.run_state import last_log_record, run_layout, run_state
+from scaling.runs import execute_run, reference_stats
 from scaling.slurm import slurm
 from study.layout import GridLayout
 from study.registry import Registry
-
-
-class RunsFailed(UserError):
-    """Runs of a grid failed (diverged, crashed or were cancelled); re-running the grid resumes them."""
-
-
-def run_command(grid_dir, run: RunSpec, gpus: int, *, report: bool = True) -> list[str]:
-    """The command that executes one run: `scaling run-one`, under torchrun when it spans several GPUs."""
-    base = ["-m", "scaling.cli", "run-one", str(grid_dir), run.key, *([] if report else ["--no-report"])]
-    if gpus > 1:
-        return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={gpus}", *base]
-    return [sys.executable, *base]
 
 
 def local(runs: list[RunSpec], grid_dir, *, progress: bool = True, on_done=None, on_results=None):
@@ -99,10 +89,6 @@ def gpu_slots(gpus_per_run: int) -> list[dict]:
         )
     groups = range(0, len(ids) - gpus_per_run + 1, gpus_per_run)
     return [{"CUDA_VISIBLE_DEVICES": ",".join(ids[i:i + gpus_per_run])} for i in groups]
-
-
-def usable_cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def cpu_slots(workers: int) -> list[dict]:

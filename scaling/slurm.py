@@ -32,7 +32,9 @@ from pathlib import Path
 from dit.errors import UserError
 from dit.io import atomic_write_text
 from scaling.grid import RunSpec, SlurmResources, start_order
-from scaling.runs import execute_run, run_state
+from scaling.launch import RunsFailed, run_command, usable_cores
+from scaling.run_state import run_state
+from scaling.runs import execute_run
 from study.layout import GridLayout
 
 CHECKPOINT_WRITE_BYTES_PER_S = 200e6  # a shared file system's write speed, on the low side
@@ -76,8 +78,6 @@ def submitit_parameters(run: RunSpec, resources: SlurmResources) -> dict:
 
 def job_threads() -> int:
     """The CPUs SLURM gave this task: SLURM_CPUS_PER_TASK, else the affinity mask."""
-    from scaling.executors import usable_cores
-
     given = os.environ.get("SLURM_CPUS_PER_TASK", "")
     return int(given) if given.isdigit() else usable_cores()
 
@@ -334,8 +334,6 @@ def slurm(runs: list[RunSpec], grid_dir, *, progress: bool = True, dry_run: bool
         return
     failed = wait_for_jobs(pending, grid_dir, in_flight | submitted, cluster, on_done)
     if failed:
-        from scaling.executors import RunsFailed
-
         raise RunsFailed(f"runs failed: {'; '.join(failed)}; see the job logs in {folder}, then re-run to resume them")
 
 
@@ -382,8 +380,6 @@ def write_sbatch_scripts(runs: list[RunSpec], grid_dir, *, report: bool = True) 
     """The sbatch script of each run, as it would be submitted: its resources, SLURM's warning `signal_lead`
     seconds before the time limit, torch's threads from the CPUs per task, `srun scaling run-one`."""
     from submitit.slurm.slurm import _make_sbatch_string
-
-    from scaling.executors import run_command
 
     slurm, grid = runs[0].executor.slurm, GridLayout(grid_dir)
     grid.sbatch_dir.mkdir(parents=True, exist_ok=True)

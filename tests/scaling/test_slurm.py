@@ -8,7 +8,8 @@ from dit.train import TrainingInterrupted
 from scaling import slurm as slurm_module
 from scaling.grid import plan
 from scaling.gridfile import GridFileError, parse_grid
-from scaling.runs import claim_grid_dir, run_state
+from scaling.run_state import run_state
+from scaling.runs import claim_grid_dir
 from scaling.slurm import SlurmJob, sbatch_error, signal_lead, slurm, write_sbatch_scripts
 from study.schema import read_results
 from tests.scaling.test_runs import GRID, grid_file
@@ -107,7 +108,7 @@ def test_a_job_uses_the_cpus_slurm_gave_it(monkeypatch):
     monkeypatch.setenv("SLURM_CPUS_PER_TASK", "3")
     assert slurm_module.job_threads() == 3
     monkeypatch.delenv("SLURM_CPUS_PER_TASK")
-    monkeypatch.setattr("scaling.executors.usable_cores", lambda: 5)
+    monkeypatch.setattr(slurm_module, "usable_cores", lambda: 5)
     assert slurm_module.job_threads() == 5
 
 
@@ -159,7 +160,7 @@ def test_the_report_is_rendered_when_the_last_run_of_a_detached_grid_finishes(tm
     monkeypatch.setattr("reports.render.render_report", rendered.append)
     refresh_report_while_training(tmp_path / "out")
     assert rendered == []  # runs still to finish: at most every REPORT_INTERVAL
-    monkeypatch.setattr("scaling.runs.run_state", lambda grid_dir, run: SimpleNamespace(state="done"))
+    monkeypatch.setattr("scaling.run_state.run_state", lambda grid_dir, run: SimpleNamespace(state="done"))
     refresh_report_while_training(tmp_path / "out")
     assert rendered == [tmp_path / "out"]
 
