@@ -39,7 +39,7 @@ from study.layout import GridLayout
 
 CHECKPOINT_WRITE_BYTES_PER_S = 200e6  # a shared file system's write speed, on the low side
 CHECKPOINT_COPIES = 4  # weights, EMA, Adam's two moments, fp32
-SIGNAL_MARGIN_S = 60  # SLURM checks time limits every 30 s; one step; the processes agreeing to stop
+SIGNAL_MARGIN_S = 60  # one step, the processes agreeing to stop, and slack (SLURM may warn up to 30 s early)
 ACTIVE_STATES = {"PENDING", "RUNNING", "CONFIGURING", "COMPLETING", "REQUEUED", "REQUEUE_FED", "RESIZING",
                  "SUSPENDED", "SIGNALING", "STAGE_OUT", "STOPPED"}
 POLL_S = 2.0
