@@ -161,7 +161,7 @@ class ProcessPool:
     def start(self, run: RunSpec, bar):
         slot, log_path = self.free.pop(0), self.log_path(run)
         log_path.parent.mkdir(parents=True, exist_ok=True)
-        log = open(log_path, "a")
+        log = open(log_path, "a")  # noqa: SIM115 - outlives this call: closed when the worker is reaped
         command = run_command(self.grid_dir, run, self.gpus_per_run, report=self.report)
         proc = subprocess.Popen(command, env=dict(os.environ, **slot), stdout=log, stderr=subprocess.STDOUT,
                                 start_new_session=True)  # a terminal's Ctrl-C reaches it once, through forward()

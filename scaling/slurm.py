@@ -171,7 +171,7 @@ def submit(runs: list[RunSpec], grid_dir, cluster: str, on_results) -> dict[str,
         for resources, group in resource_groups(runs).items():
             with contextlib.redirect_stderr(io.StringIO()):  # submitit echoes sbatch's refusal; it is in the error
                 jobs = submit_group(group, resources, grid_dir, cluster, on_results)
-            submitted.update({run.key: job.job_id for run, job in zip(group, jobs)})
+            submitted.update({run.key: job.job_id for run, job in zip(group, jobs, strict=True)})
     except (Exception, KeyboardInterrupt) as exc:
         cancel(submitted.values(), cluster)
         remove_new_files(folder, before)

@@ -50,14 +50,15 @@ def run(args):
     if args.format != "table":
         from scaling.commands.output import format_rows, note
 
-        rows = [state_row(s) | ({"slurm_job": job} if jobs else {}) for s, job in zip(states, jobs or states)]
+        rows = [state_row(s) | ({"slurm_job": job} if jobs else {})
+                for s, job in zip(states, jobs or states, strict=True)]
         print(format_rows(rows, args.format))
         for line in [grid_progress(states, runs), *cost_left]:
             note(line)
         return
     job_head = f" {'slurm job':<24}" if jobs else ""
     print(f"{'run':<28} {'state':<9} {'step':>15} {'evaluated':>9} {'latest fid':>10} {'eta':>8}{job_head}")
-    for s, job in zip(states, jobs or [""] * len(states)):
+    for s, job in zip(states, jobs or [""] * len(states), strict=True):
         fid = f"{s.latest['fid']:.2f}" if s.latest and s.latest.get("fid") is not None else "-"
         left = s.seconds_left()
         eta = f"{left / 60:.1f} min" if left is not None else "-"
@@ -90,7 +91,7 @@ def job_column(grid_dir, runs, states) -> list[str]:
         jobs = grid_job_states(grid_dir, runs)
     except SlurmError as exc:
         return [f"unknown ({exc})" if s.state != "done" else "-" for s in states]
-    return [str(jobs[r.key]) if r.key in jobs and s.state != "done" else "-" for r, s in zip(runs, states)]
+    return [str(jobs[r.key]) if r.key in jobs and s.state != "done" else "-" for r, s in zip(runs, states, strict=True)]
 
 
 def state_row(s) -> dict:

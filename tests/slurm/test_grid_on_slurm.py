@@ -71,7 +71,7 @@ def test_preempted_runs_checkpoint_requeue_once_and_resume_to_the_same_numbers(t
     out = tmp_path / "grid"
     jobs = detach(write_grid(tmp_path, steps=STEPS, every=EVERY), out)
     for run in RUNS:
-        wait_until(lambda: last_step(out, run) >= 2, 120, f"{run} to train 2 steps")
+        wait_until(lambda run=run: last_step(out, run) >= 2, 120, f"{run} to train 2 steps")
     subprocess.run(["scontrol", "requeue", jobs["DiT-T/8"]], check=True, timeout=30)  # a preempting scheduler
     subprocess.run(["scancel", "--signal=USR2", jobs["DiT-T/4"]], check=True, timeout=30)  # submitit's signal
     done = run_grid(write_grid(tmp_path, steps=STEPS, every=EVERY), out)
