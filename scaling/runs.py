@@ -17,6 +17,7 @@ from pathlib import Path
 from dit.checkpoint import list_checkpoints
 from dit.io import atomic_write_text
 from scaling.grid import GridSpec, RunSpec, plan
+from scaling.posthoc import evaluate_posthoc, point_checkpoint, posthoc_done
 from scaling.results import read_eval_record, results_records, write_results
 from study.layout import GridLayout, RunLayout
 from study.schema import to_table
@@ -77,7 +78,8 @@ def run_state(grid_dir, run: RunSpec) -> RunState:
     step = checkpoints[-1][0] if checkpoints else 0
     points = run.eval_points()
     settings = sampling_settings(run)
-    done = [p for p in points if all(layout.eval_record(p, s.file_stem).exists() for s in sampling_settings(run, p))]
+    done = [p for p in points if all(layout.eval_record(p, s.file_stem).exists() for s in sampling_settings(run, p))
+            and posthoc_done(run, layout, p)]
     scored = [layout.eval_record(p, settings[0].file_stem) for p in points]
     scored = [path for path in scored if path.exists()]
     latest = read_eval_record(scored[-1]) if scored else None
@@ -158,6 +160,7 @@ def train_and_evaluate(run: RunSpec, grid_dir: Path, config, *, progress: bool, 
         validation = validate_point(run, grid_dir, point)
         evaluated = [evaluate_point(run, grid_dir, point, s, validation, progress=progress)
                      for s in sampling_settings(run, point)]
+        evaluated.append(evaluate_posthoc(run, grid_dir, point, progress=progress))
         if any(evaluated) and distributed.setup(config.device).is_main:
             refresh_results(grid_dir)
             if on_results:
@@ -165,9 +168,10 @@ def train_and_evaluate(run: RunSpec, grid_dir: Path, config, *, progress: bool, 
     train(config, directory, progress=progress)  # the steps after the last evaluation point, if any
 
 
-def validate_point(run: RunSpec, grid_dir: Path, step: int) -> dict:
-    """The validation loss of the checkpoint at `step` (dit.validate), computed once and kept in its own
-    record; {} when the data has no held-out split or the grid asks for none (and on ranks but the first)."""
+def validate_point(run: RunSpec, grid_dir: Path, step: int, sigma_rel: float | None = None) -> dict:
+    """The validation loss of the checkpoint at `step` (dit.validate; with `sigma_rel`, of the post-hoc EMA of
+    that length), computed once and kept in its own record; {} when the data has no held-out split or the grid
+    asks for none (and on ranks but the first)."""
     from dit import distributed
     from dit.validate import held_out_items, validate_checkpoint
 
@@ -175,42 +179,50 @@ def validate_point(run: RunSpec, grid_dir: Path, step: int) -> dict:
     dist = distributed.setup(run.train.device)
     if not dist.is_main or e.validation_items == 0:
         return {}
-    path = layout.validation_record(step)
+    path = layout.validation_record(step) if sigma_rel is None else layout.posthoc_validation_record(step, sigma_rel)
     if path.exists():
         return read_eval_record(path)
     items = held_out_items(d.dataset, d.resolution, e.validation_items, d.codec)
     if items is None:
         return {}
-    metrics = validate_checkpoint(layout.checkpoint(step), items, timesteps=e.validation_buckets,
+    metrics = validate_checkpoint(point_checkpoint(layout, step, sigma_rel), items, timesteps=e.validation_buckets,
                                   batch_size=e.batch_size, device=dist.device)
+    if sigma_rel is not None:  # a results row of its own: the length's validation loss without sampling
+        budget = {"budget": run.budget_at(step)} if run.budgets else {}
+        metrics = {"step": step, **budget, "ema_sigma_rel": sigma_rel, **metrics,
+                   "wall_seconds": training_seconds(layout, step)}
     atomic_write_text(path, json.dumps(metrics, indent=1) + "\n")
     return metrics
 
 
 def evaluate_point(run: RunSpec, grid_dir: Path, step: int, setting: SamplingSetting, validation: dict | None = None,
-                   *, progress: bool = True) -> bool:
-    """Sample and score the checkpoint at `step` with one setting, unless done. True if it ran.
-    The record carries the point's `validation` loss and, in an isoFLOP grid, its budget."""
+                   *, progress: bool = True, sigma_rel: float | None = None) -> bool:
+    """Sample and score the checkpoint at `step` (with `sigma_rel`: the post-hoc EMA of that length) with one
+    setting, unless done. True if it ran. The record carries the point's `validation` loss and, in an isoFLOP
+    grid, its budget."""
     from dit import distributed
     from dit.loggers import log_eval
     from dit.sample import SampleConfig, generate_samples
     from eval.evaluate import SmallSampleWarning, evaluate_samples
 
     layout = run_layout(grid_dir, run)
-    record_path = layout.eval_record(step, setting.file_stem)
+    record_path = (layout.eval_record(step, setting.file_stem) if sigma_rel is None
+                   else layout.posthoc_eval_record(step, setting.file_stem, sigma_rel))
     if record_path.exists():
         return False
     reference = reference_stats(grid_dir, run, progress=progress)
-    samples = layout.eval_samples(step, setting.file_stem)
+    samples = layout.eval_samples(step, record_path.stem)
     config = SampleConfig(num=run.eval.num_samples, steps=setting.sampling_steps, sampler=setting.sampler,
                           cfg_scale=setting.cfg_scale, batch_size=run.eval.batch_size, seed=run.train.seed)
-    generate_samples(layout.checkpoint(step), samples, config, device=run.train.device, progress=progress)
+    generate_samples(point_checkpoint(layout, step, sigma_rel), samples, config, device=run.train.device,
+                     progress=progress)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", SmallSampleWarning)  # said once for the whole grid by sample_count_note
         metrics = evaluate_samples(samples, reference, setting.features, metrics=run.eval.metrics, progress=progress)
     if distributed.setup(run.train.device).is_main:
         budget = {"budget": run.budget_at(step)} if run.budgets else {}
-        record = {"step": step, **budget, **dataclasses.asdict(setting), **metrics, **(validation or {}),
+        length = {} if sigma_rel is None else {"ema_sigma_rel": sigma_rel}
+        record = {"step": step, **budget, **length, **dataclasses.asdict(setting), **metrics, **(validation or {}),
                   "wall_seconds": training_seconds(layout, step)}
         atomic_write_text(record_path, json.dumps(record, indent=1) + "\n")
         log_eval(layout, step, setting.file_stem, metrics)  # to the run's loggers, if it has any

@@ -1,0 +1,65 @@
+"""Post-hoc EMA in a grid: at a run's last evaluation point, the EMA of each length in `eval.ema_sigma_rels`
+(reconstructed from the run's snapshots by `dit.posthoc_ema`) is scored on the validation loss, and the lengths
+in `eval.ema_sample_sigma_rels` also in every sampling setting. Each record carries `ema_sigma_rel`, a column
+of the results table and part of a row's key (empty for the classic EMA)."""
+from pathlib import Path
+
+from study.layout import RunLayout
+
+
+def point_checkpoint(layout: RunLayout, step: int, sigma_rel: float | None) -> Path:
+    """The checkpoint an evaluation reads: the run's own at `step`, or the post-hoc EMA of `sigma_rel` there."""
+    return layout.checkpoint(step) if sigma_rel is None else layout.posthoc_checkpoint(step, sigma_rel)
+
+
+def posthoc_point(run, step: int) -> bool:
+    """Whether the post-hoc lengths are evaluated at `step`: the run's last point, when the grid lists any."""
+    return bool(run.eval.ema_sigma_rels) and step == run.eval_points()[-1]
+
+
+def validated(run) -> bool:
+    """Whether the grid's data gives validation losses (a held-out split, and validation_items asked)."""
+    from dit.validate import has_held_out
+
+    return run.eval.validation_items > 0 and has_held_out(run.data.dataset, run.data.codec)
+
+
+def posthoc_done(run, layout: RunLayout, step: int) -> bool:
+    """Whether every record of the post-hoc lengths at `step` exists (True where none are due)."""
+    from scaling.runs import sampling_settings
+
+    if not posthoc_point(run, step):
+        return True
+    e = run.eval
+    records = [layout.posthoc_validation_record(step, s) for s in e.ema_sigma_rels if validated(run)]
+    records += [layout.posthoc_eval_record(step, setting.file_stem, s)
+                for s in e.ema_sample_sigma_rels for setting in sampling_settings(run, step)]
+    return all(path.exists() for path in records)
+
+
+def reconstruct_missing(run, layout: RunLayout, step: int):
+    """Rank 0 reconstructs the lengths whose checkpoints at `step` are missing; every rank waits for it."""
+    from dit import distributed
+    from dit.posthoc_ema import write_posthoc
+
+    missing = [s for s in run.eval.ema_sigma_rels if not layout.posthoc_checkpoint(step, s).exists()]
+    if missing and distributed.setup(run.train.device).is_main:
+        write_posthoc(layout.root, missing, step=step)
+    distributed.barrier()
+
+
+def evaluate_posthoc(run, grid_dir, step: int, *, progress: bool = True) -> bool:
+    """Score the post-hoc lengths at `step` if it is the run's last point and they are not done; True if any ran."""
+    from scaling.runs import evaluate_point, run_layout, sampling_settings, validate_point
+
+    layout = run_layout(grid_dir, run)
+    if posthoc_done(run, layout, step):
+        return False
+    reconstruct_missing(run, layout, step)
+    for sigma_rel in run.eval.ema_sigma_rels:
+        validation = validate_point(run, Path(grid_dir), step, sigma_rel)
+        if sigma_rel in run.eval.ema_sample_sigma_rels:
+            shared = {k: v for k, v in validation.items() if k.startswith("val_")}
+            for setting in sampling_settings(run, step):
+                evaluate_point(run, Path(grid_dir), step, setting, shared, progress=progress, sigma_rel=sigma_rel)
+    return True
