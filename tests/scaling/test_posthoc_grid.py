@@ -1,0 +1,87 @@
+"""Post-hoc EMA lengths in a grid: reconstructed and scored at the last point, one column of the row key."""
+import numpy as np
+import pytest
+import torch
+
+from scaling.executors import local
+from scaling.grid import SpecError, plan
+from scaling.gridfile import parse_grid
+from scaling.runs import claim_grid_dir, run_state
+from study.schema import KEY, read_results
+from study.selection import best_rows, classic_ema_rows
+from tests.scaling.test_runs import GRID
+
+LENGTHS = "ema_sigma_rels: [0.05, 0.1, 0.2], ema_sample_sigma_rels: [0.1], validation_items: 32, validation_buckets: 2"
+
+
+def grid_text(eval_extra: str = LENGTHS, snapshot_every: int = 2) -> str:
+    text = GRID.format(name="ema", steps=8, every=4, kind="local", slurm="", workers=1)
+    text = text.replace("ema_decay: 0.9}", f"ema_decay: 0.9, ema_snapshot_every: {snapshot_every}}}")
+    return text.replace("batch_size: 8}\n", f"batch_size: 8, {eval_extra}}}\n")  # the eval line's end
+
+
+@pytest.fixture(scope="module")
+def ema_grid(tmp_path_factory):
+    out, threads = tmp_path_factory.mktemp("grid") / "ema", torch.get_num_threads()
+    spec = parse_grid(grid_text())
+    claim_grid_dir(out, spec)
+    torch.set_num_threads(1)
+    try:
+        local(plan(spec)[:1], out, progress=False)
+    finally:
+        torch.set_num_threads(threads)
+    return out, plan(spec)[0]
+
+
+def test_each_length_gets_a_validation_row_and_the_sampled_one_every_setting(ema_grid):
+    out, run = ema_grid
+    df = read_results(out)
+    assert run_state(out, run).state == "done"
+    assert not df.duplicated(list(KEY)).any()
+    classic = classic_ema_rows(df)
+    assert sorted(classic["step"]) == [4, 8] and classic["sampler"].notna().all()
+    last = df[df["ema_sigma_rel"].notna()]
+    assert (last["step"] == 8).all()
+    validation_only = last[last["sampler"].isna()]
+    assert sorted(validation_only["ema_sigma_rel"]) == [0.05, 0.1, 0.2]
+    assert validation_only["val_loss"].notna().all() and validation_only["class_accuracy"].isna().all()
+    sampled = last[last["sampler"].notna()]
+    assert list(sampled["ema_sigma_rel"]) == [0.1] and sampled["class_accuracy"].notna().all()
+    assert float(sampled["val_loss"].iloc[0]) == float(validation_only.set_index("ema_sigma_rel").loc[0.1, "val_loss"])
+    assert len(set(validation_only["val_loss"])) == 3  # three different weights
+
+
+def test_best_rows_keep_every_row_of_the_length_with_the_lowest_validation_loss(ema_grid):
+    df = read_results(ema_grid[0])
+    lengths = df[df["ema_sigma_rel"].notna() & df["sampler"].isna()]
+    expect = float(lengths.loc[lengths["val_loss"].idxmin(), "ema_sigma_rel"])
+    best = best_rows(df, ["ema_sigma_rel"], "val_loss")
+    assert set(best["ema_sigma_rel"]) == {expect}
+    assert len(best) == (df["ema_sigma_rel"] == expect).sum()
+    worst = best_rows(df.assign(val_loss=-df["val_loss"]), ["ema_sigma_rel"], "val_loss")
+    assert set(worst["ema_sigma_rel"]) == {float(lengths.loc[lengths["val_loss"].idxmax(), "ema_sigma_rel"])}
+
+
+def test_best_rows_choose_per_model_and_step_on_the_mean_over_seeds():
+    import pandas as pd
+
+    rows = [dict(model=m, step=10, seed=s, ema_sigma_rel=sr, val_loss=v)
+            for m, table in (("A", {0.05: (1.0, 3.0), 0.1: (1.9, 1.9)}), ("B", {0.05: (1.0, 1.1), 0.1: (2.0, 0.3)}))
+            for sr, values in table.items() for s, v in enumerate(values)]
+    rows.append(dict(model="A", step=10, seed=0, ema_sigma_rel=np.nan, val_loss=0.0))  # the classic EMA
+    best = best_rows(pd.DataFrame(rows), ["ema_sigma_rel"], "val_loss")
+    assert best.groupby("model")["ema_sigma_rel"].unique().map(list).to_dict() == {"A": [0.1], "B": [0.05]}
+    with pytest.raises(ValueError, match="no column 'lr'"):
+        best_rows(pd.DataFrame(rows), ["ema_sigma_rel", "lr"], "val_loss")
+    with pytest.raises(ValueError, match="selection metric"):
+        best_rows(pd.DataFrame(rows), ["ema_sigma_rel"], "loss")
+
+
+@pytest.mark.parametrize("extra,snapshot_every,phrase", [
+    ("ema_sigma_rels: [0.05, 0.3]", 2, "outside"),
+    ("ema_sigma_rels: [0.05], ema_sample_sigma_rels: [0.1]", 2, "not in ema_sigma_rels"),
+    ("ema_sigma_rels: [0.05]", 8, "fewer than 2 EMA snapshots"),
+])
+def test_a_grid_with_unreachable_or_unreconstructable_lengths_is_refused(extra, snapshot_every, phrase):
+    with pytest.raises((SpecError, ValueError), match=phrase):
+        parse_grid(grid_text(extra, snapshot_every))
