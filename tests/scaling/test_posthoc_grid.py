@@ -85,3 +85,24 @@ def test_best_rows_choose_per_model_and_step_on_the_mean_over_seeds():
 def test_a_grid_with_unreachable_or_unreconstructable_lengths_is_refused(extra, snapshot_every, phrase):
     with pytest.raises((SpecError, ValueError), match=phrase):
         parse_grid(grid_text(extra, snapshot_every))
+
+
+def test_the_report_draws_the_metric_against_the_length_and_the_best_length_against_gflops(ema_grid):
+    from reports.content import build_report
+
+    out, _ = ema_grid
+    df = read_results(out)
+    report = build_report(out, df, metric="class_accuracy")
+    section = next(s for s in report.sections if s.title == "Post-hoc EMA")
+    names = [b.name for b in section.blocks if hasattr(b, "figure")]
+    assert names == ["val-loss-vs-ema-length", "best-ema-length-val-loss", "class-accuracy-vs-ema-length",
+                     "best-ema-length-class-accuracy"]
+    lengths = df[df["ema_sigma_rel"].notna() & df["sampler"].isna()]
+    best = float(lengths.loc[lengths["val_loss"].idxmin(), "ema_sigma_rel"])
+    line = section.blocks[0].figure.axes[0].lines[0]
+    assert list(line.get_xdata()) == [0.05, 0.1, 0.2]
+    assert list(line.get_ydata()) == list(lengths.sort_values("ema_sigma_rel")["val_loss"])
+    table = section.blocks[2].df
+    assert float(table["best_sigma_rel"].iloc[0]) == best
+    scaling_plots = [b for s in report.sections if s.title == "Scaling figures" for b in s.blocks]
+    assert scaling_plots  # the classic EMA's figures are drawn from its rows alone
