@@ -75,7 +75,7 @@ def plot_best_sigma_rel(best: pd.DataFrame, metric: Metric):
         ax.set_xlabel("forward Gflops")
         ax.set_ylabel(label)
     F._title(left, "Best EMA length against model size", f"chosen on {VAL_LOSS.label}")
-    F._title(right, f"{metric.label} at each model's best length")
+    F._title(right, f"{metric.label}: best length vs classic EMA")
     left.legend(fontsize=8, frameon=False)
     return fig
 
