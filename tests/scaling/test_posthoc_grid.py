@@ -7,6 +7,7 @@ from scaling.executors import local
 from scaling.grid import SpecError, plan
 from scaling.gridfile import parse_grid
 from scaling.runs import claim_grid_dir, run_state
+from study.layout import RunLayout
 from study.schema import KEY, read_results
 from study.selection import best_rows, classic_ema_rows
 from tests.scaling.test_runs import GRID
@@ -106,3 +107,14 @@ def test_the_report_draws_the_metric_against_the_length_and_the_best_length_agai
     assert float(table["best_sigma_rel"].iloc[0]) == best
     scaling_plots = [b for s in report.sections if s.title == "Scaling figures" for b in s.blocks]
     assert scaling_plots  # the classic EMA's figures are drawn from its rows alone
+
+
+def test_plan_counts_the_snapshots_a_run_writes_and_their_bytes(ema_grid):
+    from scaling.commands.plan import plan_rows
+
+    out, run = ema_grid
+    written = RunLayout(out / "runs" / run.dir_name).ema_snapshots()
+    assert run.snapshot_count() == len(written) == 4  # steps 2, 4, 6, 8
+    predicted = plan_rows([run])[0]["ema_snapshot_gb"] * 1e9
+    on_disk = sum(path.stat().st_size for _, path in written)
+    assert predicted <= on_disk < predicted * 1.1 + 4 * 100_000  # torch.save adds names and a zip directory
