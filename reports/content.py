@@ -18,33 +18,17 @@ from reports.document import Code, Picture, Plot, Report, Section, Table, Text, 
 from reports.ema import ema_section
 from reports.fits import fit_law, try_backtest
 from reports.paper import paper_citation, paper_table
-from reports.style import Metric, get_metric, run_style
+from reports.style import run_style
 from study.layout import GridLayout, RunLayout, dir_name, run_dir_name
+from study.metrics import Metric, get_metric
+from study.schema import measured_columns
 from study.selection import classic_ema_rows
 
 PAPER_FID_STEP = 400_000
 RUN_FILES = RunLayout(".")  # the names of a run directory's files, for captions
-RESULT_COLUMNS = (
-    "run",
-    "seed",
-    "step",
-    "budget",
-    "sampler",
-    "sampling_steps",
-    "cfg_scale",
-    "features",
-    "num_samples",
-    "gflops",
-    "train_compute_gflops",
-    "fid",
-    "sfid",
-    "inception_score",
-    "precision",
-    "recall",
-    "val_loss",
-    "val_mse",
-    "wall_seconds",
-)
+# the columns of an evaluation point the results table shows before what was measured at it
+POINT_COLUMNS = ("run", "seed", "step", "budget", "sampler", "sampling_steps", "cfg_scale", "features", "num_samples",
+                 "gflops", "train_compute_gflops")
 VAL_LOSS = get_metric("val_loss")
 
 
@@ -161,6 +145,12 @@ def _fit_headline(ctx: Context, rows: pd.DataFrame) -> str:
             f"b = {fit.b:.3f} ({fit.confidence:.0%} CI {lo:.3f} to {hi:.3f}, {counts}); it {where}.")
 
 
+def result_columns() -> tuple[str, ...]:
+    """The columns of the report's results table: the point's (POINT_COLUMNS), then every measured one of the
+    schema (each registered metric and wall_seconds)."""
+    return (*POINT_COLUMNS, *measured_columns())
+
+
 def grid_section(ctx: Context) -> Section:
     df = ctx.df
     per_run = T.in_run_order(df).groupby("run", sort=False).tail(1)
@@ -171,7 +161,7 @@ def grid_section(ctx: Context) -> Section:
             if c in df.columns
         ]
     ].rename(columns={"step": "last evaluated step"})
-    columns = [c for c in RESULT_COLUMNS if c in df.columns and df[c].notna().any()]
+    columns = [c for c in result_columns() if c in df.columns and df[c].notna().any()]
     results = T.in_run_order(df.sort_values(["cfg_scale", "sampling_steps"], kind="stable"))[columns]
     return Section("Grid and results table", "results", [
         Table(format_table(runs), "One row per run: the model, its conditioning block, parameters and forward Gflops "

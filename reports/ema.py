@@ -11,8 +11,9 @@ from dit.ema import exponential_sigma_rel
 from reports import figures as F
 from reports import table as T
 from reports.document import Plot, Section, Table, Text, format_table
-from reports.style import Metric, get_metric, run_style
+from reports.style import run_style
 from study.layout import RunLayout
+from study.metrics import Metric, get_metric
 from study.selection import best_rows, classic_ema_rows
 
 VAL_LOSS = get_metric("val_loss")

@@ -19,13 +19,12 @@ from reports.fits import isoflop
 from reports.style import (
     BLOCK_COLOURS,
     BLOCK_MARKERS,
-    METRICS,
     PATCH_LINESTYLES,
     SIZE_COLOURS,
-    get_metric,
     run_style,
 )
 from study.layout import RunLayout
+from study.metrics import METRICS, get_metric
 
 PATCH_MARKERS = {2: "o", 4: "s", 8: "^"}
 FIGSIZE = (8.0, 4.6)
