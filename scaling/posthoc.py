@@ -26,40 +26,44 @@ def validated(run) -> bool:
 
 def posthoc_done(run, layout: RunLayout, step: int) -> bool:
     """Whether every record of the post-hoc lengths at `step` exists (True where none are due)."""
-    from scaling.runs import sampling_settings
+    from scaling.evaluation import point_settings
 
     if not posthoc_point(run, step):
         return True
     e = run.eval
     records = [layout.posthoc_validation_record(step, s) for s in e.ema_sigma_rels if validated(run)]
     records += [layout.posthoc_eval_record(step, setting.file_stem, s)
-                for s in e.ema_sample_sigma_rels for setting in sampling_settings(run, step)]
+                for s in e.ema_sample_sigma_rels for setting in point_settings(run, step)]
     return all(path.exists() for path in records)
 
 
-def reconstruct_missing(run, layout: RunLayout, step: int):
+def reconstruct_missing(run, layout: RunLayout, step: int, dist):
     """Rank 0 reconstructs the lengths whose checkpoints at `step` are missing; every rank waits for it."""
     from dit import distributed
     from dit.posthoc_ema import write_posthoc
 
     missing = [s for s in run.eval.ema_sigma_rels if not layout.posthoc_checkpoint(step, s).exists()]
-    if missing and distributed.setup(run.train.device).is_main:
+    if missing and dist.is_main:
         write_posthoc(layout.root, missing, step=step)
     distributed.barrier()
 
 
-def evaluate_posthoc(run, grid_dir, step: int, *, progress: bool = True) -> bool:
-    """Score the post-hoc lengths at `step` if it is the run's last point and they are not done; True if any ran."""
-    from scaling.runs import evaluate_point, run_layout, sampling_settings, validate_point
+def evaluate_posthoc(run, grid_dir, step: int, dist, *, progress: bool = True) -> bool:
+    """Score the post-hoc lengths at `step` if it is the run's last point and they are not done; True if any ran
+    (`dist`: dit.distributed.DistInfo of this process)."""
+    from scaling.evaluation import point_settings
+    from scaling.run_state import run_layout
+    from scaling.runs import evaluate_point, validate_point
 
     layout = run_layout(grid_dir, run)
     if posthoc_done(run, layout, step):
         return False
-    reconstruct_missing(run, layout, step)
+    reconstruct_missing(run, layout, step, dist)
     for sigma_rel in run.eval.ema_sigma_rels:
-        validation = validate_point(run, Path(grid_dir), step, sigma_rel)
+        validation = validate_point(run, Path(grid_dir), step, dist, sigma_rel)
         if sigma_rel in run.eval.ema_sample_sigma_rels:
             shared = {k: v for k, v in validation.items() if k.startswith("val_")}
-            for setting in sampling_settings(run, step):
-                evaluate_point(run, Path(grid_dir), step, setting, shared, progress=progress, sigma_rel=sigma_rel)
+            for setting in point_settings(run, step):
+                evaluate_point(run, Path(grid_dir), step, setting, dist, shared, progress=progress,
+                               sigma_rel=sigma_rel)
     return True

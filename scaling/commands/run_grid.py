@@ -76,7 +76,9 @@ def run_locked(args, spec, runs, grid_dir):
 
     from scaling.commands.report import refresh_report, refresh_report_while_training
     from scaling.executors import get_executor
-    from scaling.runs import claim_grid_dir, grid_progress, refresh_results, run_state, sample_count_note
+    from scaling.progress import grid_progress
+    from scaling.run_state import run_state
+    from scaling.runs import claim_grid_dir, refresh_results, sample_count_note
     from study.layout import GridLayout
 
     grid = GridLayout(grid_dir)

@@ -213,14 +213,16 @@ def test_diverged_training_and_failed_grid_runs_end_in_one_line(capsys, tmp_path
 
 
 def grid_with_a_record(tmp_path):
+    from scaling.evaluation import headline_setting
     from scaling.grid import plan
     from scaling.gridfile import load_preset
-    from scaling.runs import claim_grid_dir, run_layout, sampling_settings
+    from scaling.run_state import run_layout
+    from scaling.runs import claim_grid_dir
 
     spec = load_preset("demo")
     claim_grid_dir(tmp_path / "grid", spec)
     run = plan(spec)[0]
-    record = run_layout(tmp_path / "grid", run).eval_record(run.eval_points()[0], sampling_settings(run)[0].file_stem)
+    record = run_layout(tmp_path / "grid", run).eval_record(run.eval_points()[0], headline_setting(run).file_stem)
     record.parent.mkdir(parents=True)
     return tmp_path / "grid", record
 

@@ -6,7 +6,8 @@ import torch
 from scaling.executors import local
 from scaling.grid import SpecError, plan
 from scaling.gridfile import parse_grid
-from scaling.runs import claim_grid_dir, run_state
+from scaling.run_state import run_state
+from scaling.runs import claim_grid_dir
 from study.layout import RunLayout
 from study.schema import KEY, read_results
 from study.selection import best_rows, classic_ema_rows
