@@ -210,13 +210,17 @@ def test_kill_at_a_random_step_and_resume_gives_the_uninterrupted_profiles_and_s
         assert_bitwise_equal(a, b)
 
 
+def torchrun_train(run_dir, *options) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "scaling.cli",
+         "train", "--run-dir", str(run_dir), *TINY, *options],
+        env=dict(os.environ, OMP_NUM_THREADS="1"), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
 def test_two_gloo_processes_keep_the_profiles_and_snapshots_of_one(tmp_path):
     options = ["--steps", "4", "--ckpt-every", "4", "--ema-snapshot-every", "2", "--no-progress", "--device", "cpu"]
     one = scaling("train", "--run-dir", str(tmp_path / "one"), *TINY, *options)
-    two = subprocess.Popen(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "scaling.cli",
-         "train", "--run-dir", str(tmp_path / "two"), *TINY, *options],
-        env=dict(os.environ, OMP_NUM_THREADS="1"), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    two = torchrun_train(tmp_path / "two", *options)
     assert two.wait(timeout=300) == 0, two.stdout.read()
     assert one.wait(timeout=300) == 0, one.stdout.read()
     a, b = (RunLayout(tmp_path / name) for name in ("one", "two"))
@@ -230,3 +234,20 @@ def test_two_gloo_processes_keep_the_profiles_and_snapshots_of_one(tmp_path):
     for x, y in zip(pa["profiles"], pb["profiles"]):
         for k in x:
             torch.testing.assert_close(y[k], x[k], rtol=1e-4, atol=1e-6)
+
+
+def test_two_gloo_processes_stopped_and_resumed_keep_the_profiles_and_snapshots_to_the_bit(tmp_path):
+    options = ["--ckpt-every", "2", "--ema-snapshot-every", "2", "--no-progress", "--device", "cpu"]
+    whole = torchrun_train(tmp_path / "whole", "--steps", "4", *options)
+    first = torchrun_train(tmp_path / "resumed", "--steps", "2", *options)
+    assert first.wait(timeout=300) == 0, first.stdout.read()
+    second = torchrun_train(tmp_path / "resumed", "--steps", "4", *options)  # resumes from step 2
+    assert second.wait(timeout=300) == 0, second.stdout.read()
+    assert whole.wait(timeout=300) == 0, whole.stdout.read()
+    a, b = (RunLayout(tmp_path / name) for name in ("whole", "resumed"))
+    assert [s for s, _ in a.ema_snapshots()] == [s for s, _ in b.ema_snapshots()] == [2, 4]
+    for (_, pa), (_, pb) in zip(a.ema_snapshots(), b.ema_snapshots()):
+        for x, y in zip(torch.load(pa, weights_only=True)["profiles"], torch.load(pb, weights_only=True)["profiles"]):
+            assert_bitwise_equal(x, y)
+    for x, y in zip(*(read_checkpoint(r.checkpoint(4))["ema_profiles"]["profiles"] for r in (a, b))):
+        assert_bitwise_equal(x, y)
