@@ -3,7 +3,9 @@
 DESCRIPTION = """\
 List the runs a grid spec (a YAML file or a shipped preset) would train: one per model x patch
 size x block, with parameters, forward Gflops of one sample (as the paper counts them) and
-training compute = Gflops x batch size x steps x 3 (the paper's definition). Nothing runs.
+training compute = Gflops x batch size x steps x 3 (the paper's definition), and the disk its
+power-function EMA snapshots take (ema_snapshot_gb: snapshots x profiles x parameters x 2 bytes in fp16,
+for `scaling ema`). Nothing runs.
 
 With --gpus, --throughput or --gpu-hour-price it adds what the grid costs: per run and in all,
 training and evaluation GPU-hours (from measured images/s of one GPU; models that were not measured
