@@ -21,7 +21,11 @@ def best_rows(frame: pd.DataFrame, axes, select_on: str = "val_loss") -> pd.Data
     highest as the metric says); ties go to the first value in sorted order. Empty when no row has every axis."""
     axes = list(axes)
     metric = METRICS.get(METRICS.check(select_on, what="selection metric"))
-    check_columns(frame, [*axes, select_on], "selecting on " + ", ".join(axes))
+    missing = [a for a in axes if a not in frame.columns]
+    if missing:
+        raise ValueError(f"the results table has no column {missing[0]!r} to select on; give columns the grid sweeps, "
+                         f"e.g. ema_sigma_rel (its eval.ema_sigma_rels)")
+    check_columns(frame, [select_on], f"selecting on {select_on}")
     by = [c for c in MODEL_AT_STEP if c in frame.columns and c not in axes]
     candidates = frame.dropna(subset=[*axes, select_on])
     if candidates.empty:
