@@ -17,6 +17,16 @@ def posthoc_point(run, step: int) -> bool:
     return bool(run.eval.ema_sigma_rels) and step == run.eval_points()[-1]
 
 
+def posthoc_settings(run, step: int) -> list:
+    """The sampling settings the post-hoc lengths add at `step`: every setting of the point once per sampled
+    length (none but at the last point); what `scaling.cost` prices beside `point_settings`."""
+    from scaling.evaluation import point_settings
+
+    if not posthoc_point(run, step):
+        return []
+    return [setting for _ in run.eval.ema_sample_sigma_rels for setting in point_settings(run, step)]
+
+
 def validated(run) -> bool:
     """Whether the grid's data gives validation losses (a held-out split, and validation_items asked)."""
     from dit.validate import has_held_out

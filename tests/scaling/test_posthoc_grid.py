@@ -119,3 +119,16 @@ def test_plan_counts_the_snapshots_a_run_writes_and_their_bytes(ema_grid):
     predicted = plan_rows([run])[0]["ema_snapshot_gb"] * 1e9
     on_disk = sum(path.stat().st_size for _, path in written)
     assert predicted <= on_disk < predicted * 1.1 + 4 * 100_000  # torch.save adds names and a zip directory
+
+
+def test_the_sampled_lengths_are_priced_as_the_last_points_settings_once_each():
+    import dataclasses
+
+    from scaling.cost import run_cost
+    from tests.scaling.test_evaluation import by_hand, cpu_rates, demo_run
+
+    run = demo_run()
+    last = by_hand(10, 1) + by_hand(10, 2) + by_hand(5, 1) + by_hand(20, 1)  # the demo's last point
+    base = run_cost(run, cpu_rates(run)).eval_gpu_hours * 3600
+    sampled = dataclasses.replace(run, eval=dataclasses.replace(run.eval, ema_sample_sigma_rels=(0.1, 0.2)))
+    assert run_cost(sampled, cpu_rates(sampled)).eval_gpu_hours * 3600 == pytest.approx(base + 2 * last)
