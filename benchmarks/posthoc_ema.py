@@ -34,7 +34,7 @@ def step_overhead(args) -> tuple[float, float]:
     for step in steps * 2:
         step()  # warm-up
     for _ in range(args.blocks):
-        for step, measured in zip(steps, times):
+        for step, measured in zip(steps, times, strict=True):
             start = time.perf_counter()
             for _ in range(args.steps):
                 step()

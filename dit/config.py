@@ -16,6 +16,7 @@ from dit.io import read_text
 from dit.latents import CODECS
 from dit.loggers import LOGGERS
 from dit.schedules import LR_SCHEDULES
+from study.blocks import DEFAULT_BLOCK
 from study.registry import Registry
 
 PRECISIONS = Registry("precision", ("fp32", "bf16"))  # of training and sampling (bf16: autocast)
@@ -45,7 +46,7 @@ INTERVALS = {  # option -> (test, the interval it tests)
 class TrainConfig:
     # model
     model: str = "DiT-XL/2"
-    block: str = "adaln-zero"
+    block: str = DEFAULT_BLOCK
     depth: int | None = None  # overrides of the named size, needed for DiT-custom/<p>
     hidden_size: int | None = None
     num_heads: int | None = None
@@ -113,6 +114,10 @@ class TrainConfig:
         }
         for name, registry in registries.items():
             registry.check(getattr(self, name), what=name)
+        self._check_ranges()
+
+    def _check_ranges(self):
+        """Refuse numbers outside what training can use, with the fix in the message."""
         for name, low in AT_LEAST.items():
             if getattr(self, name) < low:
                 raise ValueError(f"{name} must be at least {low} (got {getattr(self, name)})")

@@ -88,12 +88,13 @@ class PowerEMA:
         """Average in the weights of the step just taken: profile <- beta_t profile + (1 - beta_t) theta_t."""
         self.t += 1
         params = [p.detach() for p in model.parameters()]
-        for profile, gamma in zip(self.profiles, self.gammas):
+        for profile, gamma in zip(self.profiles, self.gammas, strict=True):
             torch._foreach_lerp_(profile, params, 1.0 - power_beta(self.t, gamma))
 
     def profile_state(self, index: int, dtype: torch.dtype = torch.float32) -> dict:
         """The state dict of profile `index` (loadable into the model), in `dtype`."""
-        return {name: p.to(dtype=dtype, device="cpu", copy=True) for name, p in zip(self.names, self.profiles[index])}
+        pairs = zip(self.names, self.profiles[index], strict=True)
+        return {name: p.to(dtype=dtype, device="cpu", copy=True) for name, p in pairs}
 
     def state_dict(self) -> dict:
         """Everything a resumed run needs to go on to the bit: t, the lengths and the float32 profiles."""
@@ -106,8 +107,8 @@ class PowerEMA:
             raise ValueError(f"the checkpoint's EMA profiles have sigma_rel {state['sigma_rels']}, not "
                              f"{list(self.sigma_rels)}; resume with the run's own ema_sigma_rels")
         self.t = int(state["t"])
-        for profile, stored in zip(self.profiles, state["profiles"]):
-            for p, name in zip(profile, self.names):
+        for profile, stored in zip(self.profiles, state["profiles"], strict=True):
+            for p, name in zip(profile, self.names, strict=True):
                 p.copy_(stored[name])
 
     def restore(self, state: dict | None, model: torch.nn.Module, step: int):
@@ -118,7 +119,7 @@ class PowerEMA:
             return
         self.t = step
         for profile in self.profiles:
-            for p, q in zip(profile, model.parameters()):
+            for p, q in zip(profile, model.parameters(), strict=True):
                 p.copy_(q.detach())
 
     def snapshot(self, dtype: torch.dtype) -> dict:

@@ -95,7 +95,7 @@ def snapshot_problem(snap, step: int, sigma_rels) -> str | None:
 
 def accumulate(out: list[dict], profile: dict, weights, path):
     """out[k] += weights[k] * profile for every target k (float32), checking the profile's names and shapes."""
-    for acc, w in zip(out, weights):
+    for acc, w in zip(out, weights, strict=True):
         if acc.keys() != profile.keys() or any(acc[k].shape != v.shape for k, v in profile.items()):
             raise ValueError(f"EMA snapshot {path} is damaged (its tensors do not match the run's model); delete it "
                              f"(the reconstruction then uses the other snapshots) or restore it")
@@ -132,7 +132,7 @@ def write_posthoc(run_dir, sigma_rels, *, step: int | None = None) -> list:
     config = run_config(run_dir)
     step, states = reconstruct(run_dir, sigma_rels, step=step)
     layout, paths = RunLayout(run_dir), []
-    for sigma_rel, state in zip(sigma_rels, states):
+    for sigma_rel, state in zip(sigma_rels, states, strict=True):
         ckpt = {"model": state, "ema": state, "config": config, "step": step,
                 "data": {"images_seen": step * config["train"]["batch_size"]},
                 "posthoc_ema": {"sigma_rel": float(sigma_rel), "gamma": gamma_of(sigma_rel)}}

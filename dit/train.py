@@ -35,12 +35,12 @@ from dit.data import POSTERIOR, build_dataset, make_loader, step_seed
 from dit.diffusion import create_diffusion
 from dit.ema import PowerEMA
 from dit.errors import UserError
-from dit.interop import initialise_from
+from dit.init_from import initialise_from
 from dit.io import atomic_write_text, remove_stale_temporaries
 from dit.lock import directory_lock
 from dit.loggers import Loggers, open_loggers
 from dit.models import DiT, create_dit
-from dit.precision import autocast_for
+from dit.precision import autocast_for, set_tf32
 from dit.progress import progress_bar
 from dit.sample import save_sample_grid
 from dit.schedules import get_lr_schedule
@@ -117,7 +117,7 @@ def update_ema(ema: DiT, model: DiT, decay: float, fused: bool = True):
     if fused:
         torch._foreach_lerp_(ema_params, params, 1.0 - decay)
     else:  # the official release's per-parameter loop, kept as the benchmark's reference path
-        for e, p in zip(ema_params, params):
+        for e, p in zip(ema_params, params, strict=True):
             e.mul_(decay).add_(p.data, alpha=1 - decay)
 
 
@@ -154,7 +154,7 @@ def trim_log(run_dir, step: int):
 
 
 def check_can_start(config: TrainConfig, run: RunLayout, dist: distributed.DistInfo):
-    """Refuse a batch the processes cannot share or a run directory of another recipe; set TF32 on GPUs."""
+    """Refuse a batch the processes cannot share or a run directory of another recipe."""
     if config.batch_size % dist.world_size:
         raise ValueError(
             f"batch size {config.batch_size} does not divide by the {dist.world_size} processes; choose a multiple of "
@@ -165,9 +165,6 @@ def check_can_start(config: TrainConfig, run: RunLayout, dist: distributed.DistI
         raise ValueError(f"micro batch size {config.micro_batch_size} does not divide the {rows} rows of each of the "
                          f"{dist.world_size} processes; choose a divisor of {rows}")
     check_same_run(run.root, config)
-    if dist.device.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = config.tf32
-        torch.backends.cudnn.allow_tf32 = config.tf32
 
 
 def start_run_dir(run: RunLayout, config: TrainConfig, parts: "TrainingParts", step: int, dist) -> dict:
@@ -296,6 +293,7 @@ def train(
     dist = distributed.setup(config.device)
     run = RunLayout(run_dir)
     check_can_start(config, run, dist)
+    set_tf32(dist.device, config.tf32)
     with run_lock(run, dist), StopRequest() as stop:
         return train_locked(config, run, dist, stop, until=until, progress=progress, restart=restart)
 

@@ -14,6 +14,7 @@ import pandas as pd
 from reports import figures as F
 from reports import rundirs
 from reports import table as T
+from reports.analysis import correlation, frontier_points, isoflop_fit, isoflop_rows
 from reports.document import Code, Picture, Plot, Report, Section, Table, Text, format_number, format_table
 from reports.ema import ema_section
 from reports.fits import fit_law, try_backtest
@@ -94,7 +95,7 @@ def summary_section(ctx: Context) -> Section:
     lines.append(Text(f"Best {m.label}: {best[m.column]:.3f} by {best['run']} at step {best['step']:,} "
                       f"({format_number(float(best['train_compute_gflops']))} Gflops of training compute)."))
     points, where = T.at_step(T.without_ablations(rows), ctx.step)
-    r = F.correlation(points["gflops"], points[m.column])
+    r = correlation(points["gflops"], points[m.column])
     lines.append(
         Text(
             f"At {where}, log10 Gflops and {m.label} correlate with Pearson r = {r:.3f} over {_models(points)}"
@@ -125,7 +126,7 @@ def _fisher_interval(r: float, n: int) -> str:
 def _fit_headline(ctx: Context, rows: pd.DataFrame) -> str:
     """The frontier fit in one sentence; a trend in words only when b's interval excludes 0."""
     m = ctx.metric
-    front = F.frontier_points(rows, m.column)
+    front = frontier_points(rows, m.column)
     what = f"Scaling-law fit {m.label} = a * C^(-b) + c on the compute-efficient frontier"
     try:
         fit = fit_law(front["train_compute_gflops"], front[m.column])
@@ -353,7 +354,7 @@ def _metric_fits(ctx: Context, m: Metric, suffix: str) -> list:
     except T.NoData as exc:
         return [Text(f"No {m.label} fits: {exc}.", note=True)]
     target = ctx.target if ctx.target is not None and m is ctx.metric else _default_target(rows, m)
-    front = F.frontier_points(rows, m.column)
+    front = frontier_points(rows, m.column)
     points, where = T.at_step(T.without_ablations(rows), ctx.step)
     points = points[points["gflops"].notna()]
     blocks = []
@@ -425,11 +426,11 @@ def _optimum_law_text(law, what: str, budgets) -> str:
 
 def _isoflop_blocks(ctx: Context, m: Metric) -> list:
     try:
-        rows = F.isoflop_rows(ctx.df, m.column)
+        rows = isoflop_rows(ctx.df, m.column)
     except T.NoData as exc:
         return [Text(f"{m.label} isoFLOP profiles: not drawn, {exc}.", note=True)]
     name = m.column.replace("_", "-")
-    result = F.isoflop_fit(rows, m.column)
+    result = isoflop_fit(rows, m.column)
     blocks = [Plot(f"isoflop-{name}", F.plot_isoflop(ctx.df, m.column),
                    f"{m.label} of every model (every seed) at each training-compute budget against its Gflops and "
                    "parameters, a parabola in log-log space per budget and its optimum with a 95% delta-method "

@@ -213,7 +213,7 @@ def fit_law(x, y, law="saturating", *, confidence: float = 0.95, min_points: int
                   x=x, y=y, log_scale=log_scale)
 
 
-def fit_power_law(x, y, *, confidence: float = 0.95) -> LawFit:
+def fit_saturating_law(x, y, *, confidence: float = 0.95) -> LawFit:
     """The saturating law a * C^(-b) + c with as few as 3 points (intervals nan at 0 dof); what the report
     shows goes through `fit_law`, which asks for parameters + 2."""
     return fit_law(x, y, "saturating", confidence=confidence, min_points=len(LAWS["saturating"].params))
@@ -249,7 +249,7 @@ def backtest(x, y, law="saturating", *, holdout: int = 1, confidence: float = 0.
     predicted = fit.predict(x[~kept])
     held_out = [dict(x=float(xi), y=float(yi), predicted=float(p), pi_low=float(lo), pi_high=float(hi),
                      inside=bool(lo <= yi <= hi))
-                for xi, yi, p, lo, hi in sorted(zip(x[~kept], y[~kept], predicted, low, high))]
+                for xi, yi, p, lo, hi in sorted(zip(x[~kept], y[~kept], predicted, low, high, strict=True))]
     return Backtest(fit=fit, held_out=held_out)
 
 

@@ -51,6 +51,6 @@ def run(args):
     sigma_rels = parse_sigma_rels(args.sigma_rel)
     start = time.perf_counter()
     paths = write_posthoc(args.run_dir, sigma_rels, step=args.step)
-    for sigma_rel, path in zip(sigma_rels, paths):
+    for sigma_rel, path in zip(sigma_rels, paths, strict=True):
         print(f"sigma_rel {sigma_rel:g}: {path}")
     print(f"{len(paths)} EMA(s) reconstructed in {time.perf_counter() - start:.1f} s")

@@ -26,11 +26,12 @@ def add_parser(subparsers):
     import argparse
 
     from scaling.commands.output import add_format_argument
+    from scaling.commands.presets import add_preset_argument
 
     p = subparsers.add_parser("plan", help="list a grid's runs with params, Gflops and training compute",
                               description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("grid", nargs="?", metavar="GRID_OR_PRESET", help="grid spec YAML file, or the name of a preset")
-    p.add_argument("--preset", metavar="NAME", help="a shipped preset: paper, blocks, demo, demo-long")
+    add_preset_argument(p)
     add_format_argument(p)
     add_cost_arguments(p)
     p.set_defaults(func=run)
@@ -69,7 +70,7 @@ def cost_options(args) -> tuple[int | None, float | None]:
 def cost_columns(cost, price: float | None) -> list[dict]:
     """Per run: its GPUs, rates and their basis, GPU-hours, its place in the schedule and its price."""
     rows = []
-    for run, (start, end) in zip(cost.runs, cost.spans):
+    for run, (start, end) in zip(cost.runs, cost.spans, strict=True):
         rows.append(dict(
             gpus=run.gpus, train_img_per_s=run.train.value, train_basis=run.train.basis,
             sample_passes_per_s=run.sample.value, sample_basis=run.sample.basis, train_gpu_hours=run.train_gpu_hours,
@@ -170,9 +171,10 @@ def run(args):
     if costed:
         rates = grid_rates(spec.executor, args.throughput, args.device)
         cost = grid_cost(runs, rates, gpus)
-        cost_rows = [{"run": row["run"], **c} for row, c in zip(rows, cost_columns(cost, price))]
+        cost_rows = [{"run": row["run"], **c} for row, c in zip(rows, cost_columns(cost, price), strict=True)]
     if args.format != "table":
-        print(format_rows([{**row, **c} for row, c in zip(rows, cost_rows)] if costed else rows, args.format))
+        merged = [{**row, **c} for row, c in zip(rows, cost_rows, strict=True)] if costed else rows
+        print(format_rows(merged, args.format))
         return
     print(describe(spec))
     print(format_rows(rows, "table", {**TABLE_FORMATTERS, **PLAN_FORMATTERS}))

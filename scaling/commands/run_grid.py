@@ -2,7 +2,7 @@
 
 
 def add_parser(subparsers):
-    from scaling.gridfile import preset_names
+    from scaling.commands.presets import add_preset_argument
     from study.layout import GridLayout
 
     grid = GridLayout("GRID_DIR")
@@ -19,7 +19,7 @@ def add_parser(subparsers):
         "Example: scaling run-grid --preset demo --out runs/demo",
     )
     p.add_argument("grid", nargs="?", help="grid spec YAML file (or use --preset)")
-    p.add_argument("--preset", help=f"a shipped preset: {', '.join(preset_names())}")
+    add_preset_argument(p)
     p.add_argument("--out", required=True, help=f"grid directory ({grid.runs_dir.name}/, {grid.results_parquet.name}, "
                    f"{grid.report_dir.name}/)")
     p.add_argument("--executor", help="override the grid's executor: local or slurm")

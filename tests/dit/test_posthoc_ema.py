@@ -204,9 +204,9 @@ def test_kill_at_a_random_step_and_resume_gives_the_uninterrupted_profiles_and_s
     assert sorted(got_snaps) == sorted(expect_snaps) == [*range(4, 41, 4)]
     for step, snap in expect_snaps.items():
         assert got_snaps[step]["step"] == step
-        for a, b in zip(snap["profiles"], got_snaps[step]["profiles"]):
+        for a, b in zip(snap["profiles"], got_snaps[step]["profiles"], strict=True):
             assert_bitwise_equal(a, b)
-    for a, b in zip(expect_profiles, got_profiles):
+    for a, b in zip(expect_profiles, got_profiles, strict=True):
         assert_bitwise_equal(a, b)
 
 
@@ -225,13 +225,13 @@ def test_two_gloo_processes_keep_the_profiles_and_snapshots_of_one(tmp_path):
     assert one.wait(timeout=300) == 0, one.stdout.read()
     a, b = (RunLayout(tmp_path / name) for name in ("one", "two"))
     assert [s for s, _ in a.ema_snapshots()] == [s for s, _ in b.ema_snapshots()] == [2, 4]
-    for (_, pa), (_, pb) in zip(a.ema_snapshots(), b.ema_snapshots()):
-        for x, y in zip(torch.load(pa, weights_only=True)["profiles"], torch.load(pb, weights_only=True)["profiles"]):
+    for (_, pa), (_, pb) in zip(a.ema_snapshots(), b.ema_snapshots(), strict=True):
+        for x, y in zip(*(torch.load(p, weights_only=True)["profiles"] for p in (pa, pb)), strict=True):
             for k in x:
                 torch.testing.assert_close(y[k].float(), x[k].float(), rtol=1e-3, atol=1e-4)
     pa, pb = (read_checkpoint(r.checkpoint(4))["ema_profiles"] for r in (a, b))
     assert pa["t"] == pb["t"] == 4
-    for x, y in zip(pa["profiles"], pb["profiles"]):
+    for x, y in zip(pa["profiles"], pb["profiles"], strict=True):
         for k in x:
             torch.testing.assert_close(y[k], x[k], rtol=1e-4, atol=1e-6)
 
@@ -246,8 +246,8 @@ def test_two_gloo_processes_stopped_and_resumed_keep_the_profiles_and_snapshots_
     assert whole.wait(timeout=300) == 0, whole.stdout.read()
     a, b = (RunLayout(tmp_path / name) for name in ("whole", "resumed"))
     assert [s for s, _ in a.ema_snapshots()] == [s for s, _ in b.ema_snapshots()] == [2, 4]
-    for (_, pa), (_, pb) in zip(a.ema_snapshots(), b.ema_snapshots()):
-        for x, y in zip(torch.load(pa, weights_only=True)["profiles"], torch.load(pb, weights_only=True)["profiles"]):
+    for (_, pa), (_, pb) in zip(a.ema_snapshots(), b.ema_snapshots(), strict=True):
+        for x, y in zip(*(torch.load(p, weights_only=True)["profiles"] for p in (pa, pb)), strict=True):
             assert_bitwise_equal(x, y)
-    for x, y in zip(*(read_checkpoint(r.checkpoint(4))["ema_profiles"]["profiles"] for r in (a, b))):
+    for x, y in zip(*(read_checkpoint(r.checkpoint(4))["ema_profiles"]["profiles"] for r in (a, b)), strict=True):
         assert_bitwise_equal(x, y)
