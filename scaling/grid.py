@@ -32,7 +32,7 @@ from itertools import pairwise
 from dit.blocks import BLOCKS
 from dit.config import DEFAULT_VAE, TrainConfig
 from dit.diffusion import NUM_TRAIN_TIMESTEPS
-from dit.ema import check_sigma_rel
+from dit.ema import DEFAULT_SIGMA_RELS, check_sigma_rel
 from dit.latents import CODECS, SD_VAE_CONFIG
 from dit.models import CUSTOM_SIZE, MODEL_SIZES, PAPER_PATCH_SIZES, DiTConfig, dit_config, parse_model_name
 from dit.posthoc_ema import MIN_SNAPSHOTS
@@ -198,7 +198,11 @@ class TrainRecipe:
     warmup_steps: int = 0
     weight_decay: float = 0.0
     max_grad_norm: float | None = None  # the paper does not clip
-    ema_decay: float = 0.9999
+    ema_decay: float = 0.9999  # the classic EMA: the model sampled and evaluated
+    # power-function EMA profiles tracked beside it (EDM2), snapshotted for `scaling ema`; () for none
+    ema_sigma_rels: tuple[float, ...] = DEFAULT_SIGMA_RELS
+    ema_snapshot_every: int = 10_000  # steps between snapshots of the profiles (and one at the last step)
+    ema_snapshot_precision: str = "fp16"  # of the snapshots (the profiles themselves stay float32)
     seed: int = 0
     # bookkeeping
     log_every: int = 100

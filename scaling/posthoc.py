@@ -1,7 +1,8 @@
-"""Post-hoc EMA in a grid: at a run's last evaluation point, the EMA of each length in `eval.ema_sigma_rels`
-(reconstructed from the run's snapshots by `dit.posthoc_ema`) is scored on the validation loss, and the lengths
-in `eval.ema_sample_sigma_rels` also in every sampling setting. Each record carries `ema_sigma_rel`, a column
-of the results table and part of a row's key (empty for the classic EMA)."""
+"""Post-hoc EMA in a grid, what is due and where: at a run's last evaluation point the EMA of each length in
+`eval.ema_sigma_rels` (reconstructed from the run's snapshots by `dit.posthoc_ema`) is scored on the validation
+loss, and the lengths in `eval.ema_sample_sigma_rels` also in every sampling setting (`scaling.runs` does it,
+`scaling.run_state` counts it done, `scaling.cost` prices it). Each record carries `ema_sigma_rel`, a column of
+the results table and part of a row's key (empty for the classic EMA)."""
 from pathlib import Path
 
 from study.layout import RunLayout
@@ -45,35 +46,3 @@ def posthoc_done(run, layout: RunLayout, step: int) -> bool:
     records += [layout.posthoc_eval_record(step, setting.file_stem, s)
                 for s in e.ema_sample_sigma_rels for setting in point_settings(run, step)]
     return all(path.exists() for path in records)
-
-
-def reconstruct_missing(run, layout: RunLayout, step: int, dist):
-    """Rank 0 reconstructs the lengths whose checkpoints at `step` are missing; every rank waits for it."""
-    from dit import distributed
-    from dit.posthoc_ema import write_posthoc
-
-    missing = [s for s in run.eval.ema_sigma_rels if not layout.posthoc_checkpoint(step, s).exists()]
-    if missing and dist.is_main:
-        write_posthoc(layout.root, missing, step=step)
-    distributed.barrier()
-
-
-def evaluate_posthoc(run, grid_dir, step: int, dist, *, progress: bool = True) -> bool:
-    """Score the post-hoc lengths at `step` if it is the run's last point and they are not done; True if any ran
-    (`dist`: dit.distributed.DistInfo of this process)."""
-    from scaling.evaluation import point_settings
-    from scaling.run_state import run_layout
-    from scaling.runs import evaluate_point, validate_point
-
-    layout = run_layout(grid_dir, run)
-    if posthoc_done(run, layout, step):
-        return False
-    reconstruct_missing(run, layout, step, dist)
-    for sigma_rel in run.eval.ema_sigma_rels:
-        validation = validate_point(run, Path(grid_dir), step, dist, sigma_rel)
-        if sigma_rel in run.eval.ema_sample_sigma_rels:
-            shared = {k: v for k, v in validation.items() if k.startswith("val_")}
-            for setting in point_settings(run, step):
-                evaluate_point(run, Path(grid_dir), step, setting, dist, shared, progress=progress,
-                               sigma_rel=sigma_rel)
-    return True

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 from dit.io import atomic_write_text
 from scaling.evaluation import EvalSetting, point_settings
 from scaling.grid import GridSpec, RunSpec, plan
-from scaling.posthoc import evaluate_posthoc, point_checkpoint
+from scaling.posthoc import point_checkpoint, posthoc_done
 from scaling.results import read_eval_record, results_records, write_results
 from scaling.run_state import run_layout, training_seconds
 from study.layout import GridLayout, RunLayout
@@ -80,6 +80,34 @@ def train_and_evaluate(run: RunSpec, grid_dir: Path, config, dist: "DistInfo", *
             if on_results:
                 on_results(grid_dir)
     train(config, directory, progress=progress)  # the steps after the last evaluation point, if any
+
+
+def reconstruct_missing(run: RunSpec, layout: RunLayout, step: int, dist: "DistInfo"):
+    """Rank 0 reconstructs the lengths whose checkpoints at `step` are missing; every rank waits for it."""
+    from dit import distributed
+    from dit.posthoc_ema import write_posthoc
+
+    missing = [s for s in run.eval.ema_sigma_rels if not layout.posthoc_checkpoint(step, s).exists()]
+    if missing and dist.is_main:
+        write_posthoc(layout.root, missing, step=step)
+    distributed.barrier()
+
+
+def evaluate_posthoc(run: RunSpec, grid_dir: Path, step: int, dist: "DistInfo", *, progress: bool = True) -> bool:
+    """Score the post-hoc EMA lengths (scaling.posthoc) at `step` if it is the run's last point and they are not
+    done: reconstruct them, validate each, sample and score the asked ones. True if any ran."""
+    layout = run_layout(grid_dir, run)
+    if posthoc_done(run, layout, step):
+        return False
+    reconstruct_missing(run, layout, step, dist)
+    for sigma_rel in run.eval.ema_sigma_rels:
+        validation = validate_point(run, Path(grid_dir), step, dist, sigma_rel)
+        if sigma_rel in run.eval.ema_sample_sigma_rels:
+            shared = {k: v for k, v in validation.items() if k.startswith("val_")}
+            for setting in point_settings(run, step):
+                evaluate_point(run, Path(grid_dir), step, setting, dist, shared, progress=progress,
+                               sigma_rel=sigma_rel)
+    return True
 
 
 def validate_point(run: RunSpec, grid_dir: Path, step: int, dist: "DistInfo", sigma_rel: float | None = None) -> dict:
