@@ -179,6 +179,12 @@ def snapshots_and_profiles(run_dir) -> tuple[dict, list]:
     return snaps, read_checkpoint(layout.checkpoint(40))["ema_profiles"]["profiles"]
 
 
+def latest_checkpoint_step(run_dir) -> int:
+    """The step of the newest checkpoint (older ones are pruned: keep_last), 0 before the first."""
+    found = list_checkpoints(run_dir)
+    return found[-1][0] if found else 0
+
+
 def assert_bitwise_equal(a: dict, b: dict):
     assert a.keys() == b.keys()
     for k in a:
@@ -189,8 +195,8 @@ def test_kill_at_a_random_step_and_resume_gives_the_uninterrupted_profiles_and_s
     whole = scaling("train", "--run-dir", str(tmp_path / "whole"), *TINY, *EMA_OPTIONS)
     killed_dir = tmp_path / "killed"
     killed = scaling("train", "--run-dir", str(killed_dir), *TINY, *EMA_OPTIONS)
-    wanted, deadline = np.random.default_rng().integers(1, 6), time.time() + 120
-    while len(list_checkpoints(killed_dir)) < wanted and time.time() < deadline and killed.poll() is None:
+    wanted, deadline = 5 * np.random.default_rng().integers(1, 6), time.time() + 120  # a checkpoint's step
+    while latest_checkpoint_step(killed_dir) < wanted and time.time() < deadline and killed.poll() is None:
         time.sleep(0.005)
     killed.send_signal(signal.SIGKILL)
     killed.wait()
