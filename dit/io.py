@@ -3,6 +3,7 @@ import contextlib
 import os
 import tempfile
 import warnings
+import zipfile
 from pathlib import Path
 
 TEMP_SUFFIX = ".tmp"  # atomic_path's temporary files are `.<name>.<random>.tmp` beside their target
@@ -114,7 +115,12 @@ def load_tensors(path, *, what: str, expected: str):
     try:
         with warnings.catch_warnings():  # "Detected pickle protocol 4": the refusal below says what matters
             warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
-            return torch.load(path, map_location="cpu", weights_only=True)
+            loaded = torch.load(path, map_location="cpu", weights_only=True)
+        damaged = damaged_record(path)
+        if damaged is None:
+            return loaded
+        reason = (f"its record {damaged} fails the checksum stored with it (the file was damaged after it was "
+                  f"written)")
     except OSError:  # unreadable: the CLI names the path and the fix
         raise
     except pickle.UnpicklingError as exc:
@@ -122,6 +128,16 @@ def load_tensors(path, *, what: str, expected: str):
     except Exception as exc:  # truncated, a text file renamed .pt (KeyError, IndexError, ...), a zip of other files
         reason = f"not a whole torch file ({type(exc).__name__}: {str(exc)[:80]})"
     raise ValueError(f"cannot read {what} {path}: {reason}; give {expected}")
+
+
+def damaged_record(path) -> str | None:
+    """The first record of a torch (zip) file whose data does not match its CRC-32, which torch.load never checks;
+    None when all match or the file is not a zip (torch's legacy format has no checksum)."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return archive.testzip()
+    except zipfile.BadZipFile:
+        return None
 
 
 def _unpickling_reason(message: str) -> str:
