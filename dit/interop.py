@@ -20,6 +20,7 @@ import dataclasses
 import json
 import os
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 
@@ -28,7 +29,7 @@ import torch
 from dit.config import DEFAULT_VAE
 from dit.diffusion import LINEAR_BETA_END, LINEAR_BETA_START, NUM_TRAIN_TIMESTEPS
 from dit.embeddings import sincos_2d
-from dit.io import atomic_path, load_tensors
+from dit.io import atomic_path, load_tensors, read_json, replaces
 from dit.models import MODEL_SIZES, DiT, DiTConfig
 
 METADATA_KEY = "dit_scaling"  # safetensors metadata entry, and the JSON file beside a diffusers config.json
@@ -85,8 +86,15 @@ def diffusers_config(config: DiTConfig) -> dict:
     )
 
 
+DIFFUSERS_KEYS = ("num_attention_heads", "attention_head_dim", "in_channels", "num_layers", "patch_size",
+                  "sample_size", "num_embeds_ada_norm")  # what config_from_diffusers reads
+
+
 def config_from_diffusers(cfg: dict, where) -> DiTConfig:
     """Our DiTConfig of a diffusers transformer config.json; ValueError naming the model type otherwise."""
+    if not isinstance(cfg, dict):
+        raise ValueError(f"{where}: its config.json holds a {type(cfg).__name__}, not a model config; give a DiT "
+                         f"folder such as facebook/DiT-XL-2-256's")
     kind = cfg.get("_class_name")
     if kind not in DIFFUSERS_CLASSES or cfg.get("norm_type", "ada_norm_zero") != "ada_norm_zero":
         raise ValueError(
@@ -96,6 +104,10 @@ def config_from_diffusers(cfg: dict, where) -> DiTConfig:
     variant = {k: cfg.get(k, v) for k, v in DIT_FIXED.items()}
     if variant != DIT_FIXED:
         raise ValueError(f"{where}: a DiT variant with {variant} has no counterpart here (DiT: {DIT_FIXED})")
+    missing = [k for k in DIFFUSERS_KEYS if not isinstance(cfg.get(k), int)]
+    if missing:
+        raise ValueError(f"{where}: its config.json lacks {', '.join(missing)} (whole numbers); give a folder that "
+                         f"save_pretrained wrote whole")
     heads, in_channels = cfg["num_attention_heads"], cfg["in_channels"]
     hidden, depth = heads * cfg["attention_head_dim"], cfg["num_layers"]
     out_channels = cfg.get("out_channels") or in_channels
@@ -190,7 +202,12 @@ def read_foreign(path, model_name: str | None = None) -> dict:
             raise ValueError(f"{path} has no {METADATA_KEY!r} metadata (it was not written by `scaling export`); "
                              f"give --model (e.g. --model DiT-XL/2) to read it as an official DiT state dict")
         return state
-    return {"model": state, "ema": state, "config": json.loads(meta)}
+    try:
+        config = json.loads(meta)
+    except json.JSONDecodeError:
+        raise ValueError(f"{path}: its {METADATA_KEY!r} metadata is damaged (not JSON); export the checkpoint "
+                         f"again") from None
+    return {"model": state, "ema": state, "config": config}
 
 
 def _transformer_folder(path: Path) -> tuple[Path, Path | None]:
@@ -228,8 +245,10 @@ def read_diffusers(path: Path) -> dict:
     decodes through its own vae/ folder.
     """
     folder, root = _transformer_folder(path)
-    config = config_from_diffusers(json.loads((folder / "config.json").read_text()), path)
-    stored = json.loads((folder / RUN_CONFIG_NAME).read_text()) if (folder / RUN_CONFIG_NAME).is_file() else None
+    fix = "give a folder that `scaling export` or save_pretrained wrote whole"
+    config = config_from_diffusers(read_json(folder / "config.json", what="diffusers config", fix=fix), path)
+    stored = read_json(folder / RUN_CONFIG_NAME, what="run config", fix=fix) if (folder / RUN_CONFIG_NAME).is_file() \
+        else None
     if stored is None:
         labels = json.loads((root / "model_index.json").read_text()).get("id2label") or {} if root else {}
         stored = official_run_config(config, class_names=[labels[k] for k in sorted(labels, key=int)])
@@ -273,11 +292,40 @@ def exported_weights(ckpt_path, model_name: str | None = None) -> tuple[DiT, dic
     return model, (ckpt["config"] if is_project_checkpoint(ckpt) else official_run_config(model.config))
 
 
-def export_safetensors(ckpt_path, out, *, model_name: str | None = None) -> Path:
-    """The EMA weights (official layout) with our run config as metadata, in one safetensors file."""
+def is_exported_file(path: Path) -> bool:
+    """Whether `path` is a safetensors file that `scaling export` wrote (it carries our metadata)."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return METADATA_KEY in (f.metadata() or {})
+    except (SafetensorError, OSError):
+        return False
+
+
+def is_exported_folder(path: Path) -> bool:
+    """Whether `path` is a folder that `scaling export --format diffusers` wrote (our run config in it)."""
+    return (path / RUN_CONFIG_NAME).is_file() or (path / "transformer" / RUN_CONFIG_NAME).is_file()
+
+
+def note_replacing(out: Path, ours: bool):
+    if ours:
+        print(f"replacing the earlier export at {out}", file=sys.stderr, flush=True)
+
+
+def export_safetensors(ckpt_path, out, *, model_name: str | None = None, force: bool = False) -> Path:
+    """The EMA weights (official layout) with our run config as metadata, in one safetensors file; an existing
+    `out` is replaced when an earlier export wrote it (or with `force`), else refused."""
     from safetensors.torch import save_file
 
+    out = Path(out)
+    ours = out.is_file() and is_exported_file(out)
+    if out.is_dir():
+        raise ValueError(f"--out {out} is a folder; give the path of a .safetensors file")
+    replacing = replaces(out, ours=ours, force=force)
     model, run_config = exported_weights(ckpt_path, model_name)
+    if replacing:
+        note_replacing(out, ours)
     state = {k: v.contiguous() for k, v in model.state_dict().items()}
     with atomic_path(out) as tmp:
         save_file(state, str(tmp), metadata={METADATA_KEY: json.dumps(run_config)})
@@ -306,11 +354,18 @@ def diffusers_scheduler(train: dict):
                          beta_end=scale * LINEAR_BETA_END, clip_sample=False)
 
 
-def export_diffusers(ckpt_path, out, *, vae: str | None = None, model_name: str | None = None) -> Path:
+def export_diffusers(ckpt_path, out, *, vae: str | None = None, model_name: str | None = None,
+                     force: bool = False) -> Path:
     """The EMA weights as a DiTTransformer2DModel folder, or with `vae` a DiTPipeline folder (transformer/,
     vae/, scheduler/, model_index.json). Our run config goes beside the transformer's config.json as
-    dit_scaling.json, and a README.md states what diffusers computes differently."""
+    dit_scaling.json, and a README.md states what diffusers computes differently. An existing `out` is replaced
+    when an earlier export wrote it (or with `force`), else refused."""
+    out = Path(out)
+    ours = out.is_dir() and is_exported_folder(out)
+    replacing = replaces(out, ours=ours, force=force)
     model, run_config = exported_weights(ckpt_path, model_name)
+    if replacing:
+        note_replacing(out, ours)
     transformer = diffusers_transformer(model)
     with atomic_dir(out) as tmp:
         if vae is None:

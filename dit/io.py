@@ -61,6 +61,19 @@ def fsync_dir(directory: Path):
             os.close(fd)
 
 
+def replaces(path, *, ours: bool, force: bool) -> bool:
+    """Whether a writer's output `path` exists (and will be replaced). What the writer did not write itself
+    (`ours`) is refused in one ValueError line unless `force`: a writer never silently replaces a user's file."""
+    path = Path(path)
+    if not path.exists():
+        return False
+    if not (ours or force):
+        kind = "folder" if path.is_dir() else "file"
+        raise ValueError(f"--out {path} is an existing {kind} that this command did not write; give a fresh path, "
+                         f"or --force to replace it")
+    return True
+
+
 def atomic_write_text(path, text: str):
     with atomic_path(path) as tmp:
         tmp.write_text(text)

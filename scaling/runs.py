@@ -268,8 +268,12 @@ def read_grid(grid_dir) -> GridSpec:
     from scaling.gridfile import load_grid
 
     path = GridLayout(grid_dir).spec
-    if not path.exists():
-        raise ValueError(f"{grid_dir} holds no {path.name}; give the directory a `scaling run-grid` wrote")
+    if not Path(grid_dir).is_dir():
+        problem = "is a file" if Path(grid_dir).exists() else "does not exist"
+        raise ValueError(f"{grid_dir} {problem}, not a grid directory; give the --out folder of `scaling run-grid`")
+    if not path.is_file():
+        raise ValueError(f"{grid_dir} holds no {path.name}, so it is not a grid directory; give the --out folder of "
+                         f"`scaling run-grid`")
     return load_grid(path)
 
 
@@ -286,6 +290,9 @@ def claim_grid_dir(grid_dir, spec: GridSpec):
             )
     elif grid.runs_dir.exists() and any(grid.runs_dir.iterdir()):
         raise ValueError(f"{grid_dir} holds runs but no {grid.spec.name}; choose another --out")
+    elif Path(grid_dir).is_dir() and any(Path(grid_dir).iterdir()):
+        raise ValueError(f"{grid_dir} is a folder with files of its own and no {grid.spec.name}; give a new or empty "
+                         f"folder as --out")
     atomic_write_text(grid.spec, dump_grid(spec))
 
 

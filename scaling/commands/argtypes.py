@@ -44,7 +44,7 @@ def bounded_int(low: int, high: int | None = None):
             raise argparse.ArgumentTypeError(f"{text!r} is not a whole number; give one such as {low}") from None
         if value < low or (high is not None and value > high):
             interval = f"at least {low}" if high is None else f"from {low} to {high}"
-            raise argparse.ArgumentTypeError(f"{value} is out of range; give a whole number {interval}")
+            raise argparse.ArgumentTypeError(f"must be {interval} (got {value})")
         return value
 
     parse.__name__ = "int"

@@ -3,6 +3,7 @@ import contextlib
 
 from eval.features import EXTRACTORS, PRECISIONS
 from eval.metric_groups import DEFAULT_METRICS, METRIC_GROUPS
+from scaling.commands.argtypes import positive_int
 from scaling.commands.output import add_format_argument
 from study.metrics import METRICS
 
@@ -63,7 +64,7 @@ def add_feature_options(p):
                    help="InceptionV3 weights file (torch-fidelity's weights-inception-2015-12-05-6726825d.pth); "
                    "default: $DIT_INCEPTION_WEIGHTS, else the torch hub cache, downloading it when online")
     p.add_argument("--device", help="cpu or cuda (default: cuda when available)")
-    p.add_argument("--batch-size", type=int, help="images per feature batch (default: 250 on GPU, 50 on CPU)")
+    p.add_argument("--batch-size", type=positive_int, help="images per feature batch (default: 250 on GPU, 50 on CPU)")
     p.add_argument(
         "--precision",
         choices=PRECISIONS.names(),

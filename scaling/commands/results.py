@@ -23,10 +23,11 @@ TABLE_COLUMNS = ["run", "params", "gflops", "step", "train_compute_gflops", "sam
 def run(args):
     import pandas as pd
 
-    from scaling.runs import refresh_results
+    from scaling.runs import read_grid, refresh_results
     from study.metrics import METRICS
     from study.schema import read_results
 
+    read_grid(args.grid_dir)  # a file or a folder that is no grid is named as such, not as a missing table
     if args.refresh:
         refresh_results(args.grid_dir)
     df = read_results(args.grid_dir)

@@ -89,7 +89,7 @@ def test_feature_batch_size_zero_is_refused(capsys, tmp_path, command):
     paths = ["--samples", tmp_path / "s.npz", "--ref", tmp_path / "r.npz"] if command == "eval" else \
         ["--data", "mnist32", "--out", tmp_path / "r.npz"]
     line = one_error_line(capsys, [command, *paths, "--features", "mnist", "--batch-size", "0", "--no-progress"])
-    assert "batch size must be at least 1 (got 0)" in line
+    assert "--batch-size: must be at least 1 (got 0)" in line
 
 
 def test_sampling_options_are_range_checked(capsys, tiny_run, tmp_path):
