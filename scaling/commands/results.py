@@ -27,11 +27,11 @@ def run(args):
     from study.metrics import METRICS
     from study.schema import read_results
 
-    read_grid(args.grid_dir)  # a file or a folder that is no grid is named as such, not as a missing table
+    spec = read_grid(args.grid_dir)  # a file or a folder that is no grid is named as such, not as a missing table
     if args.refresh:
         refresh_results(args.grid_dir)
-    df = read_results(args.grid_dir)
-    columns = TABLE_COLUMNS
+    df = mark_failed_runs(read_results(args.grid_dir), args.grid_dir, spec)
+    columns = TABLE_COLUMNS + ["failed"]
     if args.aggregate == "seeds":
         df = aggregate_seeds(df)
         columns = ["run", "step", "sampling_steps", "cfg_scale", "n_seeds"] + [
@@ -46,6 +46,20 @@ def run(args):
             "display.width", 200, "display.max_columns", 20, "display.float_format", "{:.4g}".format
         ):
             print(df[columns].to_string(index=False) if len(df) else "(no evaluation points yet)")
+
+
+def mark_failed_runs(df, grid_dir, spec):
+    """The table with a `failed` column: True on the rows of runs that stopped with an error (their last rows are
+    from before it), and a note naming them."""
+    from scaling.commands.output import note
+    from scaling.grid import plan
+    from scaling.runs import run_state
+
+    states = [run_state(grid_dir, r) for r in plan(spec)]
+    failed = [s.name for s in states if s.state in ("failed", "damaged")]
+    if failed:
+        note(f"failed runs (marked in the column failed): {', '.join(failed)}; `scaling status` says why")
+    return df.assign(failed=df["run"].isin(failed)) if "run" in df.columns else df
 
 
 def aggregate_seeds(df):

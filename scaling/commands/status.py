@@ -57,7 +57,9 @@ def run(args):
         print(f"{s.name:<28} {s.state:<9} {s.step:>7}/{s.steps:<7} {s.evaluated:>4}/{s.points:<4} {fid:>10} {eta:>8}")
     first = sampling_settings(runs[0])[0]
     for s in states:
-        if s.failure:
+        if s.state == "damaged":
+            print(f"{s.name} is damaged: {s.failure['cause']}")
+        elif s.failure:
             print(
                 f"{s.name} failed at step {s.failure.get('step')}: {s.failure.get('cause')}; fix it, then re-run the "
                 "grid"
