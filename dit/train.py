@@ -280,12 +280,14 @@ def gradient_sync(net, *, last: bool):
 
 # ---- the loop ----------------------------------------------------------------------------------
 def train(
-    config: TrainConfig, run_dir, *, until: int | None = None, progress: bool = True, restart: bool = False
+    config: TrainConfig, run_dir, *, until: int | None = None, progress: bool = True, restart: bool = False,
+    lock_held: bool = False,
 ) -> dict:
     """Train (or resume) the run in run_dir to config.steps, or stop early at step `until` with a
     checkpoint there (the schedule still spans config.steps). Returns the last log record.
 
-    Holds the run directory's lock throughout. `restart` trains from step 0 when checkpoints exist
+    Holds the run directory's lock throughout (`lock_held`: the caller holds it already, as a grid does for a
+    run's whole life, training and evaluation). `restart` trains from step 0 when checkpoints exist
     but none reads back (otherwise that is refused)."""
     dist = distributed.setup(config.device)
     run = RunLayout(run_dir)
@@ -294,7 +296,7 @@ def train(
     parts = build_training(config, dist.device)  # the data, the model and --init are read before anything is written
     if config.init and (restart or not list_checkpoints(run.root)):  # a resumed run's checkpoint replaces these
         initialise_from(parts.model, parts.ema, config.init, config.model)
-    with run_lock(run, dist), StopRequest() as stop:
+    with contextlib.nullcontext() if lock_held else run_lock(run, dist), StopRequest() as stop:
         return train_locked(config, parts, run, dist, stop, until=until, progress=progress, restart=restart)
 
 

@@ -126,11 +126,13 @@ def execute_run(run: RunSpec, grid_dir, *, progress: bool = True, on_results=Non
     `on_results(grid_dir)` (on the main process; e.g. to render the report). A diverged run leaves
     failed.json (step, cause) in its directory, which `scaling status` shows."""
     from dit import distributed
+    from dit.train import run_lock
 
     grid_dir = Path(grid_dir)
     layout = run_layout(grid_dir, run)
     config = run_train_config(run)
-    with recording_divergence(layout, is_main=distributed.setup(config.device).is_main):
+    dist = distributed.setup(config.device)
+    with run_lock(layout, dist), recording_divergence(layout, is_main=dist.is_main):  # no `scaling train` meanwhile
         train_and_evaluate(run, grid_dir, config, progress=progress, on_results=on_results)
 
 
@@ -157,7 +159,7 @@ def train_and_evaluate(run: RunSpec, grid_dir: Path, config, *, progress: bool, 
 
     directory = run_layout(grid_dir, run).root
     for point in run.eval_points():
-        train(config, directory, until=point, progress=progress)
+        train(config, directory, until=point, progress=progress, lock_held=True)
         validation = validate_point(run, grid_dir, point)
         evaluated = [evaluate_point(run, grid_dir, point, s, validation, progress=progress)
                      for s in sampling_settings(run, point)]
@@ -165,7 +167,7 @@ def train_and_evaluate(run: RunSpec, grid_dir: Path, config, *, progress: bool, 
             refresh_results(grid_dir)
             if on_results:
                 on_results(grid_dir)
-    train(config, directory, progress=progress)  # the steps after the last evaluation point, if any
+    train(config, directory, progress=progress, lock_held=True)  # the steps after the last evaluation point, if any
 
 
 def validate_point(run: RunSpec, grid_dir: Path, step: int) -> dict:
