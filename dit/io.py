@@ -1,6 +1,8 @@
 """Atomic file writes: a kill at any moment leaves either the previous file or the new one, whole."""
 import contextlib
+import errno
 import os
+import shutil
 import tempfile
 import warnings
 import zipfile
@@ -85,10 +87,30 @@ def atomic_write_bytes(path, data: bytes):
 
 
 def atomic_torch_save(obj, path):
+    """torch.save, atomically; a disk too full for it ends in OSError(ENOSPC) naming the folder, the space the
+    file needs and the space left (torch may report it as "unexpected pos" from its zip writer)."""
     import torch
 
-    with atomic_path(path) as tmp, open(tmp, "wb") as f:
-        torch.save(obj, f)  # through a Python file: a full disk raises OSError(ENOSPC), not torch's RuntimeError
+    try:
+        with atomic_path(path) as tmp, open(tmp, "wb") as f:
+            torch.save(obj, f)
+    except (OSError, RuntimeError) as exc:
+        folder, need = Path(path).parent, tensor_bytes(obj)
+        free = shutil.disk_usage(folder).free if folder.is_dir() else None
+        if getattr(exc, "errno", None) != errno.ENOSPC and (free is None or free >= need):
+            raise
+        left = f", {free / 2**20:,.1f} MiB free" if free is not None else ""
+        raise OSError(errno.ENOSPC, f"{Path(path).name} needs about {need / 2**20:,.1f} MiB{left}: No space left on "
+                                    f"device", str(folder)) from None
+
+
+def tensor_bytes(obj) -> int:
+    """The bytes of the tensors in `obj` (nested dicts, lists and tuples): about what torch.save writes."""
+    if isinstance(obj, dict):
+        return sum(map(tensor_bytes, obj.values()))
+    if isinstance(obj, (list, tuple)):
+        return sum(map(tensor_bytes, obj))
+    return obj.numel() * obj.element_size() if hasattr(obj, "element_size") else 0
 
 
 def read_text(path, *, what: str, expected: str) -> str:
