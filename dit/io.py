@@ -63,6 +63,17 @@ def fsync_dir(directory: Path):
             os.close(fd)
 
 
+def check_file_path(path, option: str):
+    """ValueError unless a writer can make a file at `path`: not a folder, and no file where a folder of it belongs.
+    A writer checks this before its work, not after hours of it."""
+    path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"{option} {path} is a folder; give the path of a file")
+    parent = next((p for p in path.parents if p.exists()), None)
+    if parent is not None and not parent.is_dir():
+        raise ValueError(f"{option} {path}: {parent} is a file where a folder belongs; give a path in a folder")
+
+
 def replaces(path, *, ours: bool, force: bool) -> bool:
     """Whether a writer's output `path` exists (and will be replaced). What the writer did not write itself
     (`ours`) is refused in one ValueError line unless `force`: a writer never silently replaces a user's file."""

@@ -286,7 +286,15 @@ def claim_grid_dir(grid_dir, spec: GridSpec):
     """Write the resolved spec into grid_dir, refusing a directory that holds another grid's runs."""
     from scaling.gridfile import dump_grid
 
+    check_grid_dir(grid_dir, spec)
+    atomic_write_text(GridLayout(grid_dir).spec, dump_grid(spec))
+
+
+def check_grid_dir(grid_dir, spec: GridSpec):
+    """ValueError unless grid_dir can hold `spec`'s grid: new, empty (but for its lock), or this grid's already."""
     grid = GridLayout(grid_dir)
+    if Path(grid_dir).exists() and not Path(grid_dir).is_dir():
+        raise ValueError(f"--out {grid_dir} is a file; give a new or empty folder, or this grid's folder")
     if grid.spec.exists():
         existing = read_grid(grid_dir)
         if existing.name != spec.name:
@@ -295,10 +303,9 @@ def claim_grid_dir(grid_dir, spec: GridSpec):
             )
     elif grid.runs_dir.exists() and any(grid.runs_dir.iterdir()):
         raise ValueError(f"{grid_dir} holds runs but no {grid.spec.name}; choose another --out")
-    elif Path(grid_dir).is_dir() and any(Path(grid_dir).iterdir()):
+    elif Path(grid_dir).is_dir() and any(p != grid.lock for p in Path(grid_dir).iterdir()):
         raise ValueError(f"{grid_dir} is a folder with files of its own and no {grid.spec.name}; give a new or empty "
                          f"folder as --out")
-    atomic_write_text(grid.spec, dump_grid(spec))
 
 
 def grid_progress(states: list[RunState], runs: list[RunSpec]) -> str:

@@ -75,10 +75,13 @@ def add_feature_options(p):
 
 
 def run(args):
+    from dit.io import check_file_path
     from eval.evaluate import evaluate_samples
     from eval.metric_groups import parse_metrics
 
     metrics = parse_metrics(args.metrics)
+    if args.json not in (None, "-"):
+        check_file_path(args.json, "--json")
     with one_line_warnings("eval"), distributed() as is_main:
         result = evaluate_samples(args.samples, args.ref, args.features, metrics=metrics, device=args.device,
                                   batch_size=args.batch_size, inception_weights=args.inception_weights,
