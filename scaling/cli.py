@@ -96,7 +96,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help and --version exit 0 as argparse does; a usage error is returned as a status
+        if exc.code != 2:
+            raise
+        return 2
     if args.command is None:
         parser.print_help()
         return 2

@@ -146,6 +146,8 @@ COST_FORMATTERS = {
 
 
 def run(args):
+    from pathlib import Path
+
     from scaling.commands.output import TABLE_FORMATTERS, format_rows
     from scaling.cost import basis_lines, grid_cost, grid_rates
     from scaling.grid import plan
@@ -157,7 +159,8 @@ def run(args):
     spec = load_preset(args.preset) if args.preset else load_grid_or_preset(args.grid)
     runs = plan(spec)
     rows = plan_rows(runs)
-    note_missing_data(spec.data.dataset)
+    if args.grid and Path(args.grid).is_file():  # a preset's data folder is where its comments say to put it
+        note_missing_data(spec.data.dataset)
     costed = args.throughput or args.device or gpus or price
     if costed:
         rates = grid_rates(spec.executor, args.throughput, args.device)

@@ -228,9 +228,12 @@ def grid_with_a_record(tmp_path):
 def test_damaged_eval_record_and_results_table_name_the_file_and_the_fix(capsys, tmp_path):
     grid, record = grid_with_a_record(tmp_path)
     record.write_text('{"step": 1000, "fid":')
-    for argv in (["results", grid, "--refresh"], ["status", grid]):
-        line = one_error_line(capsys, argv)
-        assert f"evaluation record {record} is damaged" in line and "scaling results GRID_DIR --refresh" in line
+    line = one_error_line(capsys, ["results", grid, "--refresh"])
+    assert f"evaluation record {record} is damaged" in line and "scaling results GRID_DIR --refresh" in line
+    assert main(["status", str(grid)]) == 0  # status marks the damaged run and shows the others
+    out = capsys.readouterr().out
+    assert "DiT-T/8                      damaged" in out and "DiT-T/4                      pending" in out
+    assert f"DiT-T/8 is damaged: evaluation record {record} is damaged" in out
     record.unlink()
     (grid / "results.parquet").write_bytes(PNG)
     line = one_error_line(capsys, ["results", grid])
