@@ -130,6 +130,17 @@ def infer_config(state: dict, **overrides) -> DiTConfig:
     )
 
 
+def plain_config(state: dict, overrides: dict) -> DiTConfig:
+    """infer_config, with weights whose names or shapes are not a DiT's named in one ValueError line."""
+    try:
+        return infer_config(state, **overrides)
+    except (KeyError, IndexError, AttributeError, TypeError) as exc:  # a key or a dimension a DiT has is missing
+        raise ValueError(f"weights with DiT's first keys but not its layout ({type(exc).__name__}: {exc}); give "
+                         f"{EXPECTED}") from None
+    except ValueError as exc:  # max() of no blocks, or a size dit_config refuses
+        raise ValueError(f"weights that do not make a DiT ({exc}); give {EXPECTED}") from None
+
+
 def load_model(path_or_state, *, use_ema: bool = True, **overrides) -> DiT:
     """A DiT with the weights of an official plain state dict or of this project's checkpoint.
 
@@ -141,7 +152,7 @@ def load_model(path_or_state, *, use_ema: bool = True, **overrides) -> DiT:
         config = dataclasses.replace(stored_model_config(ckpt, "given"), **overrides)
         state = ckpt["ema" if use_ema else "model"]
     elif PLAIN_KEY in ckpt and "pos_embed" in ckpt:
-        config, state = infer_config(ckpt, **overrides), ckpt
+        config, state = plain_config(ckpt, overrides), ckpt
     else:
         raise ValueError(not_a_checkpoint(ckpt))
     model = DiT(config)
