@@ -13,6 +13,7 @@ from dit.io import read_text
 from dit.latents import CODECS
 from dit.loggers import LOGGERS
 from dit.schedules import LR_SCHEDULES
+from study.blocks import DEFAULT_BLOCK
 from study.registry import Registry
 from study.typed import TypedReader, mapping_keys
 
@@ -49,7 +50,7 @@ INTERVALS = {  # option -> (test, the interval it tests)
 class TrainConfig:
     # model
     model: str = "DiT-XL/2"
-    block: str = "adaln-zero"
+    block: str = DEFAULT_BLOCK
     depth: int | None = None  # overrides of the named size, needed for DiT-custom/<p>
     hidden_size: int | None = None
     num_heads: int | None = None

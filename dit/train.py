@@ -34,12 +34,12 @@ from dit.config import TrainConfig, recipe_difference, run_identity
 from dit.data import POSTERIOR, build_dataset, make_loader, step_seed
 from dit.diffusion import create_diffusion
 from dit.errors import UserError
-from dit.interop import initialise_from
+from dit.init_from import initialise_from
 from dit.io import atomic_write_text, read_json, remove_stale_temporaries
 from dit.lock import directory_lock
 from dit.loggers import Loggers, open_loggers
 from dit.models import DiT, create_dit
-from dit.precision import autocast_for
+from dit.precision import autocast_for, set_tf32
 from dit.progress import progress_bar
 from dit.sample import save_sample_grid
 from dit.schedules import get_lr_schedule
@@ -148,7 +148,7 @@ def trim_log(run_dir, step: int):
 
 
 def check_can_start(config: TrainConfig, run: RunLayout, dist: distributed.DistInfo):
-    """Refuse a batch the processes cannot share or a run directory of another recipe; set TF32 on GPUs."""
+    """Refuse a batch the processes cannot share or a run directory of another recipe."""
     if config.batch_size % dist.world_size:
         raise ValueError(
             f"batch size {config.batch_size} does not divide by the {dist.world_size} processes; choose a multiple of "
@@ -159,9 +159,6 @@ def check_can_start(config: TrainConfig, run: RunLayout, dist: distributed.DistI
         raise ValueError(f"micro batch size {config.micro_batch_size} does not divide the {rows} rows of each of the "
                          f"{dist.world_size} processes; choose a divisor of {rows}")
     check_same_run(run.root, config)
-    if dist.device.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = config.tf32
-        torch.backends.cudnn.allow_tf32 = config.tf32
 
 
 def make_run_config(config: TrainConfig, parts: "TrainingParts") -> dict:
@@ -292,6 +289,7 @@ def train(
     dist = distributed.setup(config.device)
     run = RunLayout(run_dir)
     check_can_start(config, run, dist)
+    set_tf32(dist.device, config.tf32)
     torch.manual_seed(config.seed)
     parts = build_training(config, dist.device)  # the data, the model and --init are read before anything is written
     if config.init and (restart or not list_checkpoints(run.root)):  # a resumed run's checkpoint replaces these

@@ -53,7 +53,7 @@ def mark_failed_runs(df, grid_dir, spec):
     from before it), and a note naming them."""
     from scaling.commands.output import note
     from scaling.grid import plan
-    from scaling.runs import run_state
+    from scaling.run_state import run_state
 
     states = [run_state(grid_dir, r) for r in plan(spec)]
     failed = [s.name for s in states if s.state in ("failed", "damaged")]
@@ -65,8 +65,8 @@ def mark_failed_runs(df, grid_dir, spec):
 def aggregate_seeds(df):
     """One row per group of everything but the seed and the measured values, with their spread across seeds."""
     from reports.table import seed_spread
-    from study.metrics import METRICS
+    from study.schema import measured_columns
 
-    values = [c for c in (*METRICS, "wall_seconds") if c in df.columns]
+    values = [c for c in measured_columns() if c in df.columns]
     by = [c for c in df.columns if c not in values and c != "seed"]
     return seed_spread(df, values, by)

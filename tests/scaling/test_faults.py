@@ -71,7 +71,7 @@ def two_run_grid(tmp_path):
 
 
 def test_results_marks_the_rows_of_a_failed_run(capsys, tmp_path):
-    from scaling.runs import run_layout
+    from scaling.run_state import run_layout
 
     grid, runs = two_run_grid(tmp_path)
     failed = run_layout(grid, runs[0]).failed
@@ -113,7 +113,8 @@ def test_a_grid_holds_a_runs_lock_through_its_evaluation(tmp_path, monkeypatch):
     from dit.lock import DirectoryBusy, directory_lock
     from scaling.grid import plan
     from scaling.gridfile import parse_grid
-    from scaling.runs import execute_run, run_layout
+    from scaling.run_state import run_layout
+    from scaling.runs import execute_run
 
     run = plan(parse_grid(TINY_GRID))[0]
     layout = run_layout(tmp_path, run)
