@@ -6,7 +6,7 @@ from scipy import stats
 
 from reports import table as T
 from reports.fits import isoflop
-from reports.style import get_metric
+from study.metrics import get_metric
 
 
 def float_values(series: pd.Series) -> np.ndarray:
