@@ -143,6 +143,9 @@ def read_json(path, *, what: str, fix: str):
         raise ValueError(f"{what} {path} is damaged ({exc.msg} at line {exc.lineno}); {fix}") from None
 
 
+ZIP_MAGIC, PICKLE_PROTO = b"PK\x03\x04", b"\x80"  # how torch.save's files begin (zip since torch 1.6, else pickle)
+
+
 def load_tensors(path, *, what: str, expected: str):
     """torch.load with weights_only=True: tensors and plain containers, never pickled code.
 
@@ -158,6 +161,11 @@ def load_tensors(path, *, what: str, expected: str):
         raise ValueError(f"{what} {path} is a directory; give {expected}")
     if not path.is_file():
         raise ValueError(f"{what} {path} does not exist; give {expected}")
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if head and not head.startswith((ZIP_MAGIC, PICKLE_PROTO)):  # random bytes would read as unknown pickle opcodes
+        raise ValueError(f"cannot read {what} {path}: not a torch file (it starts with {head.hex(' ')}, neither "
+                         f"torch's zip archive nor a pickle); give {expected}")
     try:
         with warnings.catch_warnings():  # "Detected pickle protocol 4": the refusal below says what matters
             warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)

@@ -109,7 +109,7 @@ def test_binary_file_as_yaml_names_the_file(capsys, tmp_path):
 
 
 @pytest.mark.parametrize("make, expected, fix", [
-    (lambda p: p.write_text("step,loss\n1,0.5\n"), "not a whole torch file", "give a .pt file"),  # text renamed .pt
+    (lambda p: p.write_text("step,loss\n1,0.5\n"), "not a torch file", "give a .pt file"),  # text renamed .pt
     (lambda p: p.write_bytes(b""), "not a whole torch file", "give a .pt file"),
     # a folder may be a diffusers DiT folder (dit.foreign), so the line says what it lacks
     (lambda p: p.mkdir(), "is a folder but not a diffusers DiT", "a .pt or a .safetensors file"),
