@@ -108,6 +108,10 @@ class TrainConfig:
         }
         for name, registry in registries.items():
             registry.check(getattr(self, name), what=name)
+        self._check_ranges()
+
+    def _check_ranges(self):
+        """Refuse numbers outside what training can use, with the fix in the message."""
         for name, low in AT_LEAST.items():
             if getattr(self, name) < low:
                 raise ValueError(f"{name} must be at least {low} (got {getattr(self, name)})")

@@ -110,7 +110,7 @@ def update_ema(ema: DiT, model: DiT, decay: float, fused: bool = True):
     if fused:
         torch._foreach_lerp_(ema_params, params, 1.0 - decay)
     else:  # the official release's per-parameter loop, kept as the benchmark's reference path
-        for e, p in zip(ema_params, params):
+        for e, p in zip(ema_params, params, strict=True):
             e.mul_(decay).add_(p.data, alpha=1 - decay)
 
 

@@ -315,13 +315,13 @@ def grid_cost(runs: list[RunSpec], rates: Rates, total_gpus: int | None = None, 
     with `states` (scaling.run_state.RunState, one per run) what is left of it: the steps and points not done."""
     gpus_per_run, at_once = executor_layout(runs[0].executor)
     total_gpus = total_gpus or gpus_per_run * (at_once or 1)
-    pairs = zip(runs, states) if states is not None else ((run, None) for run in runs)
+    pairs = zip(runs, states, strict=True) if states is not None else ((run, None) for run in runs)
     left = [(run, s) for run, s in pairs if s is None or s.state != "done"]
     costs = [run_cost(run, rates, s) for run, s in left]
     costed = [run for run, _ in left]
     order = start_order(costed)
     started = schedule([costs[i].hours for i in order], gpus_per_run, total_gpus, at_once)
-    spans = [span for _, span in sorted(zip(order, started))]
+    spans = [span for _, span in sorted(zip(order, started, strict=True))]
     return GridCost(
         runs=tuple(costs),
         spans=tuple(spans),

@@ -27,6 +27,7 @@ A bad value fails with a `SpecError` naming its key, so the file reader can poin
 import dataclasses
 import math
 import re
+from itertools import pairwise
 
 from dit.blocks import BLOCKS
 from dit.config import DEFAULT_VAE, TrainConfig
@@ -502,7 +503,7 @@ def _with_budgets(spec: GridSpec, runs: list[RunSpec]) -> list[RunSpec]:
     planned = []
     for run in runs:
         steps = budget_steps(spec.budgets, per_step[run.name])
-        same = [b for (b, s), (_, prev) in zip(steps[1:], steps) if s == prev]
+        same = [b for (_, prev), (b, s) in pairwise(steps) if s == prev]
         _require(not same, "budgets", f"budget {same[0] if same else 0:.3g} Gflops trains {run.name} for the same "
                  f"steps as a smaller budget; space the budgets further apart")
         train = dataclasses.replace(run.train, steps=steps[-1][1])

@@ -68,7 +68,7 @@ def cost_options(args) -> tuple[int | None, float | None]:
 def cost_columns(cost, price: float | None) -> list[dict]:
     """Per run: its GPUs, rates and their basis, GPU-hours, its place in the schedule and its price."""
     rows = []
-    for run, (start, end) in zip(cost.runs, cost.spans):
+    for run, (start, end) in zip(cost.runs, cost.spans, strict=True):
         rows.append(dict(
             gpus=run.gpus, train_img_per_s=run.train.value, train_basis=run.train.basis,
             sample_passes_per_s=run.sample.value, sample_basis=run.sample.basis, train_gpu_hours=run.train_gpu_hours,
@@ -166,9 +166,10 @@ def run(args):
     if costed:
         rates = grid_rates(spec.executor, args.throughput, args.device)
         cost = grid_cost(runs, rates, gpus)
-        cost_rows = [{"run": row["run"], **c} for row, c in zip(rows, cost_columns(cost, price))]
+        cost_rows = [{"run": row["run"], **c} for row, c in zip(rows, cost_columns(cost, price), strict=True)]
     if args.format != "table":
-        print(format_rows([{**row, **c} for row, c in zip(rows, cost_rows)] if costed else rows, args.format))
+        merged = [{**row, **c} for row, c in zip(rows, cost_rows, strict=True)] if costed else rows
+        print(format_rows(merged, args.format))
         return
     print(describe(spec))
     print(format_rows(rows, "table", {**TABLE_FORMATTERS, "train_compute_gflops": "{:.3e}".format}))
