@@ -108,7 +108,18 @@ class TrainConfig:
         }
         for name, registry in registries.items():
             registry.check(getattr(self, name), what=name)
+        self._check_finite_and_sizes()
         self._check_ranges()
+
+    def _check_finite_and_sizes(self):
+        """Refuse NaN or infinite numbers (no range check can see them) and images too large for any GPU."""
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ValueError(f"{field.name} must be a finite number (got {value}); give a number or leave it out")
+        if self.resolution is not None and self.resolution > MAX_IMAGE_SIDE:
+            raise ValueError(f"resolution {self.resolution} is above the {MAX_IMAGE_SIDE} px that fit a GPU; choose a "
+                             f"smaller one, e.g. 256")
 
     def _check_ranges(self):
         """Refuse numbers outside what training can use, with the fix in the message."""
@@ -118,16 +129,9 @@ class TrainConfig:
         for name, unset in AT_LEAST_ONE_OR_UNSET.items():
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1 (got {getattr(self, name)}); leave it out for {unset}")
-        for field in dataclasses.fields(self):
-            value = getattr(self, field.name)
-            if isinstance(value, float) and not math.isfinite(value):
-                raise ValueError(f"{field.name} must be a finite number (got {value}); give a number or leave it out")
         for name, (inside, interval) in INTERVALS.items():
             if not inside(getattr(self, name)):
                 raise ValueError(f"{name} {getattr(self, name)} is outside {interval}")
-        if self.resolution is not None and self.resolution > MAX_IMAGE_SIDE:
-            raise ValueError(f"resolution {self.resolution} is above the {MAX_IMAGE_SIDE} px that fit a GPU; choose a "
-                             f"smaller one, e.g. 256")
         if self.micro_batch_size and self.batch_size % self.micro_batch_size:
             raise ValueError(f"micro_batch_size {self.micro_batch_size} does not divide batch_size {self.batch_size}; "
                              f"choose a divisor of each process's share of the batch")

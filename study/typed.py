@@ -5,6 +5,7 @@ float, str, bool). A malformed file, an unknown or missing key, a value of the w
 not finite or a value the dataclass refuses fails with one line naming the key and its line:
 'grid.yaml line 12: train.lr: expected a number, got 'ten''.
 """
+import contextlib
 import dataclasses
 import math
 import types
@@ -53,10 +54,8 @@ class TypedReader:
             self.fail(node, path, f"expected {_TYPE_NAMES.get(tp, tp.__name__)}, got a {kind}")
         value = _SCALAR.construct_object(node)
         if tp is float and isinstance(value, str):  # YAML 1.1 reads 1e-4 (no dot) as text, and JSON's NaN too
-            try:
+            with contextlib.suppress(ValueError):
                 value = float(value)
-            except ValueError:
-                pass
         if tp is float and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
         if not isinstance(value, tp) or (tp is int and isinstance(value, bool)):
@@ -111,9 +110,9 @@ class TypedReader:
         one) fails at that key's line."""
         values, key_nodes = self.fields(cls, node, path)
         for name, field in ((f.name, f) for f in dataclasses.fields(cls)):
-            if field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING:
-                if name not in values:
-                    self.fail(node, "", f"{path or 'the file'} is missing the key {name!r}")
+            required = field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING
+            if required and name not in values:
+                self.fail(node, "", f"{path or 'the file'} is missing the key {name!r}")
         try:
             return cls(**values)
         except TypedFileError:

@@ -51,7 +51,7 @@ def grid_file(*changes):
     """A maker writing the tiny grid to {tmp}/grid.yaml, with each (old, new) of `changes` replaced ({tmp} filled)."""
     def make(tmp, fx):
         spec = TINY_GRID
-        for old, new in zip(changes[::2], changes[1::2]):
+        for old, new in zip(changes[::2], changes[1::2], strict=True):
             assert old in spec
             spec = spec.replace(old, new.replace("{tmp}", str(tmp)))
         (tmp / "grid.yaml").write_text(spec)
