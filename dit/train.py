@@ -33,6 +33,7 @@ from dit.checkpoint import list_checkpoints, load_training_state, model_config_d
 from dit.config import TrainConfig, recipe_difference, run_identity
 from dit.data import POSTERIOR, build_dataset, make_loader, step_seed
 from dit.diffusion import create_diffusion
+from dit.ema import PowerEMA
 from dit.errors import UserError
 from dit.init_from import initialise_from
 from dit.io import atomic_write_text, read_json, remove_stale_temporaries
@@ -121,7 +122,7 @@ def check_same_run(run_dir, config: TrainConfig):
     if not path.exists():
         return
     stored = read_json(path, what="run config", fix="delete it to resume with the options given").get("train", {})
-    changed = recipe_difference(stored, config.to_dict())
+    changed = recipe_difference(stored, json.loads(json.dumps(config.to_dict())))  # tuples as the stored lists
     if changed:
         raise ValueError(f"{run_dir} holds a run with {changed}; use another run directory or the same options")
 
@@ -189,6 +190,7 @@ class TrainingParts:
     ema: DiT
     opt: torch.optim.Optimizer
     diffusion: object
+    profiles: PowerEMA | None = None  # the power-function EMA profiles (config.ema_sigma_rels), if any
 
 
 def build_training(config: TrainConfig, device) -> TrainingParts:
@@ -199,7 +201,8 @@ def build_training(config: TrainConfig, device) -> TrainingParts:
     ema = copy.deepcopy(model).requires_grad_(False).eval()
     opt = make_optimizer(model, config, device)
     diffusion = create_diffusion("", config.noise_schedule, config.learn_sigma, config.diffusion_steps)
-    return TrainingParts(dataset, codec, model, ema, opt, diffusion)
+    profiles = PowerEMA(model, config.ema_sigma_rels) if config.ema_sigma_rels else None
+    return TrainingParts(dataset, codec, model, ema, opt, diffusion, profiles)
 
 
 @dataclasses.dataclass
@@ -245,8 +248,9 @@ def step_inputs(batch, parts: TrainingParts, config: TrainConfig, step: int, dis
 
 def train_step(parts: TrainingParts, net, inputs: StepInputs, config: TrainConfig) -> torch.Tensor:
     """One optimiser step of `net` (parts.model, or its DDP or compiled wrapper) on the hybrid loss and one
-    EMA update; returns [loss, mse, vb, grad norm]. With micro_batch_size the rows go through in chunks whose
-    gradients add up (each chunk's mean loss weighted by its share of the rows): the step is the same."""
+    EMA update (and one of each power-function profile); returns [loss, mse, vb, grad norm]. With
+    micro_batch_size the rows go through in chunks whose gradients add up (each chunk's mean loss weighted by
+    its share of the rows): the step is the same."""
     parts.opt.zero_grad(set_to_none=True)
     rows = len(inputs.x)
     chunks = inputs.split(config.micro_batch_size or rows)
@@ -264,6 +268,8 @@ def train_step(parts: TrainingParts, net, inputs: StepInputs, config: TrainConfi
     grad_norm = torch.nn.utils.clip_grad_norm_(parts.model.parameters(), config.max_grad_norm or math.inf)
     parts.opt.step()
     update_ema(parts.ema, parts.model, config.ema_decay, config.fused_ema)
+    if parts.profiles is not None:
+        parts.profiles.update(parts.model)
     return torch.cat([terms_sum, grad_norm.detach().reshape(1).to(terms_sum)])
 
 
@@ -302,7 +308,8 @@ def train_locked(config: TrainConfig, parts: "TrainingParts", run: RunLayout, di
                  progress, restart) -> dict:
     run_config = make_run_config(config, parts)
     step, wall, window_state = load_training_state(
-        run.root, parts.model, parts.ema, parts.opt, dist.rank, restart=restart, run_config=run_config
+        run.root, parts.model, parts.ema, parts.opt, dist.rank, restart=restart, run_config=run_config,
+        profiles=parts.profiles,
     )
     start_run_dir(run, run_config, step, dist)
     loggers = open_loggers(config.loggers, run, run_config, step) if dist.is_main else Loggers({})
@@ -330,9 +337,10 @@ def train_locked(config: TrainConfig, parts: "TrainingParts", run: RunLayout, di
         signum = stop.agreed(step, dist, final=step == stop_at)
         if ckpt_due or preview_due or signum:
             check_finite(window.first_bad)
+        snapshot_if_due(run, parts, config, step, window, dist)
         if ckpt_due or signum:
             save_checkpoint(run.root, parts.model, parts.ema, parts.opt, run_config, step, window.wall_seconds, dist,
-                            log_window=window.state())
+                            log_window=window.state(), profiles=parts.profiles)
         if signum:
             bar.close()
             loggers.close()
@@ -346,6 +354,18 @@ def train_locked(config: TrainConfig, parts: "TrainingParts", run: RunLayout, di
     return record
 
 
+def snapshot_if_due(run: RunLayout, parts: TrainingParts, config: TrainConfig, step: int, window, dist):
+    """Every ema_snapshot_every steps and at the run's last step, rank 0 writes a snapshot of the power-function
+    profiles (after checking that no loss or gradient went non-finite; every rank checks)."""
+    if parts.profiles is None or not is_due(step, config.ema_snapshot_every, config.steps):
+        return
+    check_finite(window.first_bad)
+    if dist.is_main:
+        from dit.posthoc_ema import write_snapshot
+
+        write_snapshot(run.root, parts.profiles, config.ema_snapshot_precision)
+
+
 @contextlib.contextmanager
 def run_lock(run: RunLayout, dist: distributed.DistInfo):
     """Rank 0 holds the run directory's lock and, holding it, removes the temporary files of interrupted writes."""
@@ -353,7 +373,7 @@ def run_lock(run: RunLayout, dist: distributed.DistInfo):
         yield
         return
     with directory_lock(run.lock, f"run directory {run.root}", "training"):
-        removed = remove_stale_temporaries(run.root, run.checkpoints_dir, run.samples_dir)
+        removed = remove_stale_temporaries(run.root, run.checkpoints_dir, run.samples_dir, run.ema_snapshots_dir)
         if removed:
             print(
                 f"removed {len(removed)} temporary file(s) of interrupted writes: "

@@ -16,12 +16,14 @@ from reports import rundirs
 from reports import table as T
 from reports.analysis import correlation, frontier_points, isoflop_fit, isoflop_rows
 from reports.document import Code, Picture, Plot, Report, Section, Table, Text, format_number, format_table
+from reports.ema import ema_section
 from reports.fits import fit_law, try_backtest
 from reports.paper import paper_citation, paper_table
 from reports.style import run_style
 from study.layout import GridLayout, RunLayout, dir_name, run_dir_name
 from study.metrics import Metric, get_metric
 from study.schema import measured_columns
+from study.selection import classic_ema_rows
 
 PAPER_FID_STEP = 400_000
 RUN_FILES = RunLayout(".")  # the names of a run directory's files, for captions
@@ -42,6 +44,7 @@ class Context:
     target: float | None
     run_dirs: dict  # directory name -> Path, runs of the table first in the paper's order
     run_names: dict  # directory name -> run name, for runs in the table
+    posthoc: pd.DataFrame | None = None  # the whole table, post-hoc EMA rows too (`df` has the classic EMA's)
 
 
 def _attempt(blocks: list, what: str, build):
@@ -489,8 +492,12 @@ def configs_section(ctx: Context) -> Section:
     return Section("Exact configs", "configs", blocks)
 
 
+def posthoc_ema_section(ctx: Context) -> Section:
+    return ema_section(ctx.posthoc if ctx.posthoc is not None else ctx.df, ctx.metric, ctx.run_dirs)
+
+
 SECTIONS = (summary_section, grid_section, scaling_section, training_section, paper_section, fits_section,
-            isoflop_section, samples_section, configs_section)
+            isoflop_section, posthoc_ema_section, samples_section, configs_section)
 
 
 def seed_runs(df: pd.DataFrame) -> list[tuple[str, int]]:
@@ -515,7 +522,8 @@ def build_report(grid_dir, df: pd.DataFrame, *, metric: str = "fid", step=None, 
     names = {dir_name(run): run for run in T.runs(df)["run"]} | seed_run_names(df)
     found = rundirs.run_dirs(grid_dir)
     ordered = {d: found[d] for d in names if d in found} | found
-    ctx = Context(grid_dir=grid_dir, df=df, metric=m, step=step, target=target, run_dirs=ordered, run_names=names)
+    ctx = Context(grid_dir=grid_dir, df=classic_ema_rows(df), metric=m, step=step, target=target, run_dirs=ordered,
+                  run_names=names, posthoc=df)
     stamp = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
     return Report(title=f"DiT scaling report: {grid_dir.resolve().name}",
                   subtitle=f"{m.label} | {df['run'].nunique()} runs | generated {stamp}",

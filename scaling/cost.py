@@ -7,8 +7,9 @@ evaluation, wall time on N GPUs and money, read from a throughput table (`scalin
   on them, one point per model (its row nearest the run's batch); with one measured model,
   images/s x Gflops is held constant (compute-bound).
 - Evaluation, per point and for each setting the runner evaluates there (`scaling.evaluation.point_settings`,
-  the last point's `final_sampling_steps` included): samples x steps x passes / (forward passes per second),
-  2 passes per guided step and 1 without, plus VAE decoding and feature extraction of the samples.
+  the last point's `final_sampling_steps` and the post-hoc EMA lengths sampled there included, through
+  `scaling.posthoc.posthoc_settings`): samples x steps x passes / (forward passes per second), 2 passes per
+  guided step and 1 without, plus VAE decoding and feature extraction of the samples.
   Forward passes/s against Gflops are fitted the same way; one measured model borrows the training slope.
 - A run of `scaling status` that has trained for a while uses its own seconds per step instead
   (`RunState.seconds_left`, the estimate `scaling status` shows per run).
@@ -26,6 +27,7 @@ import numpy as np
 
 from scaling.evaluation import EvalSetting, point_settings
 from scaling.grid import ExecutorSpec, RunSpec, start_order
+from scaling.posthoc import posthoc_settings
 from scaling.throughput import guidance_passes, passes_per_sec
 
 if TYPE_CHECKING:
@@ -96,13 +98,15 @@ def rate_of(
 
 # ---- the rows a grid reads -----------------------------------------------------------------------
 def device_type(executor: ExecutorSpec) -> str:
-    return "cuda" if executor.kind == "slurm" or executor.gpus_per_run > 0 else "cpu"
+    if executor.kind == "slurm":
+        return "cuda" if executor.slurm.gpus_per_node else "cpu"  # gpus_per_node 0: a CPU-only cluster
+    return "cuda" if executor.gpus_per_run > 0 else "cpu"
 
 
 def executor_layout(executor: ExecutorSpec) -> tuple[int, int | None]:
     """GPUs per run and how many runs execute at once (None: as many as the GPUs hold)."""
     if executor.kind == "slurm":
-        return executor.slurm.nodes * executor.slurm.gpus_per_node, executor.slurm.array_parallelism
+        return max(1, executor.slurm.nodes * executor.slurm.gpus_per_node), executor.slurm.array_parallelism
     if executor.gpus_per_run == 0:
         return 1, executor.cpu_workers  # the local executor on CPU: cpu_workers runs at once
     return executor.gpus_per_run, None
@@ -189,7 +193,7 @@ def eval_rates(run: RunSpec, rates: Rates) -> tuple[float | None, float | None]:
 def eval_point_gpu_seconds(run: RunSpec, rates: Rates, passes: float, step: int) -> float:
     """GPU-seconds of the run's evaluation point `step`: for every setting the runner evaluates there, its
     samples' forward passes at `passes` per second, their decoding and their features."""
-    settings = point_settings(run, step)
+    settings = point_settings(run, step) + posthoc_settings(run, step)
     (num_samples,) = {s.num_samples for s in settings}  # the settings of a run share one sample count
     decode, features = eval_rates(run, rates)
     per_sample = sum(s.sampling_steps * guidance_passes(s.cfg_scale) / passes for s in settings)
@@ -201,7 +205,7 @@ def eval_gpu_seconds(run: RunSpec, rates: Rates, passes: float, points: list[int
     """GPU-seconds of the run's evaluation `points`: each set of points with the same settings priced once."""
     alike = {}
     for point in points:
-        alike.setdefault(tuple(point_settings(run, point)), []).append(point)
+        alike.setdefault(tuple(point_settings(run, point) + posthoc_settings(run, point)), []).append(point)
     return sum(len(group) * eval_point_gpu_seconds(run, rates, passes, group[0]) for group in alike.values())
 
 

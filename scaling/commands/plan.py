@@ -3,7 +3,9 @@
 DESCRIPTION = """\
 List the runs a grid spec (a YAML file or a shipped preset) would train: one per model x patch
 size x block, with parameters, forward Gflops of one sample (as the paper counts them) and
-training compute = Gflops x batch size x steps x 3 (the paper's definition). Nothing runs.
+training compute = Gflops x batch size x steps x 3 (the paper's definition), and the disk its
+power-function EMA snapshots take (ema_snapshot_gb: snapshots x profiles x parameters x 2 bytes in fp16,
+for `scaling ema`). Nothing runs.
 
 With --gpus, --throughput or --gpu-hour-price it adds what the grid costs: per run and in all,
 training and evaluation GPU-hours (from measured images/s of one GPU; models that were not measured
@@ -106,6 +108,7 @@ def plan_rows(runs) -> list[dict]:
             run=run.label, model=run.model, block=run.block, tokens=config.num_tokens,
             params=p, gflops=g, batch_size=run.train.batch_size,
             steps=run.train.steps, train_compute_gflops=train_compute_gflops(g, run.train.batch_size, run.train.steps),
+            ema_snapshot_gb=snapshot_bytes(run, params(config)) / 1e9,
         ))
     return rows
 
@@ -120,6 +123,25 @@ def note_missing_data(dataset: str):
     if dataset != MNIST_NAME and not Path(dataset).exists():
         print(f"note: the data folder {dataset} does not exist here; make it (an image folder class/*.JPEG, or "
               f"`scaling encode --data IMAGES --out {dataset}`) before `scaling run-grid`", file=sys.stderr)
+
+
+def snapshot_bytes(run, num_params: int) -> int:
+    """Disk of a run's power-function EMA snapshots: snapshots x profiles x parameters x bytes per value."""
+    from dit.ema import SNAPSHOT_DTYPES
+
+    itemsize = SNAPSHOT_DTYPES[run.train.ema_snapshot_precision].itemsize
+    return run.snapshot_count() * len(run.train.ema_sigma_rels) * num_params * itemsize
+
+
+def snapshot_line(runs, rows) -> str:
+    """One line: the disk the grid's EMA snapshots take, and how many each run keeps."""
+    counts = sorted({run.snapshot_count() for run in runs})
+    t = runs[0].train
+    if not t.ema_sigma_rels:
+        return "EMA snapshots: none (train.ema_sigma_rels is empty)"
+    return (f"EMA snapshots: {sum(r['ema_snapshot_gb'] for r in rows):,.2f} GB in all ({'/'.join(map(str, counts))} "
+            f"per run, every {t.ema_snapshot_every:,} steps, {len(t.ema_sigma_rels)} profiles, "
+            f"{t.ema_snapshot_precision})")
 
 
 def describe(spec) -> str:
@@ -144,6 +166,7 @@ COST_FORMATTERS = {
     "eval_gpu_hours": "{:,.1f}".format, "gpu_hours": "{:,.1f}".format, "start_hours": "{:,.1f}".format,
     "end_hours": "{:,.1f}".format, "cost": "{:,.0f}".format,
 }
+PLAN_FORMATTERS = {"train_compute_gflops": "{:.3e}".format, "ema_snapshot_gb": "{:,.2f}".format}
 
 
 def run(args):
@@ -172,9 +195,10 @@ def run(args):
         print(format_rows(merged, args.format))
         return
     print(describe(spec))
-    print(format_rows(rows, "table", {**TABLE_FORMATTERS, "train_compute_gflops": "{:.3e}".format}))
+    print(format_rows(rows, "table", {**TABLE_FORMATTERS, **PLAN_FORMATTERS}))
     total = sum(row["train_compute_gflops"] for row in rows)
     print(f"{len(rows)} runs, training compute {total:.3e} Gflops in all")
+    print(snapshot_line(runs, rows))
     if costed:
         print()
         print("\n".join(basis_lines(runs[0], rates)))

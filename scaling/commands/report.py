@@ -73,5 +73,11 @@ def refresh_report(grid_dir, *, interval: float = 0.0):
 
 
 def refresh_report_while_training(grid_dir):
-    """The `on_results` of a grid's runs: the report after an evaluation point, at most every REPORT_INTERVAL s."""
-    refresh_report(grid_dir, interval=REPORT_INTERVAL)
+    """The `on_results` of a grid's runs: the report after an evaluation point, at most every REPORT_INTERVAL s,
+    and always once the grid's last run is done (a grid whose jobs run detached has no final refresh)."""
+    from scaling.grid import plan
+    from scaling.run_state import run_state
+    from scaling.runs import read_grid
+
+    finished = all(run_state(grid_dir, run).state == "done" for run in plan(read_grid(grid_dir)))
+    refresh_report(grid_dir, interval=0.0 if finished else REPORT_INTERVAL)

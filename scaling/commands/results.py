@@ -13,11 +13,24 @@ def add_parser(subparsers):
     p.add_argument("--aggregate", choices=("seeds",),
                    help="seeds: one row per run x step x setting over its seeds, with n_seeds and each metric's "
                    "mean, min, max and 95%% t interval of the mean (ci_low, ci_high; empty with one seed)")
+    p.add_argument("--best", metavar="AXIS[,AXIS]",
+                   help="each model at each step at its best value of these columns (e.g. ema_sigma_rel, a grid's "
+                   "post-hoc EMA lengths), chosen on --select-on; rows without a value (the classic EMA) are left out")
+    p.add_argument("--select-on", default="val_loss", metavar="METRIC",
+                   help="the metric --best chooses on, averaged over seeds and settings (default: val_loss)")
     p.set_defaults(func=run)
 
 
 TABLE_COLUMNS = ["run", "params", "gflops", "step", "train_compute_gflops", "sampling_steps", "cfg_scale",
                  *PAPER_METRICS]
+
+
+def shown_columns(df) -> list[str]:
+    """The table's columns: TABLE_COLUMNS, with ema_sigma_rel and val_loss where the table has values of them, and
+    `failed` where a run failed."""
+    extra = [c for c in ("ema_sigma_rel", "val_loss") if c in df.columns and df[c].notna().any()]
+    failed = ["failed"] if "failed" in df.columns and df["failed"].any() else []
+    return TABLE_COLUMNS[:4] + extra[:1] + TABLE_COLUMNS[4:] + extra[1:] + failed
 
 
 def run(args):
@@ -31,7 +44,11 @@ def run(args):
     if args.refresh:
         refresh_results(args.grid_dir)
     df = mark_failed_runs(read_results(args.grid_dir), args.grid_dir, spec)
-    columns = TABLE_COLUMNS + ["failed"]
+    if args.best:
+        from study.selection import best_rows
+
+        df = best_rows(df, [a.strip() for a in args.best.split(",")], args.select_on)
+    columns = shown_columns(df)
     if args.aggregate == "seeds":
         df = aggregate_seeds(df)
         columns = ["run", "step", "sampling_steps", "cfg_scale", "n_seeds"] + [
