@@ -13,7 +13,8 @@ def add_parser(subparsers):
         "`torchrun --nproc_per_node=N -m scaling.cli sample ...` every GPU takes a share.",
     )
     add_sampling_options(p, num_default=64)
-    p.add_argument("--out", required=True, help="output .npz")
+    p.add_argument("--out", required=True, help="output .npz (an existing file is refused unless --force)")
+    p.add_argument("--force", action="store_true", help="replace an existing --out file")
     p.add_argument("--eta", type=finite_float, default=0.0, help="DDIM eta (0 = deterministic)")
     p.add_argument(
         "--labels",
@@ -70,12 +71,15 @@ def run(args):
     from pathlib import Path
 
     from dit.checkpoint import read_checkpoint
+    from dit.io import replaces
     from dit.sample import SampleConfig, generate_samples, resolve_labels, run_metadata, save_npz_grid
 
     if Path(args.out).is_dir():
         raise ValueError(
             f"--out {args.out} is a directory; give the path of a .npz file, e.g. {Path(args.out) / 'samples.npz'}"
         )
+    if replaces(args.out, ours=False, force=args.force):
+        print(f"replacing {args.out} (--force)")
     labels = None
     if args.labels:
         meta = run_metadata(read_checkpoint(args.ckpt, model_name=args.model))

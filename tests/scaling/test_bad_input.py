@@ -252,6 +252,7 @@ CASES = [
     case("sample", "--ckpt", "{tmp}/c", "--out", "{tmp}/s.npz", "--device", "cpu",
          make=diffusers_folder({"_class_name": "DiTTransformer2DModel"})),
     case("sample", "--ckpt", "{tmp}/c", "--out", "{tmp}/s.npz", "--device", "cpu", make=diffusers_folder([1, 2])),
+    case(*SAMPLE, make=text("s.npz", "mine"), expect="--force", id="sample over an existing file of the user's"),
     case("sample", "--ckpt", "{tmp}/c.safetensors", "--out", "{tmp}/s.npz", "--device", "cpu",
          make=safetensors_with({"dit_scaling": "{}"})),
     case("sample", "--ckpt", "{tmp}/c.safetensors", "--out", "{tmp}/s.npz", "--device", "cpu",
