@@ -12,7 +12,8 @@ def add_parser(subparsers):
         "mu_s, sigma_s, arr_0), so ADM's evaluator reads it too. Runs as one process.",
     )
     p.add_argument("--data", required=True, help="'mnist32', an .npz (arr_0 uint8 N x H x W x C) or a folder of images")
-    p.add_argument("--out", required=True, help="output .npz")
+    p.add_argument("--out", required=True, help="output .npz (an existing file is refused unless --force)")
+    p.add_argument("--force", action="store_true", help="replace an existing --out file")
     p.add_argument(
         "--resolution",
         type=image_side,
@@ -31,10 +32,13 @@ def add_parser(subparsers):
 
 
 def run(args):
+    from dit.io import replaces
     from eval.reference import make_reference
 
     if args.num_images < 1:
         raise ValueError(f"--num-images must be at least 1, got {args.num_images}")
+    if replaces(args.out, ours=False, force=args.force):
+        print(f"replacing {args.out} (--force)")
     with one_line_warnings("ref-stats"):
         out = make_reference(args.data, args.out, args.features, resolution=args.resolution, num_images=args.num_images,
                              seed=args.seed, device=args.device, batch_size=args.batch_size,

@@ -289,6 +289,7 @@ CASES = [
     *(case(*REF_STATS, o, v) for o, v in (("--resolution", "0"), ("--resolution", "-1"), ("--num-images", "0"),
                                           ("--batch-size", "0"), ("--resolution", "100000"), ("--seed", "-1"))),
     case("ref-stats", "--data", "{tmp}/none", "--out", "{tmp}/ref.npz", "--features", "mnist", "--device", "cpu"),
+    case(*REF_STATS, make=text("ref.npz", "mine"), expect="--force", id="ref-stats over a user's file"),
     case(*REF_STATS[:3], "{tmp}/o", *REF_STATS[4:], make=folder("o")),
     *(case(*ENCODE, o, v, make=folder("images")) for o, v in (("--resolution", "0"), ("--resolution", "-1"),
                                                               ("--batch-size", "0"), ("--num-workers", "-1"))),
