@@ -16,6 +16,7 @@ means `--no-report`).
 
 A run that fails does not stop the others; the grid ends with RunsFailed naming the failed runs.
 """
+import contextlib
 import inspect
 import os
 import signal
@@ -61,13 +62,16 @@ def _execute_here(run: RunSpec, grid_dir, progress: bool, on_done, on_results) -
     """Execute one run in this process; False when it stopped with a user's error (a diverged loss). A stop
     signal stops the whole grid (TrainingInterrupted propagates after the run's checkpoint)."""
     from dit.train import TrainingInterrupted
+    from scaling.cli import error_line, is_user_error
 
     try:
         execute_run(run, grid_dir, progress=progress, on_results=on_results)
     except TrainingInterrupted:
         raise
-    except UserError as exc:
-        print(f"{run.label} stopped: {exc}", file=sys.stderr, flush=True)
+    except Exception as exc:  # a user's error stops this run only, as it would in a worker process
+        if not is_user_error(exc):
+            raise
+        print(f"{run.label} stopped: {error_line(exc)}", file=sys.stderr, flush=True)
         return False
     if on_done:
         on_done(run)
@@ -97,6 +101,18 @@ def cpu_slots(workers: int) -> list[dict]:
     One thread per process never waits for another, so small models gain most from several workers."""
     threads = str(max(1, usable_cores() // workers))
     return [{"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads} for _ in range(workers)]
+
+
+PR_SET_PDEATHSIG = 1  # prctl(2): the signal a process gets when its parent dies
+
+
+def stop_with_parent():
+    """In a worker, before it runs: SIGTERM it when run-grid dies, however it dies (even SIGKILL), so it checkpoints
+    and stops instead of training on, orphaned, with its run's lock (Linux; elsewhere nothing is done)."""
+    import ctypes
+
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 class GridInterrupted(UserError):
@@ -180,7 +196,8 @@ class ProcessPool:
         hint.unlink(missing_ok=True)  # a run starts with its slot's share of the cores
         threads = {} if self.gpus_per_run else {THREADS_FILE_ENV: str(hint)}
         proc = subprocess.Popen(command, env=dict(os.environ, **slot, **threads), stdout=log, stderr=subprocess.STDOUT,
-                                start_new_session=True)  # a terminal's Ctrl-C reaches it once, through forward()
+                                start_new_session=True,  # a terminal's Ctrl-C reaches it once, through forward()
+                                preexec_fn=stop_with_parent)
         self.running[proc] = (run, slot, log)
         bar.write(f"{run.label} started (log: {log_path})")
 

@@ -1,6 +1,9 @@
 """`scaling lr-find`: the learning-rate range test, as a plot and a suggested maximum rate."""
 import argparse
 
+from scaling.commands.argtypes import bounded_int, positive_float
+
+LR_FIND_MIN_STEPS = 5  # fewer rates than this show no curve to read a maximum from
 # TrainConfig fields the range test sets itself or never reaches (it writes no checkpoints, samples or logs)
 NOT_OPTIONS = ("lr", "steps", "lr_schedule", "warmup_steps", "log_every", "ckpt_every", "keep_last", "keep_every",
                "sample_every", "sample_images", "sample_steps", "sample_cfg_scale", "loggers")
@@ -24,9 +27,10 @@ def add_parser(subparsers):
         argument_default=argparse.SUPPRESS,
     )
     p.add_argument("--out", default="lr-find", help="output folder, e.g. a run directory (default: ./lr-find)")
-    p.add_argument("--min-lr", type=float, default=1e-6, help="first learning rate (default: 1e-06)")
-    p.add_argument("--max-lr", type=float, default=1e-2, help="last learning rate (default: 0.01)")
-    p.add_argument("--num-steps", type=int, default=200, help="steps of the test (default: 200)")
+    p.add_argument("--min-lr", type=positive_float, default=1e-6, help="first learning rate (default: 1e-06)")
+    p.add_argument("--max-lr", type=positive_float, default=1e-2, help="last learning rate (default: 0.01)")
+    p.add_argument("--num-steps", type=bounded_int(LR_FIND_MIN_STEPS), default=200,
+                   help="steps of the test (default: 200)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     hints = typing.get_type_hints(TrainConfig)
     for field in dataclasses.fields(TrainConfig):

@@ -1,4 +1,5 @@
 """`scaling ref-stats`: reference statistics (ADM .npz layout) of a data set, for `scaling eval`."""
+from scaling.commands.argtypes import image_side, non_negative_int, positive_int
 from scaling.commands.eval import add_feature_options, one_line_warnings
 
 
@@ -11,29 +12,33 @@ def add_parser(subparsers):
         "mu_s, sigma_s, arr_0), so ADM's evaluator reads it too. Runs as one process.",
     )
     p.add_argument("--data", required=True, help="'mnist32', an .npz (arr_0 uint8 N x H x W x C) or a folder of images")
-    p.add_argument("--out", required=True, help="output .npz")
+    p.add_argument("--out", required=True, help="output .npz (an existing file is refused unless --force)")
+    p.add_argument("--force", action="store_true", help="replace an existing --out file")
     p.add_argument(
         "--resolution",
-        type=int,
+        type=image_side,
         help="image side: centre-crop size for folders (default 256); mnist32 digits are resized to it (default 32); "
             "ignored for .npz",
     )
     p.add_argument(
         "--num-images",
-        type=int,
+        type=positive_int,
         default=10_000,
         help="reference images kept in arr_0 for precision/recall (ADM: 10,000)",
     )
-    p.add_argument("--seed", type=int, default=0, help="seed of the random choice of kept images")
+    p.add_argument("--seed", type=non_negative_int, default=0, help="seed of the random choice of kept images")
     add_feature_options(p)
     p.set_defaults(func=run)
 
 
 def run(args):
+    from dit.io import replaces
     from eval.reference import make_reference
 
     if args.num_images < 1:
         raise ValueError(f"--num-images must be at least 1, got {args.num_images}")
+    if replaces(args.out, ours=False, force=args.force):
+        print(f"replacing {args.out} (--force)")
     with one_line_warnings("ref-stats"):
         out = make_reference(args.data, args.out, args.features, resolution=args.resolution, num_images=args.num_images,
                              seed=args.seed, device=args.device, batch_size=args.batch_size,

@@ -1,4 +1,5 @@
 """`scaling report GRID_DIR`: the scaling figures, fits and a self-contained HTML + PDF report."""
+from scaling.commands.argtypes import finite_float, non_negative_int
 from study.metrics import metric_names
 
 DESCRIPTION = """\
@@ -33,13 +34,13 @@ def add_parser(subparsers):
                    f"{', '.join(metric_names())} (default: fid)")
     p.add_argument(
         "--step",
-        type=int,
+        type=non_negative_int,
         default=None,
         help="training step of the metric-vs-Gflops figure and fit (default: the last step every run reached)",
     )
     p.add_argument(
         "--target",
-        type=float,
+        type=finite_float,
         default=None,
         help="metric value the fits predict the needed compute for (default: 10%% better than the best so far)",
     )

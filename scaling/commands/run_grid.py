@@ -55,6 +55,7 @@ def run(args):
     from dit.io import remove_stale_temporaries
     from dit.lock import directory_lock
     from scaling.grid import plan
+    from scaling.runs import check_grid_dir
     from study.layout import GridLayout
 
     spec = load_spec(args)
@@ -68,6 +69,7 @@ def run(args):
             print(r.label)
         return
     grid = GridLayout(grid_dir)
+    check_grid_dir(grid_dir, spec)  # before the lock file is made in a folder that is not ours
     with directory_lock(
         grid.lock, f"grid directory {grid_dir}", "scaling run-grid"
     ):  # a second run-grid here ends in one line, exit 2

@@ -67,7 +67,9 @@ def run(args):
               + (f" {job:<24}" if jobs else ""))
     first = headline_setting(runs[0])
     for s in states:
-        if s.failure:
+        if s.state == "damaged":
+            print(f"{s.name} is damaged: {s.failure['cause']}")
+        elif s.failure:
             print(
                 f"{s.name} failed at step {s.failure.get('step')}: {s.failure.get('cause')}; fix it, then re-run the "
                 "grid"
