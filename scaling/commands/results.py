@@ -28,11 +28,15 @@ TABLE_COLUMNS = ["run", "params", "gflops", "step", "train_compute_gflops", "sam
 TABLE_FORMATS = {"train_compute_gflops": "{:.3e}".format, "params": lambda n: f"{n / 1e6:.2f}M"}
 
 
+# columns this command adds to the stored table, with their meaning
+ADDED_COLUMNS = {"failed": ("boolean", "the run stopped with an error: its last rows are from before it")}
+
+
 def describe_rows(df) -> list[dict]:
     """Each column of the table with its type and meaning (the schema's words; columns it lacks say so)."""
     from study.schema import schema
 
-    meanings = schema()
+    meanings = {**schema(), **ADDED_COLUMNS}
     return [{"column": c, "dtype": str(df[c].dtype),
              "meaning": meanings[c][1] if c in meanings else "(not in the schema)"} for c in df.columns]
 

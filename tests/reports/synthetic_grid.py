@@ -121,8 +121,10 @@ def make_grid(root, *, sizes=("S", "B", "L", "XL"), patches=(8, 4, 2), blocks_fo
                     recall=0.5, wall_seconds=step / 10.0))
     df = to_table(records)
     write_results(df, root)
-    (root / "grid.yaml").write_text(
-        f"name: synthetic\nsizes: {list(sizes)}\npatches: {list(patches)}\nsteps: {max(steps)}\n"
+    (root / "grid.yaml").write_text(  # a spec `scaling results` and `status` read back (the runs are not trained)
+        f"name: synthetic\nmodels: {{sizes: {list(sizes)}, patch_sizes: {list(patches)}}}\n"
+        f"data: {{dataset: {dataset}, codec: identity, resolution: {resolution}, channels: 1, num_classes: 10}}\n"
+        f"train: {{steps: {max(steps)}, device: cpu}}\n"
     )
     return SyntheticGrid(path=root, df=df, runs=runs, steps=tuple(steps), sampling_steps=tuple(sampling_steps),
                          configs=configs)

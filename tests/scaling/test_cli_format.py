@@ -135,6 +135,7 @@ def test_help_texts_say_each_default_once_and_list_choices():
 def test_results_describe_its_columns_in_the_parquet_file_and_on_request(tmp_path, capsys):
     import pyarrow.parquet as pq
 
+    from scaling.commands.results import ADDED_COLUMNS
     from study.schema import schema
     from tests.reports.synthetic_grid import make_grid
 
@@ -144,7 +145,7 @@ def test_results_describe_its_columns_in_the_parquet_file_and_on_request(tmp_pat
     capsys.readouterr()
     assert main(["results", str(grid.path), "--describe", "--format", "json"]) == 0
     described = {row["column"]: row["meaning"] for row in json.loads(capsys.readouterr().out)}
-    assert described == {c: schema()[c][1] for c in written.names}
+    assert described == {c: schema()[c][1] for c in written.names} | {"failed": ADDED_COLUMNS["failed"][1]}
 
 
 def test_the_results_table_view_keeps_every_metric_with_values_in_one_format_per_column(tmp_path, capsys):
