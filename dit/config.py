@@ -14,6 +14,7 @@ from dit.diffusion import NOISE_SCHEDULES, NUM_TRAIN_TIMESTEPS
 from dit.io import read_text
 from dit.latents import CODECS
 from dit.loggers import LOGGERS
+from dit.parametrization import PARAMETRIZATIONS
 from dit.schedules import LR_SCHEDULES
 from study.registry import Registry
 
@@ -29,6 +30,7 @@ AT_LEAST_ONE_OR_UNSET = {  # option -> what leaving it out means
     "depth": "the named size's", "hidden_size": "the named size's", "num_heads": "the named size's",
     "resolution": "the data set's own", "keep_every": "no checkpoints kept beyond keep_last",
     "sample_every": "a sample grid at each checkpoint", "micro_batch_size": "each rank's batch in one pass",
+    "base_width": "the model's own width (μP)",
 }
 INTERVALS = {  # option -> (test, the interval it tests)
     "lr": (lambda v: 0 < v < 1, "(0, 1)"),
@@ -69,6 +71,8 @@ class TrainConfig:
     max_grad_norm: float | None = None  # the paper does not clip
     ema_decay: float = 0.9999
     seed: int = 0
+    parametrization: str = "sp"  # "sp" (the paper's) or "mup": μP, whose lr transfers across widths
+    base_width: int | None = None  # μP's base width: the width the lr was tuned at (None: the model's own)
     # bookkeeping
     log_every: int = 100
     ckpt_every: int = 50_000
@@ -96,7 +100,7 @@ class TrainConfig:
         object.__setattr__(self, "loggers", tuple(dict.fromkeys(LOGGERS.check(n) for n in names)))  # in order, once
         registries = {
             "block": BLOCKS, "attention": ATTENTION_IMPLS, "codec": CODECS, "precision": PRECISIONS,
-            "noise_schedule": NOISE_SCHEDULES, "lr_schedule": LR_SCHEDULES,
+            "noise_schedule": NOISE_SCHEDULES, "lr_schedule": LR_SCHEDULES, "parametrization": PARAMETRIZATIONS,
         }
         for name, registry in registries.items():
             registry.check(getattr(self, name), what=name)
