@@ -165,7 +165,7 @@ class ProcessPool:
                              "then re-run to resume them")
 
     def log_path(self, run: RunSpec) -> Path:
-        return GridLayout(self.grid_dir).run_log(run.name, run.seed)
+        return GridLayout(self.grid_dir).run_log(run.stem, run.seed)
 
     def last_line(self, run: RunSpec) -> str:
         """What a run's process said last (its error), and where the rest is."""
@@ -349,7 +349,7 @@ def write_sbatch_scripts(runs: list[RunSpec], grid_dir, *, report: bool = True) 
             gpus_per_node=slurm.gpus_per_node,
             time=slurm.time,
         )
-        path = grid.sbatch_script(run.name, run.seed)
+        path = grid.sbatch_script(run.stem, run.seed)
         path.write_text(text)
         paths.append(path)
     return paths

@@ -10,7 +10,7 @@ import pandas as pd
 from dit.io import atomic_path, read_json
 from scaling.grid import RunSpec
 from study.layout import GridLayout
-from study.schema import KEY, result_row
+from study.schema import KEY, SWEPT_COLUMNS, result_row
 
 
 def run_columns(run: RunSpec) -> dict:
@@ -34,7 +34,7 @@ def run_columns(run: RunSpec) -> dict:
         "gflops": gflops(config),
         "dataset": run.data.dataset,
         "resolution": run.data.resolution,
-        "batch_size": run.train.batch_size,
+        **{name: run.train[name] for name in SWEPT_COLUMNS},
     }
 
 
@@ -51,7 +51,7 @@ def results_records(grid_dir, runs: list[RunSpec]) -> list[dict]:
     records = []
     for run in runs:
         columns = run_columns(run)
-        paths = grid.run(run.name, run.seed).eval_records()
+        paths = grid.run(run.stem, run.seed).eval_records()
         records += [result_row(columns, read_eval_record(path)) for path in paths]
     return records
 

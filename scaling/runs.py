@@ -48,7 +48,7 @@ def sampling_settings(run: RunSpec, step: int | None = None) -> list[SamplingSet
 
 
 def run_layout(grid_dir, run: RunSpec) -> RunLayout:
-    return GridLayout(grid_dir).run(run.name, run.seed)
+    return GridLayout(grid_dir).run(run.stem, run.seed)
 
 
 def run_train_config(run: RunSpec):

@@ -25,6 +25,10 @@ SCHEMA = {
     "dataset": ("string", "training data set, e.g. mnist32 or imagenet256"),
     "resolution": ("Int64", "image side in pixels"),
     "batch_size": ("Int64", "global training batch size"),
+    "lr": ("float64", "AdamW learning rate of the recipe (under μP: of its input and readout groups)"),
+    "parametrization": ("string", "sp (the paper's standard parametrization) or mup (μP, dit.parametrization)"),
+    "warmup_steps": ("Int64", "steps of linear learning-rate warmup"),
+    "weight_decay": ("float64", "AdamW's decoupled weight decay"),
     "step": ("Int64", "training step of the evaluated checkpoint"),
     "images_seen": ("Int64", "step x batch_size"),
     "train_compute_gflops": ("float64", "gflops x batch_size x step x 3 (the paper's training compute)"),
@@ -51,9 +55,11 @@ SCHEMA = {
     "wall_seconds": ("float64", "wall-clock seconds of training up to this step"),
 }
 COLUMNS = tuple(SCHEMA)
-KEY = ("run", "seed", "step", "sampler", "sampling_steps", "cfg_scale", "features")
+# The training-recipe columns a grid can sweep (scaling.grid.SWEEPABLE): part of a row's key, as the seed.
+SWEPT_COLUMNS = ("parametrization", "lr", "batch_size", "warmup_steps", "weight_decay")
+KEY = ("run", "seed", *SWEPT_COLUMNS, "step", "sampler", "sampling_steps", "cfg_scale", "features")
 RUN_COLUMNS = ("run", "seed", "model", "size", "patch_size", "block", "params", "gflops", "dataset", "resolution",
-               "batch_size")
+               *SWEPT_COLUMNS)
 
 
 def train_compute_gflops(gflops: float, batch_size: int, steps: int) -> float:
