@@ -30,6 +30,7 @@ from dit.diffusion import LINEAR_BETA_END, LINEAR_BETA_START, NUM_TRAIN_TIMESTEP
 from dit.embeddings import sincos_2d
 from dit.io import atomic_path, load_tensors
 from dit.models import MODEL_SIZES, DiT, DiTConfig
+from dit.parametrization import fold_into_standard
 
 METADATA_KEY = "dit_scaling"  # safetensors metadata entry, and the JSON file beside a diffusers config.json
 RUN_CONFIG_NAME = f"{METADATA_KEY}.json"
@@ -285,9 +286,11 @@ def export_safetensors(ckpt_path, out, *, model_name: str | None = None) -> Path
 
 
 def diffusers_transformer(model: DiT):
-    """diffusers' DiTTransformer2DModel holding this (adaLN-Zero) model's weights."""
+    """diffusers' DiTTransformer2DModel holding this (adaLN-Zero) model's weights; a μP model's multipliers are
+    folded into its weights first (dit.parametrization.fold_into_standard: the same outputs)."""
     from diffusers import DiTTransformer2DModel
 
+    model = fold_into_standard(model)
     check_expressible(model.config)
     transformer = DiTTransformer2DModel(**diffusers_config(model.config))
     transformer.load_state_dict(to_diffusers_state(model.state_dict(), model.config), strict=True)

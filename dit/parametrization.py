@@ -15,6 +15,8 @@ a wide one. Widths are measured against a base width W0, m = width / W0:
 At m = 1 every rule is the standard one, so μP at the base width is SP. Weight decay in a hidden
 group is multiplied by m, so the per-step shrink lr x decay is the same at every width.
 """
+import dataclasses
+
 import torch
 from torch import nn
 
@@ -24,7 +26,7 @@ PARAMETRIZATIONS = Registry("parametrization", ("sp", "mup"))
 # Matrices whose fan-in is fixed by the data (or the frequency embedding), not by the width.
 INPUT_WEIGHTS = ("x_embedder.proj.weight", "t_embedder.mlp.0.weight", "y_embedder.embedding_table.weight")
 READOUT_WEIGHTS = ("final_layer.linear.weight",)
-TIMESTEP_STD = 0.02  # SP's std of the timestep MLP (dit.models); under μP its hidden matrix's shrinks as 1/sqrt(m)
+TIMESTEP_STD = 0.02  # SP's std of the timestep MLP and label table (dit.models)
 
 
 def check_parametrization(parametrization: str, base_width: int | None, width: int):
@@ -57,14 +59,14 @@ def param_role(name: str, param: torch.Tensor) -> str:
 
 @torch.no_grad()
 def mup_init_(model: nn.Module, width: int, base_width: int):
-    """Rescale SP's initialisation (already applied) to μP's: the input weights drawn as at the base width,
-    the N(0, 0.02) hidden matrix of the timestep MLP with std 0.02 / sqrt(m). Xavier-uniform hidden
-    matrices already have variance ~ 1/fan_in and the readout is zero."""
+    """Rescale SP's initialisation (already drawn) to μP's, drawing nothing more: the patch embedding's
+    xavier-uniform bound to its value at the base width (input weights keep their size at every width), the
+    N(0, 0.02) hidden matrix of the timestep MLP to std 0.02 / sqrt(m). Xavier-uniform hidden matrices already
+    have variance ~ 1/fan_in and the readout is zero. At m = 1 nothing changes."""
     w = model.x_embedder.proj.weight  # (D, C, p, p)
     fan_in = w[0].numel()
-    bound = (6.0 / (fan_in + base_width)) ** 0.5  # xavier-uniform with the base width as fan-out
-    nn.init.uniform_(w, -bound, bound)
-    nn.init.normal_(model.t_embedder.mlp[2].weight, std=TIMESTEP_STD / width_mult(width, base_width) ** 0.5)
+    w.mul_(((fan_in + width) / (fan_in + base_width)) ** 0.5)  # xavier bound sqrt(6 / (fan_in + fan_out))
+    model.t_embedder.mlp[2].weight.mul_(width_mult(width, base_width) ** -0.5)
 
 
 def param_groups(model: nn.Module, lr: float, weight_decay: float, width: int, base_width: int) -> list[dict]:
@@ -80,3 +82,24 @@ def param_groups(model: nn.Module, lr: float, weight_decay: float, width: int, b
         {"params": roles["hidden"], "lr_mult": 1.0 / m, "weight_decay": weight_decay * m},
     ]
     return [dict(g, lr=lr * g["lr_mult"]) for g in groups if g["params"]]
+
+
+@torch.no_grad()
+def fold_into_standard(model: nn.Module) -> nn.Module:
+    """An SP model with the same outputs as a μP `model`: the readout multiplier folded into the final linear
+    weight, the attention scale into the query rows (a standard 1 / sqrt(d) then gives sqrt(d0) / d)."""
+    c = model.config
+    if c.parametrization == "sp":
+        return model
+    standard = type(model)(dataclasses.replace(c, parametrization="sp", base_width=None))
+    state = {k: v.clone() for k, v in model.state_dict().items()}  # (out, in) weights, (out,) biases
+    state["final_layer.linear.weight"] *= c.readout_mult
+    q_factor = c.attention_scale * (c.hidden_size / c.num_heads) ** 0.5
+    D = c.hidden_size
+    for name in state:
+        if name.endswith(("attn.qkv.weight", "attn.qkv.bias")):
+            state[name][:D] *= q_factor  # rows [0, D) of the fused projection are the queries
+        elif name.endswith(("cross_attn.q.weight", "cross_attn.q.bias")):
+            state[name] *= q_factor
+    standard.load_state_dict(state)
+    return standard.train(model.training)
