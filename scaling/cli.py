@@ -37,6 +37,7 @@ COMMANDS = (
     "fid",
     "export",
     "lr-find",
+    "coord-check",
     "bench",
     "run-one",
 )
