@@ -30,6 +30,7 @@ def run_columns(run: RunSpec) -> dict:
         "size": config.size,
         "patch_size": config.patch_size,
         "block": config.block,
+        "width": config.hidden_size,
         "params": params,
         "gflops": gflops(config),
         "dataset": run.data.dataset,

@@ -20,6 +20,7 @@ SCHEMA = {
     "size": ("string", "model size: T, M, S, B, L, XL or custom"),
     "patch_size": ("Int64", "patch side p"),
     "block": ("string", "conditioning block: in-context, cross-attn, adaln, adaln-zero"),
+    "width": ("Int64", "hidden size D of the transformer (the width μP scales by)"),
     "params": ("Int64", "parameter count"),
     "gflops": ("float64", "forward Gflops of one sample (fvcore, one multiply-add = one flop)"),
     "dataset": ("string", "training data set, e.g. mnist32 or imagenet256"),
@@ -58,8 +59,8 @@ COLUMNS = tuple(SCHEMA)
 # The training-recipe columns a grid can sweep (scaling.grid.SWEEPABLE): part of a row's key, as the seed.
 SWEPT_COLUMNS = ("parametrization", "lr", "batch_size", "warmup_steps", "weight_decay")
 KEY = ("run", "seed", *SWEPT_COLUMNS, "step", "sampler", "sampling_steps", "cfg_scale", "features")
-RUN_COLUMNS = ("run", "seed", "model", "size", "patch_size", "block", "params", "gflops", "dataset", "resolution",
-               *SWEPT_COLUMNS)
+RUN_COLUMNS = ("run", "seed", "model", "size", "patch_size", "block", "width", "params", "gflops", "dataset",
+               "resolution", *SWEPT_COLUMNS)
 
 
 def train_compute_gflops(gflops: float, batch_size: int, steps: int) -> float:

@@ -13,6 +13,10 @@ def add_parser(subparsers):
     p.add_argument("--aggregate", choices=("seeds",),
                    help="seeds: one row per run x step x setting over its seeds, with n_seeds and each metric's "
                    "mean, min, max and 95%% t interval of the mean (ci_low, ci_high; empty with one seed)")
+    p.add_argument("--best", metavar="AXES",
+                   help="comma-separated swept columns (e.g. lr): one row per model (and seed and setting) at the "
+                   "values of these axes whose --select-on value, averaged over seeds at the last step, is lowest")
+    p.add_argument("--select-on", default="val_loss", help="the column --best minimises (default val_loss)")
     p.set_defaults(func=run)
 
 
@@ -31,6 +35,13 @@ def run(args):
         refresh_results(args.grid_dir)
     df = read_results(args.grid_dir)
     columns = TABLE_COLUMNS
+    if args.best:
+        from study.selection import best_rows
+
+        axes = [a.strip() for a in args.best.split(",") if a.strip()]
+        df = best_rows(df, axes, args.select_on)
+        chosen = list(dict.fromkeys(["parametrization", *axes, "seed", args.select_on]))
+        columns = ["run", *chosen, *(c for c in TABLE_COLUMNS[1:] if c not in chosen)]
     if args.aggregate == "seeds":
         df = aggregate_seeds(df)
         columns = ["run", "step", "sampling_steps", "cfg_scale", "n_seeds"] + [
