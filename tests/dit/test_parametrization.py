@@ -107,11 +107,15 @@ def test_a_mup_checkpoint_exports_to_diffusers_with_our_outputs_and_loads_back_a
               "train": {"codec": "identity", "data": "mnist32", "vae": "none", "noise_schedule": "linear"}}
     torch.save({"model": state, "ema": state, "opt": {}, "config": config, "step": 0}, tmp_path / "c.pt")
     assert load_model(tmp_path / "c.pt").config == mup.config  # the checkpoint records μP and its base width
-    theirs = DiTTransformer2DModel.from_pretrained(export_diffusers(tmp_path / "c.pt", tmp_path / "d")).eval()
-    x, _, y = batch()
+    folder = export_diffusers(tmp_path / "c.pt", tmp_path / "d")
+    theirs = DiTTransformer2DModel.from_pretrained(folder).eval()
+    x, t, y = batch()
     zero = torch.zeros(len(x), dtype=torch.long)  # diffusers' timestep embedding differs elsewhere
     with torch.no_grad():
         torch.testing.assert_close(theirs(x, zero, class_labels=y).sample, mup(x, zero, y), atol=1e-5, rtol=1e-5)
+        back = load_model(folder)  # the folded weights read back as an SP model with the same outputs
+        assert back.config.parametrization == "sp"
+        torch.testing.assert_close(back(x, t, y), mup(x, t, y), atol=1e-5, rtol=1e-5)
 
 
 def test_bad_parametrizations_and_base_widths_and_mixed_init_are_refused_in_one_line(tmp_path):
