@@ -109,3 +109,15 @@ def test_plan_prints_the_tuning_share(tmp_path, capsys):
     path.write_text(GRID.replace("lr: [5e-4, 2e-3]", "lr: x"))
     assert main(["plan", str(path)]) == 2
     assert "sweep.lr: expected a list" in capsys.readouterr().err
+
+
+def test_demo_mup_preset_sweeps_lr_over_an_8x_width_range_under_sp_and_mup():
+    from scaling.gridfile import load_preset
+
+    spec = load_preset("demo-mup")
+    runs = plan(spec)
+    widths = sorted({r.dit_config().hidden_size for r in runs})
+    assert widths[-1] / widths[0] >= 8 and 4 <= len(spec.sweep.lr) <= 6
+    assert set(spec.sweep.parametrization) == {"sp", "mup"} and spec.train.lr in spec.sweep.lr
+    assert {r.train.base_width for r in runs if r.train.parametrization == "mup"} == {widths[0]}
+    assert spec.eval.validation_items > 0 and spec.data.resolution == 16 and spec.train.device == "cpu"
