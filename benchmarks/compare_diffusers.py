@@ -16,8 +16,8 @@ import torch
 from dit.checkpoint import load_model, read_checkpoint
 from dit.data import build_dataset
 from dit.diffusion import create_diffusion
+from dit.export import diffusers_transformer
 from dit.images import to_uint8
-from dit.interop import diffusers_transformer
 from dit.samplers import sample_ddpm
 from eval.evaluate import evaluate_samples
 

@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from study.blocks import ADALN_ZERO
 from study.registry import Registry
 
 ATTENTION_IMPLS = Registry("attention", ("sdpa", "math"))
@@ -166,7 +167,7 @@ BLOCKS = Registry("block", {
     "in-context": InContextBlock,
     "cross-attn": CrossAttentionBlock,
     "adaln": AdaLNBlock,
-    "adaln-zero": AdaLNZeroBlock,
+    ADALN_ZERO: AdaLNZeroBlock,
 })
 
 

@@ -15,8 +15,10 @@ import numpy as np
 import torch
 
 from dit import distributed
+from dit.foreign import read_foreign
 from dit.io import atomic_torch_save, load_tensors
 from dit.models import MODEL_SIZES, DiT, DiTConfig, dit_config
+from study.blocks import ADALN_ZERO
 from study.layout import RunLayout, steps_in
 
 PROJECT_KEYS = ("model", "ema", "config")
@@ -26,14 +28,12 @@ PLAIN_KEY = "x_embedder.proj.weight"
 def read_checkpoint(path_or_state, model_name: str | None = None) -> dict:
     """torch.load with weights_only=True; ValueError with one clear line for a missing or unreadable file.
 
-    A diffusers DiT folder or a .safetensors file is read by dit.interop (`model_name` for one without our metadata).
+    A diffusers DiT folder or a .safetensors file is read by dit.foreign (`model_name` for one without our metadata).
     """
     if isinstance(path_or_state, dict):
         return path_or_state
     path = Path(path_or_state)
     if path.is_dir() or path.suffix == ".safetensors":
-        from dit.interop import read_foreign
-
         return read_foreign(path, model_name)
     return load_tensors(
         path_or_state,
@@ -61,7 +61,7 @@ def infer_config(state: dict, **overrides) -> DiTConfig:
     if any(".cross_attn." in k for k in state):
         block = "cross-attn"
     elif "blocks.0.adaLN_modulation.1.weight" in state:
-        block = "adaln-zero" if state["blocks.0.adaLN_modulation.1.weight"].shape[0] == 6 * hidden else "adaln"
+        block = ADALN_ZERO if state["blocks.0.adaLN_modulation.1.weight"].shape[0] == 6 * hidden else "adaln"
     else:
         block = "in-context"
     size = next((name for name, (d, w, _) in MODEL_SIZES.items() if (d, w) == (depth, hidden)), "custom")
@@ -148,13 +148,6 @@ def newest_readable_checkpoint(run_dir) -> tuple[dict | None, list[Path]]:
             return ckpt, unreadable
         unreadable.append(path)
     return None, unreadable
-
-
-def latest_checkpoint(run_dir) -> dict | None:
-    """The newest checkpoint of run_dir that reads back whole; the newer unreadable ones are named in one warning."""
-    ckpt, unreadable = newest_readable_checkpoint(run_dir)
-    warn_unreadable(unreadable, f"newest readable: step {ckpt['step']}" if ckpt else "none reads back")
-    return ckpt
 
 
 def warn_unreadable(unreadable: list[Path], outcome: str):

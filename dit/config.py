@@ -16,6 +16,7 @@ from dit.latents import CODECS
 from dit.loggers import LOGGERS
 from dit.parametrization import PARAMETRIZATIONS
 from dit.schedules import LR_SCHEDULES
+from study.blocks import DEFAULT_BLOCK
 from study.registry import Registry
 
 PRECISIONS = Registry("precision", ("fp32", "bf16"))  # of training and sampling (bf16: autocast)
@@ -44,7 +45,7 @@ INTERVALS = {  # option -> (test, the interval it tests)
 class TrainConfig:
     # model
     model: str = "DiT-XL/2"
-    block: str = "adaln-zero"
+    block: str = DEFAULT_BLOCK
     depth: int | None = None  # overrides of the named size, needed for DiT-custom/<p>
     hidden_size: int | None = None
     num_heads: int | None = None

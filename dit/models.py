@@ -13,6 +13,7 @@ from torch.utils.checkpoint import checkpoint
 from dit.blocks import ATTENTION_IMPLS, BLOCKS, AdaptiveFinalLayer, PlainFinalLayer
 from dit.embeddings import LabelEmbedder, PatchEmbed, TimestepEmbedder, sincos_2d
 from dit.parametrization import TIMESTEP_STD, attention_scale, check_parametrization, mup_init_, width_mult
+from study.blocks import ADALN_ZERO, DEFAULT_BLOCK
 from study.registry import Registry
 
 # name -> (depth, hidden size, heads). S/B/L/XL are the paper's Table 1; T and M are tiny sizes
@@ -57,7 +58,7 @@ class DiTConfig:
     input_size: int = 32
     in_channels: int = 4
     num_classes: int = 1000
-    block: str = "adaln-zero"
+    block: str = DEFAULT_BLOCK
     learn_sigma: bool = True
     class_dropout_prob: float = 0.1
     attention: str = "sdpa"
@@ -179,7 +180,7 @@ class DiT(nn.Module):
         nn.init.normal_(self.y_embedder.embedding_table.weight, std=0.02)
         nn.init.normal_(self.t_embedder.mlp[0].weight, std=TIMESTEP_STD)
         nn.init.normal_(self.t_embedder.mlp[2].weight, std=TIMESTEP_STD)
-        if self.config.block == "adaln-zero":
+        if self.config.block == ADALN_ZERO:
             for block in self.blocks:
                 nn.init.zeros_(block.adaLN_modulation[-1].weight)
                 nn.init.zeros_(block.adaLN_modulation[-1].bias)
@@ -253,7 +254,7 @@ def create_dit(
     input_size: int = 32,
     in_channels: int = 4,
     num_classes: int = 1000,
-    block: str = "adaln-zero",
+    block: str = DEFAULT_BLOCK,
     learn_sigma: bool = True,
     class_dropout_prob: float = 0.1,
     attention: str = "sdpa",

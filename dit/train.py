@@ -34,13 +34,13 @@ from dit.config import TrainConfig
 from dit.data import POSTERIOR, build_dataset, make_loader, step_seed
 from dit.diffusion import create_diffusion
 from dit.errors import UserError
-from dit.interop import initialise_from
+from dit.init_from import initialise_from
 from dit.io import atomic_write_text, remove_stale_temporaries
 from dit.lock import directory_lock
 from dit.loggers import Loggers, open_loggers
 from dit.models import DiT, create_dit
 from dit.parametrization import param_groups
-from dit.precision import autocast_for
+from dit.precision import autocast_for, set_tf32
 from dit.progress import progress_bar
 from dit.sample import save_sample_grid
 from dit.schedules import get_lr_schedule
@@ -165,7 +165,7 @@ def trim_log(run_dir, step: int):
 
 
 def check_can_start(config: TrainConfig, run: RunLayout, dist: distributed.DistInfo):
-    """Refuse a batch the processes cannot share or a run directory of another recipe; set TF32 on GPUs."""
+    """Refuse a batch the processes cannot share or a run directory of another recipe."""
     if config.batch_size % dist.world_size:
         raise ValueError(
             f"batch size {config.batch_size} does not divide by the {dist.world_size} processes; choose a multiple of "
@@ -176,9 +176,6 @@ def check_can_start(config: TrainConfig, run: RunLayout, dist: distributed.DistI
         raise ValueError(f"micro batch size {config.micro_batch_size} does not divide the {rows} rows of each of the "
                          f"{dist.world_size} processes; choose a divisor of {rows}")
     check_same_run(run.root, config)
-    if dist.device.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = config.tf32
-        torch.backends.cudnn.allow_tf32 = config.tf32
 
 
 def start_run_dir(run: RunLayout, config: TrainConfig, parts: "TrainingParts", step: int, dist) -> dict:
@@ -302,6 +299,7 @@ def train(
     dist = distributed.setup(config.device)
     run = RunLayout(run_dir)
     check_can_start(config, run, dist)
+    set_tf32(dist.device, config.tf32)
     with run_lock(run, dist), StopRequest() as stop:
         return train_locked(config, run, dist, stop, until=until, progress=progress, restart=restart)
 

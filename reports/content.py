@@ -15,35 +15,20 @@ from reports import figures as F
 from reports import lr_sweep as LR
 from reports import rundirs
 from reports import table as T
+from reports.analysis import correlation, frontier_points, isoflop_fit, isoflop_rows
 from reports.document import Code, Picture, Plot, Report, Section, Table, Text, format_number, format_table
 from reports.fits import fit_law, try_backtest
 from reports.paper import paper_citation, paper_table
-from reports.style import Metric, get_metric, run_style
+from reports.style import run_style
 from study.layout import GridLayout, RunLayout, dir_name, run_dir_name
+from study.metrics import Metric, get_metric
+from study.schema import measured_columns
 
 PAPER_FID_STEP = 400_000
 RUN_FILES = RunLayout(".")  # the names of a run directory's files, for captions
-RESULT_COLUMNS = (
-    "run",
-    "seed",
-    "step",
-    "budget",
-    "sampler",
-    "sampling_steps",
-    "cfg_scale",
-    "features",
-    "num_samples",
-    "gflops",
-    "train_compute_gflops",
-    "fid",
-    "sfid",
-    "inception_score",
-    "precision",
-    "recall",
-    "val_loss",
-    "val_mse",
-    "wall_seconds",
-)
+# the columns of an evaluation point the results table shows before what was measured at it
+POINT_COLUMNS = ("run", "seed", "step", "budget", "sampler", "sampling_steps", "cfg_scale", "features", "num_samples",
+                 "gflops", "train_compute_gflops")
 VAL_LOSS = get_metric("val_loss")
 
 
@@ -110,7 +95,7 @@ def summary_section(ctx: Context) -> Section:
     lines.append(Text(f"Best {m.label}: {best[m.column]:.3f} by {best['run']} at step {best['step']:,} "
                       f"({format_number(float(best['train_compute_gflops']))} Gflops of training compute)."))
     points, where = T.at_step(T.without_ablations(rows), ctx.step)
-    r = F.correlation(points["gflops"], points[m.column])
+    r = correlation(points["gflops"], points[m.column])
     lines.append(
         Text(
             f"At {where}, log10 Gflops and {m.label} correlate with Pearson r = {r:.3f} over {_models(points)}"
@@ -141,7 +126,7 @@ def _fisher_interval(r: float, n: int) -> str:
 def _fit_headline(ctx: Context, rows: pd.DataFrame) -> str:
     """The frontier fit in one sentence; a trend in words only when b's interval excludes 0."""
     m = ctx.metric
-    front = F.frontier_points(rows, m.column)
+    front = frontier_points(rows, m.column)
     what = f"Scaling-law fit {m.label} = a * C^(-b) + c on the compute-efficient frontier"
     try:
         fit = fit_law(front["train_compute_gflops"], front[m.column])
@@ -161,6 +146,12 @@ def _fit_headline(ctx: Context, rows: pd.DataFrame) -> str:
             f"b = {fit.b:.3f} ({fit.confidence:.0%} CI {lo:.3f} to {hi:.3f}, {counts}); it {where}.")
 
 
+def result_columns() -> tuple[str, ...]:
+    """The columns of the report's results table: the point's (POINT_COLUMNS), then every measured one of the
+    schema (each registered metric and wall_seconds)."""
+    return (*POINT_COLUMNS, *measured_columns())
+
+
 def grid_section(ctx: Context) -> Section:
     df = ctx.df
     per_run = T.in_run_order(df).groupby("run", sort=False).tail(1)
@@ -171,7 +162,7 @@ def grid_section(ctx: Context) -> Section:
             if c in df.columns
         ]
     ].rename(columns={"step": "last evaluated step"})
-    columns = [c for c in RESULT_COLUMNS if c in df.columns and df[c].notna().any()]
+    columns = [c for c in result_columns() if c in df.columns and df[c].notna().any()]
     results = T.in_run_order(df.sort_values(["cfg_scale", "sampling_steps"], kind="stable"))[columns]
     return Section("Grid and results table", "results", [
         Table(format_table(runs), "One row per run: the model, its conditioning block, parameters and forward Gflops "
@@ -363,7 +354,7 @@ def _metric_fits(ctx: Context, m: Metric, suffix: str) -> list:
     except T.NoData as exc:
         return [Text(f"No {m.label} fits: {exc}.", note=True)]
     target = ctx.target if ctx.target is not None and m is ctx.metric else _default_target(rows, m)
-    front = F.frontier_points(rows, m.column)
+    front = frontier_points(rows, m.column)
     points, where = T.at_step(T.without_ablations(rows), ctx.step)
     points = points[points["gflops"].notna()]
     blocks = []
@@ -435,11 +426,11 @@ def _optimum_law_text(law, what: str, budgets) -> str:
 
 def _isoflop_blocks(ctx: Context, m: Metric) -> list:
     try:
-        rows = F.isoflop_rows(ctx.df, m.column)
+        rows = isoflop_rows(ctx.df, m.column)
     except T.NoData as exc:
         return [Text(f"{m.label} isoFLOP profiles: not drawn, {exc}.", note=True)]
     name = m.column.replace("_", "-")
-    result = F.isoflop_fit(rows, m.column)
+    result = isoflop_fit(rows, m.column)
     blocks = [Plot(f"isoflop-{name}", F.plot_isoflop(ctx.df, m.column),
                    f"{m.label} of every model (every seed) at each training-compute budget against its Gflops and "
                    "parameters, a parabola in log-log space per budget and its optimum with a 95% delta-method "

@@ -12,20 +12,19 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import FuncFormatter, NullFormatter
 from PIL import Image
-from scipy import stats
 
 from reports import table as T
-from reports.fits import isoflop
+from reports.analysis import correlation, float_values, frontier_points, isoflop_fit, isoflop_rows
 from reports.style import (
     BLOCK_COLOURS,
     BLOCK_MARKERS,
-    METRICS,
     PATCH_LINESTYLES,
     SIZE_COLOURS,
-    get_metric,
     run_style,
 )
+from study.blocks import DEFAULT_BLOCK
 from study.layout import RunLayout
+from study.metrics import METRICS, get_metric
 
 PATCH_MARKERS = {2: "o", 4: "s", 8: "^"}
 FIGSIZE = (8.0, 4.6)
@@ -36,10 +35,6 @@ def _figure(ncols: int = 1, nrows: int = 1, size=FIGSIZE, **kw):
     fig = Figure(figsize=size, layout="constrained")
     axes = fig.subplots(nrows, ncols, squeeze=False, **kw)
     return fig, axes.ravel()
-
-
-def _values(series: pd.Series) -> np.ndarray:
-    return series.astype("float64").to_numpy()
 
 
 def _plain(value, _=None) -> str:
@@ -144,11 +139,11 @@ def _draw_runs(ax, rows: pd.DataFrame, x: str, y: str, **kw):
     for run, g in rows.groupby("run", sort=False):
         style = run_style(*g.iloc[0][["size", "patch_size", "block"]])
         if not g.duplicated(x).any():
-            ax.plot(_values(g[x]), _values(g[y]), label=run, **style, **kw)
+            ax.plot(float_values(g[x]), float_values(g[y]), label=run, **style, **kw)
             continue
         spread = T.seed_spread(g, [y], [x]).sort_values(x)
-        ax.plot(_values(spread[x]), _values(spread[f"{y}_mean"]), label=run, **style, **kw)
-        ax.fill_between(_values(spread[x]), _values(spread[f"{y}_min"]), _values(spread[f"{y}_max"]),
+        ax.plot(float_values(spread[x]), float_values(spread[f"{y}_mean"]), label=run, **style, **kw)
+        ax.fill_between(float_values(spread[x]), float_values(spread[f"{y}_min"]), float_values(spread[f"{y}_max"]),
                         color=style["color"], alpha=0.18, lw=0)
 
 
@@ -178,14 +173,6 @@ def plot_metric_vs_steps(df: pd.DataFrame, metric: str = "fid") -> Figure:
     ax.grid(alpha=0.3)
     _legend(fig, T.runs(rows))
     return fig
-
-
-def correlation(gflops, values) -> float:
-    """Pearson r between log10 Gflops and the metric (nan when it is undefined)."""
-    x, y = np.log10(np.asarray(gflops, float)), np.asarray(values, float)
-    if len(x) < 3 or np.ptp(x) == 0 or np.ptp(y) == 0:
-        return float("nan")
-    return float(stats.pearsonr(x, y).statistic)
 
 
 def plot_metric_vs_gflops(df: pd.DataFrame, metric: str = "fid", step=None) -> Figure:
@@ -221,13 +208,6 @@ def plot_metric_vs_gflops(df: pd.DataFrame, metric: str = "fid", step=None) -> F
     return fig
 
 
-def frontier_points(rows: pd.DataFrame, metric: str) -> pd.DataFrame:
-    """Rows (every seed's) of the points on the compute-efficient frontier of metric vs training compute."""
-    m = get_metric(metric)
-    rows = rows[rows["train_compute_gflops"].astype("float64") > 0]
-    return T.frontier_rows(rows, "train_compute_gflops", m.column, m.lower_is_better)
-
-
 def plot_metric_vs_train_compute(df: pd.DataFrame, metric: str = "fid") -> Figure:
     """Metric against training compute (Gflops x batch x steps x 3), log-log, every run one line,
     with the compute-efficient frontier (the paper's Fig. 9)."""
@@ -240,8 +220,8 @@ def plot_metric_vs_train_compute(df: pd.DataFrame, metric: str = "fid") -> Figur
     _draw_runs(ax, rows, "train_compute_gflops", m.column, ms=4, lw=1.6)
     front = T.seed_spread(frontier_points(rows, metric), [m.column], ["run", "step", "train_compute_gflops"])
     (frontier,) = ax.plot(
-        _values(front["train_compute_gflops"]),
-        _values(front[f"{m.column}_mean"]),
+        float_values(front["train_compute_gflops"]),
+        float_values(front[f"{m.column}_mean"]),
         color="black",
         lw=6,
         alpha=0.18,
@@ -298,7 +278,7 @@ def plot_block_ablation(df: pd.DataFrame, metric: str = "fid") -> Figure:
     for ax, model in zip(axes, models):
         for block, g in rows[rows["model"] == model].groupby("block", sort=True):
             g = g.sort_values("step")
-            ax.plot(_values(g["step"]), _values(g[m.column]), color=BLOCK_COLOURS.get(block, "0.4"),
+            ax.plot(float_values(g["step"]), float_values(g[m.column]), color=BLOCK_COLOURS.get(block, "0.4"),
                     marker=BLOCK_MARKERS.get(block, "v"), ms=4, lw=1.8, label=block)
         ax.set(title=model, xlabel="training steps")
         ax.grid(alpha=0.3)
@@ -351,10 +331,10 @@ def plot_training_curves(logs: dict[str, pd.DataFrame], styles: dict[str, dict] 
             values = log[key].astype("float64")
             smooth = values.rolling(max(1, len(values) // 20), min_periods=1).mean()
             style = dict(styles.get(run, {}))
-            ax.plot(_values(log["step"]), smooth.to_numpy(), lw=1.3, label=run, markevery=max(1, len(values) // 6),
+            ax.plot(float_values(log["step"]), smooth.to_numpy(), lw=1.3, label=run, markevery=max(1, len(values) // 6),
                     ms=4, **style)
         ax.set(title=key, xlabel="training steps")
-        _auto_log_y(ax, np.concatenate([_values(log[key]) for log in logs.values() if key in log.columns]))
+        _auto_log_y(ax, np.concatenate([float_values(log[key]) for log in logs.values() if key in log.columns]))
         ax.grid(alpha=0.3, which="both")
     handles = axes[0].get_lines()
     fig.legend(handles=handles, **LEGEND)
@@ -439,8 +419,8 @@ def plot_paper_overlay(points: pd.DataFrame, paper: pd.DataFrame, metric_label: 
     for _, p in points.iterrows():
         ax.plot([p["gflops"]], [p["value"]], linestyle="none", ms=8, color=run_style(p["size"], 2, None)["color"],
                 marker=PATCH_MARKERS.get(int(p["patch_size"]), "v"))
-    _log_axis(ax.xaxis, np.concatenate([_values(paper["gflops"]), _values(points["gflops"])]))
-    _log_axis(ax.yaxis, np.concatenate([_values(paper["fid"]), _values(points["value"])]))
+    _log_axis(ax.xaxis, np.concatenate([float_values(paper["gflops"]), float_values(points["gflops"])]))
+    _log_axis(ax.yaxis, np.concatenate([float_values(paper["fid"]), float_values(points["value"])]))
     ax.set(xlabel="transformer Gflops (log scale)", ylabel=f"{metric_label} (log scale)")
     _title(ax, f"{metric_label} vs Gflops: this grid beside the paper")
     ax.grid(alpha=0.3, which="both")
@@ -453,7 +433,7 @@ def plot_paper_overlay(points: pd.DataFrame, paper: pd.DataFrame, metric_label: 
     run_table = pd.concat([points[["size", "patch_size"]],
                            paper["model"].str.removeprefix("DiT-").str.split("/", expand=True)
                            .set_axis(["size", "patch_size"], axis=1).astype({"patch_size": int})])
-    run_table["block"] = "adaln-zero"
+    run_table["block"] = DEFAULT_BLOCK
     fig.legend(handles=kinds + _style_handles(run_table, lines=False), **LEGEND)
     return fig
 
@@ -495,24 +475,6 @@ def plot_fit(fit, xlabel: str, ylabel: str, title: str, target=None, backtest=No
 ISOFLOP_AXES = {"gflops": "model Gflops (log scale)", "params": "parameters (log scale)"}
 
 
-def isoflop_rows(df: pd.DataFrame, metric: str) -> pd.DataFrame:
-    """Rows of an isoFLOP grid (with a `budget`) in the main setting of `metric`, every seed's."""
-    m = get_metric(metric)
-    T.require(df, ("run", "step", "budget", "gflops", "params") + T.SETTING + (m.column,), "the isoFLOP figures")
-    rows = df[df["budget"].notna() & df[m.column].notna()]
-    if rows.empty:
-        raise T.NoData(f"no row has both a training-compute budget and a {m.column!r} value")
-    return T.in_setting(rows, T.main_setting(rows))
-
-
-def isoflop_fit(rows: pd.DataFrame, metric: str, x: str = "gflops"):
-    """The isoFLOP analysis (reports.fits.isoflop) of `metric` against `x` over the rows' budgets."""
-    m = get_metric(metric)
-    return isoflop(
-        _values(rows["budget"]), _values(rows[x]), _values(rows[m.column]), lower_is_better=m.lower_is_better
-    )
-
-
 def _budget_colours(budgets) -> dict:
     colours = matplotlib.colormaps["viridis"](np.linspace(0.05, 0.85, max(len(budgets), 1)))
     return dict(zip(sorted(budgets), colours))
@@ -529,7 +491,8 @@ def plot_isoflop(df: pd.DataFrame, metric: str = "val_loss") -> Figure:
         result = isoflop_fit(rows, metric, x)
         for budget, colour in colours.items():
             at = rows[rows["budget"] == budget]
-            ax.plot(_values(at[x]), _values(at[m.column]), "o", color=colour, ms=5, label=f"{budget:.3g} Gflops")
+            ax.plot(float_values(at[x]), float_values(at[m.column]), "o", color=colour, ms=5,
+                    label=f"{budget:.3g} Gflops")
             if budget in result.profiles:
                 parabola, best = result.profiles[budget], result.profiles[budget].optimum
                 grid = np.geomspace(parabola.x.min(), parabola.x.max(), 100)
@@ -537,7 +500,7 @@ def plot_isoflop(df: pd.DataFrame, metric: str = "val_loss") -> Figure:
                 ax.errorbar([best["x"]], [best["y"]], xerr=[[best["x"] - best["x_low"]], [best["x_high"] - best["x"]]],
                             marker="*", ms=12, color=colour, capsize=3, mec="black")
         _log_axis(ax.xaxis, rows[x])
-        sizes = _values(rows[x])
+        sizes = float_values(rows[x])
         ax.set(xlabel=ISOFLOP_AXES[x], xlim=(sizes.min() / 2, sizes.max() * 2))  # a wide interval runs off the edge
         ax.grid(alpha=0.3, which="both")
     _auto_log_y(axes[0], rows[m.column])

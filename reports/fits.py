@@ -213,7 +213,7 @@ def fit_law(x, y, law="saturating", *, confidence: float = 0.95, min_points: int
                   x=x, y=y, log_scale=log_scale)
 
 
-def fit_power_law(x, y, *, confidence: float = 0.95) -> LawFit:
+def fit_saturating_law(x, y, *, confidence: float = 0.95) -> LawFit:
     """The saturating law a * C^(-b) + c with as few as 3 points (intervals nan at 0 dof); what the report
     shows goes through `fit_law`, which asks for parameters + 2."""
     return fit_law(x, y, "saturating", confidence=confidence, min_points=len(LAWS["saturating"].params))

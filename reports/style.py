@@ -1,22 +1,9 @@
-"""What the report can plot (the metrics registry) and how a run looks in every figure.
+"""How a run looks in every figure (what each metric is called comes from `study.metrics`).
 
 As in the paper's figures, colour says the model size and line style says the patch size; the
 marker says the conditioning block, so block variants of one model stay apart.
 """
 import pandas as pd
-
-from study.metrics import METRICS, Metric
-
-ALIASES = {"is": "inception_score"}
-
-
-def get_metric(name: str) -> Metric:
-    """The metric called `name` (a results column, or `is`); ValueError naming the choices."""
-    key = ALIASES.get(name.strip().lower(), name.strip().lower())
-    if key not in METRICS:
-        raise METRICS.error(name)
-    return METRICS[key]
-
 
 SIZE_COLOURS = {
     "T": "#8c8c8c",

@@ -13,11 +13,12 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from study.blocks import DEFAULT_BLOCK
 from study.schema import check_columns
 
 SETTING = ("sampler", "sampling_steps", "cfg_scale", "features")
 SIZE_ORDER = ("T", "M", "S", "B", "L", "XL")
-MAIN_BLOCK = "adaln-zero"
+MAIN_BLOCK = DEFAULT_BLOCK  # the block of the main runs; the others are ablations
 RUN_COLUMNS = ("run", "model", "size", "patch_size", "block", "gflops")
 
 

@@ -12,7 +12,7 @@ from dit.config import TrainConfig
 from dit.diffusion import create_diffusion
 from dit.distributed import pick_device
 from dit.models import create_dit
-from dit.precision import autocast_for
+from dit.precision import autocast_for, set_tf32
 from dit.sample import compile_forward
 from dit.samplers import guided_model_fn, sample_ddpm
 from dit.train import StepInputs, TrainingParts, make_optimizer, train_step
@@ -31,12 +31,6 @@ def path_options(name: str, device: torch.device) -> dict:
     if device.type != "cuda":  # bf16 matmuls and compilation pay off on GPUs; on CPUs they slow down
         options.update(precision="fp32", compile=False)
     return options
-
-
-def _enable_tf32(device):
-    """TF32 matmuls and convolutions on GPUs, as the official release sets them (both paths)."""
-    if device.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
 
 
 def _sync(device):
@@ -63,7 +57,7 @@ def training_setup(model_name: str, *, path: str, batch_size: int, input_size: i
     random-weight model on a fixed synthetic batch, with the path's settings."""
     dev = pick_device(device)
     options = path_options(path, dev)
-    _enable_tf32(dev)
+    set_tf32(dev, True)  # both paths, as the official release trains
     config = TrainConfig(
         model=model_name,
         batch_size=batch_size,
@@ -147,7 +141,7 @@ def bench_sampling(model_name: str, *, path: str, num_images: int, sampling_step
     """
     dev = pick_device(device)
     options = path_options(path, dev)
-    _enable_tf32(dev)
+    set_tf32(dev, True)  # both paths, as the official release trains
     model = _model(model_name, options, input_size, in_channels, num_classes, dev).eval()
     if options["compile"]:
         compile_mode = compile_forward(model, compile_mode, dev)

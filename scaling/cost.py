@@ -6,10 +6,12 @@ evaluation, wall time on N GPUs and money, read from a throughput table (`scalin
   measured models of the same device and precision: a line log(images/s) = a + b log(Gflops) fitted
   on them, one point per model (its row nearest the run's batch); with one measured model,
   images/s x Gflops is held constant (compute-bound).
-- Evaluation, per point and sampling setting: samples x steps x passes / (forward passes per second),
+- Evaluation, per point and for each setting the runner evaluates there (`scaling.evaluation.point_settings`,
+  the last point's `final_sampling_steps` included): samples x steps x passes / (forward passes per second),
   2 passes per guided step and 1 without, plus VAE decoding and feature extraction of the samples.
   Forward passes/s against Gflops are fitted the same way; one measured model borrows the training slope.
-- A run of `scaling status` that has trained for a while uses its own seconds per step instead.
+- A run of `scaling status` that has trained for a while uses its own seconds per step instead
+  (`RunState.seconds_left`, the estimate `scaling status` shows per run).
 - Wall time: runs in `scaling.grid.start_order` (training compute, largest first, as the local
   executor starts them), each on its GPUs as soon as enough are free (greedy list scheduling), at
   most `runs_at_once` together (SLURM's array; `cpu_workers` on a CPU).
@@ -18,11 +20,16 @@ evaluation, wall time on N GPUs and money, read from a throughput table (`scalin
 import dataclasses
 import heapq
 import math
+from typing import TYPE_CHECKING
 
 import numpy as np
 
+from scaling.evaluation import EvalSetting, point_settings
 from scaling.grid import ExecutorSpec, RunSpec, start_order
 from scaling.throughput import guidance_passes, passes_per_sec
+
+if TYPE_CHECKING:
+    from scaling.run_state import RunState
 
 COMPUTE_BOUND_SLOPE = -1.0  # rate ~ 1 / Gflops: the slope when one measured model cannot show another
 SECONDS_PER_HOUR = 3600.0
@@ -171,35 +178,39 @@ class RunCost:
         return self.gpu_hours / self.gpus
 
 
-def eval_point_gpu_seconds(run: RunSpec, rates: Rates, passes: float) -> float:
-    """GPU-seconds of one evaluation point: for each sampling setting, sampling, decoding and features."""
-    e = run.eval
-    settings = [(steps, cfg) for steps in e.sampling_steps for cfg in e.cfg_scales]
-    decode = (
-        rates.single("decode", "codec", run.data.codec, sampling_precision()) if run.data.codec != "identity" else None
-    )
-    features = rates.single("features", "features", e.features)
-    per_sample = sum(steps * guidance_passes(cfg) / passes for steps, cfg in settings)
+def eval_rates(run: RunSpec, rates: Rates) -> tuple[float | None, float | None]:
+    """Images/s of one GPU decoding the run's samples (None in pixel space or when the table lacks it) and
+    extracting their features (None when the table lacks it)."""
+    codec = run.data.codec
+    decode = rates.single("decode", "codec", codec, sampling_precision()) if codec != "identity" else None
+    return decode, rates.single("features", "features", run.eval.features)
+
+
+def eval_point_gpu_seconds(run: RunSpec, rates: Rates, passes: float, step: int) -> float:
+    """GPU-seconds of the run's evaluation point `step`: for every setting the runner evaluates there, its
+    samples' forward passes at `passes` per second, their decoding and their features."""
+    settings = point_settings(run, step)
+    (num_samples,) = {s.num_samples for s in settings}  # the settings of a run share one sample count
+    decode, features = eval_rates(run, rates)
+    per_sample = sum(s.sampling_steps * guidance_passes(s.cfg_scale) / passes for s in settings)
     per_sample += len(settings) * ((1 / decode if decode else 0.0) + (1 / features if features else 0.0))
-    return e.num_samples * per_sample
+    return num_samples * per_sample
 
 
-def run_cost(
-    run: RunSpec,
-    rates: Rates,
-    *,
-    steps: int | None = None,
-    points: int | None = None,
-    seconds_per_step: float | None = None,
-) -> RunCost:
-    """The cost of `steps` training steps (all by default) and `points` evaluation points (all) of a run;
-    `seconds_per_step` (the run's own, measured on its GPUs) replaces the table's training rate."""
+def eval_gpu_seconds(run: RunSpec, rates: Rates, passes: float, points: list[int]) -> float:
+    """GPU-seconds of the run's evaluation `points`: each set of points with the same settings priced once."""
+    alike = {}
+    for point in points:
+        alike.setdefault(tuple(point_settings(run, point)), []).append(point)
+    return sum(len(group) * eval_point_gpu_seconds(run, rates, passes, group[0]) for group in alike.values())
+
+
+def table_rates(run: RunSpec, rates: Rates) -> tuple[Rate, Rate]:
+    """The run's training images/s and sampling forward passes/s of one GPU, read or fitted from the table."""
     from scaling.flops import gflops
 
     gpus, _ = executor_layout(run.executor)
     g = gflops(run.dit_config())
-    steps = run.train.steps if steps is None else steps
-    points = len(run.eval_points()) if points is None else points
     per_gpu_batch = max(1, run.train.batch_size // gpus)
     train_rows = rates.required("train", run.train.precision, run.train.compile)
     train, line = rate_of(
@@ -214,10 +225,22 @@ def run_cost(
         run.eval.batch_size,
         fallback_slope=line.slope,
     )
-    if seconds_per_step:
-        train = Rate(run.train.batch_size / (seconds_per_step * gpus), "this run's own")
+    return train, sample
+
+
+def run_cost(run: RunSpec, rates: Rates, state: "RunState | None" = None) -> RunCost:
+    """The cost of a run, or with its `state` what is left of it: the steps not trained (at the run's own
+    seconds per step once it has some, `RunState.seconds_left`) and the points not evaluated."""
+    gpus, _ = executor_layout(run.executor)
+    train, sample = table_rates(run, rates)
+    steps, points = run.train.steps, run.eval_points()
+    if state is not None:
+        steps, points = state.steps - state.step, points[state.evaluated:]  # the runner scores points in order
     train_seconds = steps * run.train.batch_size / train.value
-    eval_seconds = points * eval_point_gpu_seconds(run, rates, sample.value)
+    if state is not None and state.seconds_per_step:
+        train = Rate(run.train.batch_size / (state.seconds_per_step * gpus), "this run's own")
+        train_seconds = state.seconds_left() * gpus
+    eval_seconds = eval_gpu_seconds(run, rates, sample.value, points)
     return RunCost(
         run=run.name,
         gpus=gpus,
@@ -289,20 +312,13 @@ class GridCost:
 
 def grid_cost(runs: list[RunSpec], rates: Rates, total_gpus: int | None = None, states=None) -> GridCost:
     """The cost of a grid's runs on `total_gpus` GPUs (default: as many as its executor runs at once);
-    with `states` (scaling.runs.RunState, one per run) what is left of it: the steps and points not done."""
+    with `states` (scaling.run_state.RunState, one per run) what is left of it: the steps and points not done."""
     gpus_per_run, at_once = executor_layout(runs[0].executor)
     total_gpus = total_gpus or gpus_per_run * (at_once or 1)
-    if states is None:
-        costs = [run_cost(run, rates) for run in runs]
-    else:
-        left = [(run, s) for run, s in zip(runs, states) if s.state != "done"]
-        costs = [
-            run_cost(
-                run, rates, steps=s.steps - s.step, points=s.points - s.evaluated, seconds_per_step=s.seconds_per_step
-            )
-            for run, s in left
-        ]
-    costed = runs if states is None else [run for run, _ in left]
+    pairs = zip(runs, states) if states is not None else ((run, None) for run in runs)
+    left = [(run, s) for run, s in pairs if s is None or s.state != "done"]
+    costs = [run_cost(run, rates, s) for run, s in left]
+    costed = [run for run, _ in left]
     order = start_order(costed)
     started = schedule([costs[i].hours for i in order], gpus_per_run, total_gpus, at_once)
     spans = [span for _, span in sorted(zip(order, started))]
@@ -356,27 +372,32 @@ def basis_lines(run: RunSpec, rates: Rates) -> list[str]:
     ]
 
 
-def evaluation_line(run: RunSpec, rates: Rates) -> str:
-    """What one run's evaluation consists of, and what of it the table can price."""
-    e = run.eval
-    settings = [
-        f"{e.sampler} {s} steps cfg {c:g} ({guidance_passes(c)} pass{'es' if guidance_passes(c) > 1 else ''})"
-        for s in e.sampling_steps
-        for c in e.cfg_scales
-    ]
-    decode = (
-        rates.single("decode", "codec", run.data.codec, sampling_precision()) if run.data.codec != "identity" else None
+def settings_text(settings: list[EvalSetting]) -> str:
+    """Settings in words: sampler, steps, guidance and its forward passes per step."""
+    return "; ".join(
+        f"{s.sampler} {s.sampling_steps} steps cfg {s.cfg_scale:g} ({guidance_passes(s.cfg_scale)} "
+        f"pass{'es' if guidance_passes(s.cfg_scale) > 1 else ''})"
+        for s in settings
     )
-    features = rates.single("features", "features", e.features)
+
+
+def evaluation_line(run: RunSpec, rates: Rates) -> str:
+    """What one run's evaluation consists of (the settings of `point_settings`), and what of it the table can price."""
+    points = run.eval_points()
+    every, last = point_settings(run, points[0]), point_settings(run, points[-1])
+    extra = [s for s in last if s not in every]
+    decode, features = eval_rates(run, rates)
+    codec, e = run.data.codec, run.eval
     extras = [
-        f"{run.data.codec} decoding at {decode:,.0f} img/s"
+        f"{codec} decoding at {decode:,.0f} img/s"
         if decode
-        else (f"{run.data.codec} decoding: not in the table, not counted" if run.data.codec != "identity" else ""),
+        else (f"{codec} decoding: not in the table, not counted" if codec != "identity" else ""),
         f"{e.features} features at {features:,.0f} img/s"
         if features
         else f"{e.features} features: not in the table, not counted",
     ]
+    at_last = f", at the last point also [{settings_text(extra)}]" if extra else ""
     return (
-        f"evaluation per run: {len(run.eval_points())} points x {e.num_samples:,} samples x [{'; '.join(settings)}]"
+        f"evaluation per run: {len(points)} points x {e.num_samples:,} samples x [{settings_text(every)}]{at_last}"
         f" + {' + '.join(x for x in extras if x)}"
     )

@@ -28,7 +28,8 @@ from pathlib import Path
 
 from dit.errors import UserError
 from scaling.grid import RunSpec, start_order
-from scaling.runs import execute_run, last_log_record, reference_stats, run_layout, run_state
+from scaling.run_state import last_log_record, run_layout, run_state
+from scaling.runs import execute_run, reference_stats
 from study.layout import GridLayout
 from study.registry import Registry
 

@@ -11,7 +11,11 @@ instead misses the table by 0.56% at DiT-S/8, so LayerNorm stays in.
 fvcore has no handle for `F.scaled_dot_product_attention`; `SDPA_HANDLES` counts its two matmuls
 exactly as fvcore counts them when written out (attention="math"), so both paths give one number.
 
-Training compute is `scaling.results.train_compute_gflops` (Gflops x batch x steps x 3).
+The API: `gflops(config_or_model)` and `params(config_or_model)` of a DiTConfig or a DiT, cached per
+config; a config's count traces one block on a blank (meta-built, zeroed) model and counts it `depth`
+times, which is exact. `count_flops(model)` traces a whole model, and `flop_analysis(model)` gives
+fvcore's analysis itself (per module, per operator). Training compute (Gflops x batch x steps x 3) is
+`study.schema.train_compute_gflops`.
 """
 import contextlib
 import dataclasses

@@ -37,15 +37,16 @@ import re
 
 from dit.blocks import BLOCKS
 from dit.config import DEFAULT_VAE, TrainConfig
+from dit.diffusion import NUM_TRAIN_TIMESTEPS
 from dit.latents import CODECS, SD_VAE_CONFIG
 from dit.models import CUSTOM_SIZE, MODEL_SIZES, PAPER_PATCH_SIZES, DiTConfig, dit_config, parse_model_name
 from dit.samplers import SAMPLERS
 from eval.features import EXTRACTORS
 from eval.metric_groups import DEFAULT_METRICS, METRIC_GROUPS
 from study import layout
+from study.blocks import DEFAULT_BLOCK
 from study.registry import Registry
 
-DEFAULT_BLOCK = "adaln-zero"  # the paper's block; run names mention a block only when it is another
 # The SD VAE's geometry without loading it: 8x downsampling (one per down block after the first), 4 channels.
 SD_VAE_DOWNSAMPLE = 2 ** (len(SD_VAE_CONFIG["block_out_channels"]) - 1)
 SD_VAE_CHANNELS = SD_VAE_CONFIG["latent_channels"]
@@ -178,13 +179,61 @@ class DataSpec:
 RUN_OPTIONS = ("model", "block", "depth", "hidden_size", "num_heads", "data", "resolution", "codec", "vae")
 
 
-class _Recipe:
-    """A mapping of TrainConfig keyword arguments: `TrainConfig(**recipe, model=...)` works."""
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class TrainRecipe:
+    """The training recipe of every run of a grid: TrainConfig's options (same names, types and defaults, the
+    paper's recipe) less RUN_OPTIONS, which a grid sets per run. A mapping of TrainConfig keyword arguments:
+    `TrainConfig(**recipe, model=...)` works."""
+
+    # model (its size and block come from the grid's `models` section)
+    attention: str = "sdpa"
+    init: str | None = None  # start from these weights at step 0 (any checkpoint, diffusers folder or .safetensors)
+    # diffusion
+    noise_schedule: str = "linear"
+    diffusion_steps: int = NUM_TRAIN_TIMESTEPS
+    learn_sigma: bool = True
+    class_dropout_prob: float = 0.1
+    # optimisation
+    steps: int = 400_000
+    batch_size: int = 256  # global, split across ranks
+    micro_batch_size: int | None = None  # gradient accumulation: each rank's rows in chunks of this many (same result)
+    lr: float = 1e-4
+    lr_schedule: str = "constant"
+    warmup_steps: int = 0
+    weight_decay: float = 0.0
+    max_grad_norm: float | None = None  # the paper does not clip
+    ema_decay: float = 0.9999
+    seed: int = 0
+    parametrization: str = "sp"  # "sp" (the paper's) or "mup": μP, whose lr transfers across widths
+    base_width: int | None = None  # μP's base width (None: in a grid, its narrowest model's width)
+    # bookkeeping
+    log_every: int = 100
+    ckpt_every: int = 50_000
+    keep_last: int = 2  # most recent checkpoints kept ...
+    keep_every: int | None = None  # ... plus every checkpoint at a multiple of this (evaluation points)
+    sample_every: int | None = None  # EMA sample grid every N steps (None: at checkpoints)
+    sample_images: int = 16
+    sample_steps: int = 50
+    sample_cfg_scale: float = 4.0
+    # speed (each switchable; defaults are the fast path, all no-ops on CPU except bf16)
+    device: str = "auto"
+    precision: str = "fp32"
+    tf32: bool = True
+    compile: bool = False
+    fused_optimizer: bool = True
+    fused_ema: bool = True
+    grad_checkpointing: bool = False  # recompute every block's activations in backward ...
+    checkpoint_blocks: int | None = None  # ... or only the first K blocks' (given, it wins)
+    num_workers: int = 4
+    # experiment tracking beside train-log.jsonl: "tensorboard", "wandb" (extras: pip install "dit-scaling[wandb]")
+    loggers: tuple[str, ...] = ()
 
     def keys(self):
+        """The option names, for `**recipe`."""
         return [f.name for f in dataclasses.fields(self)]
 
     def __getitem__(self, key):
+        """The value of option `key`, for `**recipe`."""
         return getattr(self, key)
 
     def __post_init__(self):
@@ -195,26 +244,6 @@ class _Recipe:
             raise SpecError(named[0] if named else "", str(exc)) from None
 
 
-def _recipe_field(f: dataclasses.Field):
-    default = (
-        dataclasses.field(default=f.default)
-        if f.default is not dataclasses.MISSING
-        else dataclasses.field(default_factory=f.default_factory)
-    )
-    return f.name, f.type, default
-
-
-# The training recipe: every dit.config.TrainConfig option (names, types and defaults, the paper's
-# recipe) except RUN_OPTIONS, generated from TrainConfig so that the two cannot drift apart.
-TrainRecipe = dataclasses.make_dataclass(
-    "TrainRecipe",
-    [_recipe_field(f) for f in dataclasses.fields(TrainConfig) if f.name not in RUN_OPTIONS],
-    bases=(_Recipe,),
-    frozen=True,
-    kw_only=True,
-    namespace={"__doc__": "The training recipe of every run of a grid: TrainConfig's options less the model and data."},
-)
-TrainRecipe.__module__ = __name__  # pickled by executors: make it importable by name
 DEFAULT_STEPS = TrainRecipe().steps  # a grid with budgets leaves train.steps at this default
 
 # The recipe fields a grid can sweep, in the order a run's directory names them, with their label there.
@@ -328,6 +357,11 @@ class SlurmSpec:
             _require(getattr(self, key) >= 1, key, f"{key} {getattr(self, key)} must be at least 1")
 
 
+# The executors' names: scaling.executors registers one executor under each (it runs RunSpecs, so it imports
+# this module, and a spec is checked against the names alone).
+EXECUTOR_KINDS = Registry("executor", ("local", "slurm"))
+
+
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class ExecutorSpec:
     """Where runs go: 'local' (on CPU one after another, or `cpu_workers` at once with the cores
@@ -340,9 +374,7 @@ class ExecutorSpec:
     slurm: SlurmSpec | None = None
 
     def __post_init__(self):
-        from scaling.executors import EXECUTORS  # executors run RunSpecs, so they import this module
-
-        _choice(self.kind, EXECUTORS, "kind")
+        _choice(self.kind, EXECUTOR_KINDS, "kind")
         _require(self.gpus_per_run >= 0, "gpus_per_run", f"gpus_per_run {self.gpus_per_run} must be 0 (CPU) or more")
         _require(self.cpu_workers >= 1, "cpu_workers", f"cpu_workers {self.cpu_workers} must be 1 or more")
         _require(

@@ -3,6 +3,8 @@
 One row is one evaluation point: a run (model x patch x block x recipe) at a training step,
 sampled with one sampler / step count / guidance scale, and scored with one feature extractor.
 A row is the run's own columns (RUN_COLUMNS) plus one evaluation record (`result_row`). The
+columns are the point's (POINT_SCHEMA), then the values measured at it: every metric of the
+registry in `study.metrics` (a metric registered there is a column here) and wall_seconds. The
 table is written (atomically, sorted by KEY) by `scaling.results.write_results`, which needs `dit.io`.
 """
 from pathlib import Path
@@ -12,8 +14,8 @@ import pandas as pd
 from study.layout import GridLayout
 from study.metrics import METRICS
 
-# column -> (pandas dtype, meaning)
-SCHEMA = {
+# column -> (pandas dtype, meaning) of what identifies and describes an evaluation point
+POINT_SCHEMA = {
     "run": ("string", "run name: the model plus what differs, e.g. DiT-B/4-cross-attn"),
     "seed": ("Int64", "training seed; runs that differ only in it are repeats of one recipe"),
     "model": ("string", "paper model name, e.g. DiT-XL/2"),
@@ -43,24 +45,25 @@ SCHEMA = {
     "sampling_compute_gflops": ("float64", "gflops x sampling_steps, doubled under guidance, per image"),
     "num_samples": ("Int64", "number of generated samples evaluated"),
     "features": ("string", "feature extractor: inception or mnist"),
-    "fid": ("float64", "Frechet Inception Distance"),
-    "sfid": ("float64", "spatial FID"),
-    "inception_score": ("float64", "Inception Score"),
-    "precision": ("float64", "improved precision (k = 3)"),
-    "recall": ("float64", "improved recall (k = 3)"),
-    "class_accuracy": ("float64", "share of samples classified as their conditioning label (mnist features)"),
-    "val_loss": ("float64", "diffusion loss (mse + vb) of the EMA model on the fixed held-out set"),
-    "val_mse": ("float64", "the noise-prediction MSE part of val_loss"),
-    "kid": ("float64", "Kernel Inception Distance (mean of 100 subsets of 1,000; --metrics kid)"),
-    "fd_dinov2": ("float64", "Frechet distance of DINOv2 ViT-L/14 features (--metrics fd-dinov2)"),
-    "wall_seconds": ("float64", "wall-clock seconds of training up to this step"),
 }
-COLUMNS = tuple(SCHEMA)
+WALL_SECONDS = ("float64", "wall-clock seconds of training up to this step")
 # The training-recipe columns a grid can sweep (scaling.grid.SWEEPABLE): part of a row's key, as the seed.
 SWEPT_COLUMNS = ("parametrization", "lr", "batch_size", "warmup_steps", "weight_decay")
 KEY = ("run", "seed", *SWEPT_COLUMNS, "step", "sampler", "sampling_steps", "cfg_scale", "features")
 RUN_COLUMNS = ("run", "seed", "model", "size", "patch_size", "block", "width", "params", "gflops", "dataset",
                "resolution", *SWEPT_COLUMNS)
+
+
+def schema() -> dict[str, tuple[str, str]]:
+    """Every column -> (pandas dtype, meaning), in table order: the point's own columns, then what was
+    measured at it (each metric of `study.metrics`, then wall_seconds)."""
+    metrics = {metric.column: ("float64", metric.meaning) for metric in METRICS.values()}
+    return {**POINT_SCHEMA, **metrics, "wall_seconds": WALL_SECONDS}
+
+
+def measured_columns() -> tuple[str, ...]:
+    """The values measured at an evaluation point (every metric and wall_seconds): what differs across seeds."""
+    return tuple(column for column in schema() if column not in POINT_SCHEMA)
 
 
 def train_compute_gflops(gflops: float, batch_size: int, steps: int) -> float:
@@ -82,18 +85,18 @@ def result_row(run: dict, record: dict) -> dict:
         "sampler": record["sampler"], "sampling_steps": record["sampling_steps"], "cfg_scale": record["cfg_scale"],
         "sampling_compute_gflops": sampling_compute_gflops(gflops, record["sampling_steps"], record["cfg_scale"]),
         "num_samples": record["num_samples"], "features": record["features"],
-        **{m: record.get(m) for m in METRICS},
-        "wall_seconds": record.get("wall_seconds"),
+        **{column: record.get(column) for column in measured_columns()},
     }
 
 
 def to_table(records: list[dict]) -> pd.DataFrame:
     """Records (dicts of schema columns) -> the typed results table; unknown keys are a bug."""
+    table = schema()
     for record in records:
-        unknown = set(record) - set(COLUMNS)
+        unknown = set(record) - set(table)
         assert not unknown, f"results record has columns outside the schema: {sorted(unknown)}"
-    df = pd.DataFrame.from_records(records, columns=list(COLUMNS))
-    return df.astype({name: dtype for name, (dtype, _) in SCHEMA.items()})
+    df = pd.DataFrame.from_records(records, columns=list(table))
+    return df.astype({name: dtype for name, (dtype, _) in table.items()})
 
 
 def check_columns(df: pd.DataFrame, needed, what: str = "this"):
@@ -118,5 +121,5 @@ def read_results(directory) -> pd.DataFrame:
         detail = (str(exc).splitlines() or [type(exc).__name__])[0][:120]
         raise ValueError(f"cannot read the results table {path} ({detail}); rebuild it from the evaluation records "
                          f"with `scaling results GRID_DIR --refresh`") from None
-    known = {name: dtype for name, (dtype, _) in SCHEMA.items() if name in df.columns}
+    known = {name: dtype for name, (dtype, _) in schema().items() if name in df.columns}
     return df.astype(known)

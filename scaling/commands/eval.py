@@ -2,7 +2,7 @@
 import contextlib
 
 from eval.features import EXTRACTORS, PRECISIONS
-from eval.metric_groups import DEFAULT_METRICS, METRIC_GROUPS
+from eval.metric_groups import DEFAULT_METRICS, describe_groups
 from scaling.commands.output import add_format_argument
 from study.metrics import METRICS
 
@@ -42,8 +42,7 @@ def add_metric_options(p):
         "--metrics",
         default=",".join(DEFAULT_METRICS),
         metavar="LIST",
-        help=f"comma-separated metrics out of {','.join(METRIC_GROUPS.names())} (default: the paper's, "
-        f"{','.join(DEFAULT_METRICS)}); kid: torch-fidelity's KID; fd-dinov2: EDM2's FD-DINOv2 (DINOv2 ViT-L/14)",
+        help=f"comma-separated metrics out of {describe_groups()} (default: the paper's, {','.join(DEFAULT_METRICS)})",
     )
     p.add_argument("--dinov2-weights", metavar="PATH",
                    help="DINOv2 ViT-L/14 weights for fd-dinov2 (Meta's dinov2_vitl14_pretrain.pth); default: "

@@ -26,7 +26,7 @@ def add_parser(subparsers):
 
 
 def run(args):
-    from dit.interop import export_diffusers, export_safetensors
+    from dit.export import export_diffusers, export_safetensors
 
     if args.format == "safetensors":
         if args.vae:

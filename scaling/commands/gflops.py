@@ -1,5 +1,6 @@
 """`scaling gflops`: forward Gflops of one sample per model, as the paper counts them (fvcore)."""
 from scaling.commands.output import TABLE_FORMATTERS, add_format_argument, format_rows
+from study.blocks import DEFAULT_BLOCK
 
 DESCRIPTION = """\
 Print the forward Gflops of one sample of each model, as the DiT paper counts them: fvcore's
@@ -36,8 +37,8 @@ def add_parser(subparsers):
         "--in-channels", type=int, default=4, help="input channels (4 for SD-VAE latents, 1 for MNIST) (default 4)"
     )
     p.add_argument("--num-classes", type=int, default=1000, help="number of classes (default 1000, ImageNet)")
-    p.add_argument("--block", nargs="+", default=["adaln-zero"], metavar="BLOCK",
-                   help="conditioning block(s): in-context, cross-attn, adaln, adaln-zero (default adaln-zero)")
+    p.add_argument("--block", nargs="+", default=[DEFAULT_BLOCK], metavar="BLOCK",
+                   help=f"conditioning block(s): in-context, cross-attn, adaln, adaln-zero (default {DEFAULT_BLOCK})")
     add_format_argument(p)
     p.set_defaults(func=run)
 

@@ -24,11 +24,12 @@ def add_parser(subparsers):
     import argparse
 
     from scaling.commands.output import add_format_argument
+    from scaling.commands.presets import add_preset_argument
 
     p = subparsers.add_parser("plan", help="list a grid's runs with params, Gflops and training compute",
                               description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("grid", nargs="?", metavar="GRID_OR_PRESET", help="grid spec YAML file, or the name of a preset")
-    p.add_argument("--preset", metavar="NAME", help="a shipped preset: paper, blocks, demo, demo-long")
+    add_preset_argument(p)
     add_format_argument(p)
     add_cost_arguments(p)
     p.set_defaults(func=run)

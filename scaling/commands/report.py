@@ -1,5 +1,5 @@
 """`scaling report GRID_DIR`: the scaling figures, fits and a self-contained HTML + PDF report."""
-from study.metrics import PAPER_METRICS
+from study.metrics import metric_names
 
 DESCRIPTION = """\
 Render a grid directory's report from its results table and run directories: the paper's scaling
@@ -29,8 +29,8 @@ def add_parser(subparsers):
         "--format", default="html,pdf", help="comma-separated formats to write: html, pdf (default: html,pdf)"
     )
     p.add_argument("--metric", default="fid",
-                   help=f"metric of the main figures and fits: {', '.join(PAPER_METRICS)}; "
-                   "is = inception_score (default: fid)")
+                   help="metric of the main figures and fits, a results column or its alias: "
+                   f"{', '.join(metric_names())} (default: fid)")
     p.add_argument(
         "--step",
         type=int,

@@ -61,8 +61,8 @@ def run(args):
 def aggregate_seeds(df):
     """One row per group of everything but the seed and the measured values, with their spread across seeds."""
     from reports.table import seed_spread
-    from study.metrics import METRICS
+    from study.schema import measured_columns
 
-    values = [c for c in (*METRICS, "wall_seconds") if c in df.columns]
+    values = [c for c in measured_columns() if c in df.columns]
     by = [c for c in df.columns if c not in values and c != "seed"]
     return seed_spread(df, values, by)

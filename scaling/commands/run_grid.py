@@ -2,7 +2,7 @@
 
 
 def add_parser(subparsers):
-    from scaling.gridfile import preset_names
+    from scaling.commands.presets import add_preset_argument
     from study.layout import GridLayout
 
     grid = GridLayout("GRID_DIR")
@@ -19,7 +19,7 @@ def add_parser(subparsers):
         "Example: scaling run-grid --preset demo --out runs/demo",
     )
     p.add_argument("grid", nargs="?", help="grid spec YAML file (or use --preset)")
-    p.add_argument("--preset", help=f"a shipped preset: {', '.join(preset_names())}")
+    add_preset_argument(p)
     p.add_argument("--out", required=True, help=f"grid directory ({grid.runs_dir.name}/, {grid.results_parquet.name}, "
                    f"{grid.report_dir.name}/)")
     p.add_argument("--executor", help="override the grid's executor: local or slurm")
@@ -76,7 +76,9 @@ def run_locked(args, spec, runs, grid_dir):
 
     from scaling.commands.report import refresh_report, refresh_report_while_training
     from scaling.executors import get_executor
-    from scaling.runs import claim_grid_dir, grid_progress, refresh_results, run_state, sample_count_note
+    from scaling.progress import grid_progress
+    from scaling.run_state import run_state
+    from scaling.runs import claim_grid_dir, refresh_results, sample_count_note
     from study.layout import GridLayout
 
     grid = GridLayout(grid_dir)

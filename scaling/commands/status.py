@@ -35,8 +35,11 @@ def cost_left_lines(spec, runs, states, args) -> list[str]:
 
 
 def run(args):
+    from scaling.evaluation import headline_setting
     from scaling.grid import plan
-    from scaling.runs import grid_progress, read_grid, run_state, sampling_settings
+    from scaling.progress import grid_progress
+    from scaling.run_state import run_state
+    from scaling.runs import read_grid
 
     spec = read_grid(args.grid_dir)
     runs = plan(spec)
@@ -52,10 +55,10 @@ def run(args):
     print(f"{'run':<28} {'state':<9} {'step':>15} {'evaluated':>9} {'latest fid':>10} {'eta':>8}")
     for s in states:
         fid = f"{s.latest['fid']:.2f}" if s.latest and s.latest.get("fid") is not None else "-"
-        left = seconds_left(s)
+        left = s.seconds_left()
         eta = f"{left / 60:.1f} min" if left is not None else "-"
         print(f"{s.name:<28} {s.state:<9} {s.step:>7}/{s.steps:<7} {s.evaluated:>4}/{s.points:<4} {fid:>10} {eta:>8}")
-    first = sampling_settings(runs[0])[0]
+    first = headline_setting(runs[0])
     for s in states:
         if s.failure:
             print(
@@ -71,13 +74,8 @@ def run(args):
         print(line)
 
 
-def seconds_left(s) -> float | None:
-    """Training seconds left of a run from its own seconds per step (None when not known or done)."""
-    return (s.steps - s.step) * s.seconds_per_step if s.seconds_per_step and s.state != "done" else None
-
-
 def state_row(s) -> dict:
     """One run's state as a record (csv/json): its latest evaluation point's FID with it."""
     fid = s.latest.get("fid") if s.latest else None
     return dict(run=s.name, state=s.state, step=s.step, steps=s.steps, evaluated=s.evaluated, points=s.points,
-                latest_fid=fid, seconds_left=seconds_left(s))
+                latest_fid=fid, seconds_left=s.seconds_left())

@@ -9,7 +9,8 @@ from safetensors.torch import save_file
 
 import dit.embeddings
 from dit.checkpoint import load_model, read_checkpoint
-from dit.interop import export_diffusers, export_safetensors, initialise_from
+from dit.export import export_diffusers, export_safetensors
+from dit.init_from import initialise_from
 from dit.models import create_dit
 from scaling.cli import main
 

@@ -3,9 +3,11 @@ import math
 import pytest
 import torch
 
-from dit.blocks import BLOCKS
+from dit.blocks import BLOCKS, AdaLNZeroBlock
+from dit.config import TrainConfig
 from dit.embeddings import sincos_2d, timestep_embedding
-from dit.models import MODEL_SIZES, count_params, create_dit, dit_config
+from dit.models import MODEL_SIZES, DiTConfig, count_params, create_dit, dit_config
+from study.blocks import ADALN_ZERO, DEFAULT_BLOCK
 
 TINY = dict(depth=2, hidden_size=32, num_heads=2)
 
@@ -215,3 +217,8 @@ def test_checkpoint_blocks_is_validated_and_resolves_the_all_or_none_switch():
     model = create_dit("DiT-custom/4", input_size=16, num_classes=3, **TINY)
     with pytest.raises(ValueError, match="cannot checkpoint 3 blocks of a 2-block model; choose 0 to 2"):
         model.set_checkpointing(3)
+
+
+def test_the_default_block_is_the_adaln_zero_block_of_models_and_configs():
+    assert BLOCKS[DEFAULT_BLOCK] is AdaLNZeroBlock and BLOCKS[ADALN_ZERO] is AdaLNZeroBlock
+    assert TrainConfig().block == DiTConfig().block == DEFAULT_BLOCK

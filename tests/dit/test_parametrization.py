@@ -7,7 +7,8 @@ from diffusers import DiTTransformer2DModel
 
 from dit.checkpoint import load_model
 from dit.config import TrainConfig
-from dit.interop import export_diffusers, initialise_from
+from dit.export import export_diffusers
+from dit.init_from import initialise_from
 from dit.models import DiTConfig, create_dit
 from dit.parametrization import fold_into_standard, param_role
 from dit.train import make_optimizer, set_lr

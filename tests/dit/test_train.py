@@ -14,7 +14,10 @@ import torch
 from dit.checkpoint import list_checkpoints, load_model
 from dit.config import TrainConfig
 from dit.data import StepBatches, mnist32_split
-from dit.train import TrainingDiverged, train
+from dit.distributed import DistInfo
+from dit.precision import set_tf32
+from dit.train import TrainingDiverged, check_can_start, train
+from study.layout import RunLayout
 
 TINY = ["--model", "DiT-custom/4", "--depth", "2", "--hidden-size", "32", "--num-heads", "2", "--resolution", "16",
         "--batch-size", "8", "--lr", "1e-3", "--ema-decay", "0.9", "--log-every", "1", "--sample-steps", "2",
@@ -177,3 +180,27 @@ def test_sampling_is_resumable_and_independent_of_interruptions(trained_mnist_ru
     with np.load(whole) as a, np.load(tmp_path / "part.npz") as b:
         assert np.array_equal(a["arr_0"], b["arr_0"]) and list(a["arr_1"]) == [3, 7] * 5
     assert not shards.exists()
+
+
+@pytest.fixture
+def tf32_flags():
+    """TF32 flags set off for the test and restored after it; yields a reader of both."""
+    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    yield lambda: (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+    torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+
+
+def test_set_tf32_switches_cuda_matmuls_and_convolutions_only_for_cuda(tf32_flags):
+    set_tf32(torch.device("cpu"), True)
+    assert tf32_flags() == (False, False)
+    set_tf32("cuda", True)
+    assert tf32_flags() == (True, True)
+    set_tf32(torch.device("cuda:0"), False)
+    assert tf32_flags() == (False, False)
+
+
+def test_checking_a_run_can_start_leaves_tf32_alone(tmp_path, tf32_flags):
+    dist = DistInfo(device=torch.device("cuda"))
+    check_can_start(TrainConfig(model="DiT-S/8", batch_size=4, tf32=True), RunLayout(tmp_path / "run"), dist)
+    assert tf32_flags() == (False, False)

@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 
 from reports import figures as F
+from reports.analysis import isoflop_fit, isoflop_rows
 from reports.content import build_report
 from reports.document import Plot, Text
 from study.schema import to_table
@@ -40,7 +41,7 @@ def isoflop_table(budgets=(1e13, 1e14, 1e15, 1e16)):
 
 def test_isoflop_section_finds_each_optimum_and_the_law_of_optima(tmp_path):
     df = isoflop_table((1e13, 1e14, 1e15, 1e16, 1e17))  # at 1e13 the optimum (0.32 Gflops) is below DiT-S/8's 0.36
-    result = F.isoflop_fit(F.isoflop_rows(df, "val_loss"), "val_loss")
+    result = isoflop_fit(isoflop_rows(df, "val_loss"), "val_loss")
     for budget, optimum in result.optima():
         assert optimum["x"] == pytest.approx(1e-7 * budget ** 0.5, rel=1e-6)
         assert optimum["inside"] == (budget > 1e13)

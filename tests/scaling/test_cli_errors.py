@@ -111,7 +111,7 @@ def test_binary_file_as_yaml_names_the_file(capsys, tmp_path):
 @pytest.mark.parametrize("make, expected, fix", [
     (lambda p: p.write_text("step,loss\n1,0.5\n"), "not a whole torch file", "give a .pt file"),  # text renamed .pt
     (lambda p: p.write_bytes(b""), "not a whole torch file", "give a .pt file"),
-    # a folder may be a diffusers DiT folder (dit.interop), so the line says what it lacks
+    # a folder may be a diffusers DiT folder (dit.foreign), so the line says what it lacks
     (lambda p: p.mkdir(), "is a folder but not a diffusers DiT", "a .pt or a .safetensors file"),
     (lambda p: None, "does not exist", "give a .pt file"),
 ])
@@ -213,14 +213,16 @@ def test_diverged_training_and_failed_grid_runs_end_in_one_line(capsys, tmp_path
 
 
 def grid_with_a_record(tmp_path):
+    from scaling.evaluation import headline_setting
     from scaling.grid import plan
     from scaling.gridfile import load_preset
-    from scaling.runs import claim_grid_dir, run_layout, sampling_settings
+    from scaling.run_state import run_layout
+    from scaling.runs import claim_grid_dir
 
     spec = load_preset("demo")
     claim_grid_dir(tmp_path / "grid", spec)
     run = plan(spec)[0]
-    record = run_layout(tmp_path / "grid", run).eval_record(run.eval_points()[0], sampling_settings(run)[0].file_stem)
+    record = run_layout(tmp_path / "grid", run).eval_record(run.eval_points()[0], headline_setting(run).file_stem)
     record.parent.mkdir(parents=True)
     return tmp_path / "grid", record
 

@@ -8,7 +8,8 @@ from scaling.cost import grid_cost, grid_rates, run_cost, schedule
 from scaling.flops import gflops
 from scaling.grid import plan
 from scaling.gridfile import parse_grid
-from scaling.runs import RunState, claim_grid_dir
+from scaling.run_state import RunState
+from scaling.runs import claim_grid_dir
 from scaling.throughput import load_table, save_rows
 
 # Three tiny models on 2 GPUs each: per-GPU batch 64 / 2 = 32; two sampling settings (cfg 1: one pass, cfg 1.5: two).

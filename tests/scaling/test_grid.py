@@ -1,14 +1,16 @@
 """Grid specs: the presets plan what the paper (and the demo) train; bad files fail naming key and line."""
+import dataclasses
 import json
 import math
 import pickle
 import textwrap
+import typing
 
 import pytest
 
 from dit.config import TrainConfig
 from scaling.cli import main
-from scaling.grid import ModelEntry, plan
+from scaling.grid import EXECUTOR_KINDS, RUN_OPTIONS, ModelEntry, TrainRecipe, plan
 from scaling.gridfile import dump_grid, load_grid, load_grid_or_preset, load_preset, parse_grid, preset_names
 
 GRID = textwrap.dedent("""\
@@ -141,7 +143,7 @@ def test_named_sizes_refuse_architecture_overrides():
 def test_presets_registry_names_the_valid_presets(tmp_path):
     assert set(preset_names()) >= {"paper", "blocks", "demo", "demo-long"}
     with pytest.raises(
-        ValueError, match="unknown preset 'papr'; choose one of blocks, demo, demo-isoflop, demo-long, paper"
+        ValueError, match="unknown preset 'papr'; choose one of blocks, demo, demo-isoflop, demo-long, demo-mup, paper"
     ):
         load_preset("papr")
     path = tmp_path / "g.yaml"
@@ -286,3 +288,31 @@ def test_grid_with_budgets_and_steps_is_refused_when_built_in_code():
     spec = parse_grid(ISOFLOP)
     with pytest.raises(ValueError, match="not both"):
         dataclasses.replace(spec, train=dataclasses.replace(spec.train, steps=100))
+
+
+def test_the_recipe_is_train_configs_options_less_the_run_options_with_their_types_and_defaults():
+    recipe = {f.name: f for f in dataclasses.fields(TrainRecipe)}
+    config = {f.name: f for f in dataclasses.fields(TrainConfig)}
+    assert recipe.keys() <= config.keys()
+    assert sorted(recipe.keys() | set(RUN_OPTIONS)) == sorted(config)
+    assert not recipe.keys() & set(RUN_OPTIONS)
+    recipe_hints, config_hints = typing.get_type_hints(TrainRecipe), typing.get_type_hints(TrainConfig)
+    for name in recipe:
+        assert recipe_hints[name] == config_hints[name], name
+        assert getattr(TrainRecipe(), name) == getattr(TrainConfig(), name), name
+
+
+def test_executor_kinds_name_the_registered_executors():
+    from scaling.executors import EXECUTORS
+
+    assert EXECUTORS.names() == EXECUTOR_KINDS.names()
+
+
+@pytest.mark.parametrize("command", ["plan", "run-grid"])
+def test_every_preset_command_names_every_shipped_preset_in_its_help(command, capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "1000")  # argparse wraps help at hyphens otherwise
+    with pytest.raises(SystemExit):
+        main([command, "--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert f"a shipped preset: {', '.join(preset_names())}" in help_text
+    assert "demo-isoflop" in preset_names()

@@ -12,7 +12,8 @@ import pytest
 from scaling.executors import slurm, write_sbatch_scripts
 from scaling.grid import plan
 from scaling.gridfile import parse_grid
-from scaling.runs import claim_grid_dir, run_state
+from scaling.run_state import run_state
+from scaling.runs import claim_grid_dir
 from study.schema import read_results
 
 GRID = """
@@ -107,7 +108,8 @@ def test_submitits_local_executor_runs_a_real_tiny_run(tmp_path):
 
 def test_eta_fits_a_line_to_timed_runs_and_waits_for_two_sizes(tmp_path):
     from scaling.flops import gflops
-    from scaling.runs import RunState, eta_seconds
+    from scaling.progress import eta_seconds
+    from scaling.run_state import RunState
 
     runs = plan(parse_grid(grid_file(tmp_path, steps=100).read_text()))  # two sizes: p = 8 and p = 4
     f8, f4 = (gflops(r.dit_config()) for r in runs)
@@ -168,7 +170,7 @@ def test_a_grid_with_budgets_trains_each_model_to_each_budget_and_evaluates_it_o
 
     from scaling.executors import local
     from scaling.flops import gflops
-    from scaling.runs import run_layout
+    from scaling.run_state import run_layout
 
     probe = plan(parse_grid(GRID.format(name="p", steps=4, every=4, kind="local", slurm="", workers=1)))
     per_step8 = gflops(probe[0].dit_config()) * 8 * 3  # Gflops x batch 8 x 3 of DiT-custom/8

@@ -1,4 +1,4 @@
-"""DiT weights in and out of this project: diffusers' DiT folders and plain safetensors files.
+"""Foreign checkpoints: diffusers' DiT folders and plain safetensors files, their layout and reading them.
 
 diffusers' `DiTTransformer2DModel` is the adaLN-Zero DiT with other parameter names. The official
 (and our) names map onto it one to one, except that
@@ -15,22 +15,17 @@ Importing a diffusers folder into our DiT gives the official model's behaviour.
 A safetensors file holds the official-layout state dict (EMA weights) and, under the metadata key
 `dit_scaling`, our run config as JSON (`{"model": DiTConfig fields, "train": ..., "class_names": ...}`).
 """
-import contextlib
 import dataclasses
 import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import torch
 
 from dit.config import DEFAULT_VAE
-from dit.diffusion import LINEAR_BETA_END, LINEAR_BETA_START, NUM_TRAIN_TIMESTEPS
 from dit.embeddings import sincos_2d
-from dit.io import atomic_path, load_tensors
-from dit.models import MODEL_SIZES, DiT, DiTConfig
-from dit.parametrization import fold_into_standard
+from dit.io import load_tensors
+from dit.models import MODEL_SIZES, DiTConfig
+from study.blocks import ADALN_ZERO
 
 METADATA_KEY = "dit_scaling"  # safetensors metadata entry, and the JSON file beside a diffusers config.json
 RUN_CONFIG_NAME = f"{METADATA_KEY}.json"
@@ -62,7 +57,7 @@ DIT_FIXED = {"activation_fn": "gelu-approximate", "attention_bias": True, "norm_
 # ---- configs -----------------------------------------------------------------------------------
 def check_expressible(config: DiTConfig):
     """ValueError in one line when diffusers' DiTTransformer2DModel cannot hold this model."""
-    if config.block != "adaln-zero":
+    if config.block != ADALN_ZERO:
         raise ValueError(
             f"diffusers has no class for the {config.block} block (DiTTransformer2DModel is adaLN-Zero only); "
             f"export this model with --format safetensors"
@@ -240,144 +235,3 @@ def read_diffusers(path: Path) -> dict:
         stored["train"] = {**stored.get("train", {}), "codec": "sd-vae", "vae": str(root / "vae")}
     state = from_diffusers_state(_diffusers_weights(folder), config)
     return {"model": state, "ema": state, "config": {**stored, "model": dataclasses.asdict(config)}}
-
-
-# ---- writing -----------------------------------------------------------------------------------
-@contextlib.contextmanager
-def atomic_dir(path):
-    """Yield a temporary folder beside `path`; on success it replaces `path` (a kill leaves the old one or the new)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
-    try:
-        yield tmp
-        old = path.with_name(f".{path.name}.old")
-        if path.exists():
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(path, old)
-        os.replace(tmp, path)
-        shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-
-
-def exported_weights(ckpt_path, model_name: str | None = None) -> tuple[DiT, dict]:
-    """(EMA model, run config) of any checkpoint this project reads; the run config of weights without one is the
-    official's."""
-    from dit.checkpoint import is_project_checkpoint, load_model, read_checkpoint
-
-    ckpt = read_checkpoint(ckpt_path, model_name=model_name)
-    model = load_model(ckpt, use_ema=True)
-    if model_name and model_name != model.config.name:
-        raise ValueError(f"{ckpt_path} holds a {model.config.name} model, not {model_name}; give the matching --model")
-    return model, (ckpt["config"] if is_project_checkpoint(ckpt) else official_run_config(model.config))
-
-
-def export_safetensors(ckpt_path, out, *, model_name: str | None = None) -> Path:
-    """The EMA weights (official layout) with our run config as metadata, in one safetensors file."""
-    from safetensors.torch import save_file
-
-    model, run_config = exported_weights(ckpt_path, model_name)
-    state = {k: v.contiguous() for k, v in model.state_dict().items()}
-    with atomic_path(out) as tmp:
-        save_file(state, str(tmp), metadata={METADATA_KEY: json.dumps(run_config)})
-    return Path(out)
-
-
-def diffusers_transformer(model: DiT):
-    """diffusers' DiTTransformer2DModel holding this (adaLN-Zero) model's weights; a μP model's multipliers are
-    folded into its weights first (dit.parametrization.fold_into_standard: the same outputs)."""
-    from diffusers import DiTTransformer2DModel
-
-    model = fold_into_standard(model)
-    check_expressible(model.config)
-    transformer = DiTTransformer2DModel(**diffusers_config(model.config))
-    transformer.load_state_dict(to_diffusers_state(model.state_dict(), model.config), strict=True)
-    return transformer.eval()
-
-
-def diffusers_scheduler(train: dict):
-    """A DDIMScheduler with the run's noise schedule (diffusers' own names for the same betas)."""
-    from diffusers import DDIMScheduler
-
-    steps = train.get("diffusion_steps", NUM_TRAIN_TIMESTEPS)
-    if train.get("noise_schedule", "linear") == "cosine":
-        return DDIMScheduler(num_train_timesteps=steps, beta_schedule="squaredcos_cap_v2", clip_sample=False)
-    scale = NUM_TRAIN_TIMESTEPS / steps
-    return DDIMScheduler(num_train_timesteps=steps, beta_schedule="linear", beta_start=scale * LINEAR_BETA_START,
-                         beta_end=scale * LINEAR_BETA_END, clip_sample=False)
-
-
-def export_diffusers(ckpt_path, out, *, vae: str | None = None, model_name: str | None = None) -> Path:
-    """The EMA weights as a DiTTransformer2DModel folder, or with `vae` a DiTPipeline folder (transformer/,
-    vae/, scheduler/, model_index.json). Our run config goes beside the transformer's config.json as
-    dit_scaling.json, and a README.md states what diffusers computes differently."""
-    model, run_config = exported_weights(ckpt_path, model_name)
-    transformer = diffusers_transformer(model)
-    with atomic_dir(out) as tmp:
-        if vae is None:
-            transformer_dir = tmp
-            transformer.save_pretrained(tmp, safe_serialization=True)
-        else:
-            from diffusers import DiTPipeline
-
-            from dit.latents import load_vae
-
-            scheduler = diffusers_scheduler(run_config.get("train", {}))
-            DiTPipeline(transformer=transformer, vae=load_vae(vae), scheduler=scheduler).save_pretrained(
-                tmp, safe_serialization=True
-            )
-            index = json.loads((tmp / "model_index.json").read_text())  # id2label sits here, as in the released folders
-            index["id2label"] = {str(i): name for i, name in enumerate(run_config.get("class_names") or [])}
-            (tmp / "model_index.json").write_text(json.dumps(index, indent=2) + "\n")
-            transformer_dir = tmp / "transformer"
-        (transformer_dir / RUN_CONFIG_NAME).write_text(json.dumps(run_config, indent=2) + "\n")
-        (tmp / "README.md").write_text(EXPORT_README.format(name=model.config.name, source=Path(str(ckpt_path)).name,
-                                                                   measured=MEASURED_DEVIATION))
-    return Path(out)
-
-
-MEASURED_DEVIATION = (
-    "outputs differ by 0 at t = 0 and by 0.3-2.7 % (relative RMS of eps) for t = 1..999; with our DDPM sampler "
-    "(50 steps, 300 samples, MNIST features) FID 92.9 through the official embedding, 98.7 through diffusers'."
-)
-EXPORT_README = """\
-# {name} (adaLN-Zero DiT), exported by `scaling export` from {source}
-
-The EMA weights in diffusers' `DiTTransformer2DModel` layout (`save_pretrained`), loadable offline with
-`DiTTransformer2DModel.from_pretrained(folder)` (or `DiTPipeline.from_pretrained(folder)` when a VAE was
-exported with it). `dit_scaling.json` is the training run's config; `scaling sample --ckpt FOLDER`
-reads the folder back into the official DiT exactly.
-
-One difference: diffusers embeds the timestep with `downscale_freq_shift=1`, i.e. frequencies
-exp(-ln(10^4) k / 127) where the official DiT uses k / 128. At t = 0 both give the same outputs; at
-larger t the embedding differs (up to 1.9 per component at t = 999), so diffusers runs a slightly
-different model on these weights. Measured on a briefly trained DiT-T/4 (MNIST): {measured}
-"""
-
-
-# ---- training from given weights ---------------------------------------------------------------
-ARCH_FREE = ("size", "attention", "class_dropout_prob")  # fields that do not change the parameters' meaning
-
-
-def initialise_from(model: DiT, ema: DiT, source, model_name: str | None = None):
-    """`scaling train --init`: model and EMA both start from the (EMA) weights of `source` at step 0."""
-    from dit.checkpoint import load_model, read_checkpoint
-
-    init = load_model(read_checkpoint(source, model_name=model_name), use_ema=True)
-    ours, theirs = dataclasses.asdict(model.config), dataclasses.asdict(init.config)
-    differ = [k for k in ours if k not in ARCH_FREE and ours[k] != theirs[k]]
-    if differ:
-        k = differ[0]
-        raise ValueError(
-            f"--init {source} holds a model with {k}={theirs[k]!r}, but the model trained here has {k}={ours[k]!r}; "
-            f"give matching options or other weights"
-        )
-    try:
-        model.load_state_dict(init.state_dict())
-    except RuntimeError as exc:
-        raise ValueError(
-            f"--init {source} does not fit {model.config.name}: {str(exc).splitlines()[-1].strip()}"
-        ) from None
-    ema.load_state_dict(init.state_dict())
