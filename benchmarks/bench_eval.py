@@ -137,7 +137,8 @@ def round_convs_to_tf32(module: torch.nn.Module):
         conv.register_forward_pre_hook(lambda m, inputs: (to_tf32(inputs[0]),))
 
 
-def main():
+def parse_args() -> argparse.Namespace:
+    """The benchmark's options; defaults are the paper's scale on a GPU and a quick check on a CPU."""
     cuda = torch.cuda.is_available()
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", default="cuda" if cuda else "cpu")
@@ -152,8 +153,23 @@ def main():
     p.add_argument("--skip-torch-fidelity", action="store_true")
     p.add_argument("--workdir", help="where the npz files go (default: a temporary folder)")
     p.add_argument("--json", help="write the results here too")
-    args = p.parse_args()
+    return p.parse_args()
 
+
+def ours_line(precision: str, r: dict) -> str:
+    """One line of our evaluator's timings and metrics at one precision."""
+    line = (f"ours [{precision}]: all five metrics {r['total_s']:.1f} s (sample features "
+            f"{r['sample_features_s']:.1f} s, reference features {r['ref_features_s']:.1f} s, "
+            f"metrics {r['metrics_s']:.1f} s); "
+            + ", ".join(f"{k} {r[k]:.4g}" for k in ("fid", "sfid", "inception_score", "precision", "recall")))
+    if precision != "fp32":
+        line += "; max relative feature error vs fp32: " + ", ".join(
+            f"{k} {v:.1e}" for k, v in r["max_rel_feature_error_vs_fp32"].items())
+    return line
+
+
+def main():
+    args = parse_args()
     if args.workdir:
         Path(args.workdir).mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
@@ -177,18 +193,7 @@ def main():
                     samples, weights, args.device, args.batch_size, precision
                 )
             results["ours"][precision] = r
-            print(
-                f"ours [{precision}]: all five metrics {r['total_s']:.1f} s (sample features "
-                f"{r['sample_features_s']:.1f} s, "
-                f"reference features {r['ref_features_s']:.1f} s, metrics {r['metrics_s']:.1f} s); "
-                + ", ".join(f"{k} {r[k]:.4g}" for k in ("fid", "sfid", "inception_score", "precision", "recall"))
-                + (
-                    "; max relative feature error vs fp32: "
-                    + ", ".join(f"{k} {v:.1e}" for k, v in r["max_rel_feature_error_vs_fp32"].items())
-                    if precision != "fp32"
-                    else ""
-                )
-            )
+            print(ours_line(precision, r))
         if not args.skip_torch_fidelity:
             for name, metrics in (("fid", {"fid": True}), ("fid+isc+prc", {"fid": True, "isc": True, "prc": True})):
                 seconds = torch_fidelity(samples, ref, weights, args.device, args.batch_size, metrics)

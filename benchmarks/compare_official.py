@@ -26,7 +26,8 @@ def official_modules(src: str):
         from diffusion import create_diffusion
         from train import update_ema
     except ImportError as exc:
-        raise SystemExit(f"cannot import the official release from {src}: {exc} (it needs timm: pip install timm)")
+        raise SystemExit(f"cannot import the official release from {src}: {exc} "
+                         f"(it needs timm: pip install timm)") from exc
     return models.DiT_models, create_diffusion, update_ema
 
 

@@ -184,9 +184,9 @@ def prune_checkpoints(run_dir, keep_last: int, keep_every: int | None):
 
 
 def save_checkpoint(run_dir, model, ema, opt, run_config: dict, step: int, wall: float, dist: distributed.DistInfo,
-                    *, log_window: dict | None = None):
-    """Rank 0 writes model, EMA, optimiser, the run's config, step, every rank's RNG state and the training
-    loop's unlogged window (`log_window`), atomically."""
+                    *, log_window: dict | None = None, profiles=None):
+    """Rank 0 writes model, EMA, optimiser, the run's config, step, every rank's RNG state, the training
+    loop's unlogged window (`log_window`) and the power-function EMA profiles (`profiles`), atomically."""
     train_config = run_config["train"]
     rngs = distributed.all_gather_objects(rng_state())
     if dist.is_main:
@@ -195,6 +195,7 @@ def save_checkpoint(run_dir, model, ema, opt, run_config: dict, step: int, wall:
             "config": run_config,
             "step": step, "wall_seconds": wall, "rng": rngs, "log_window": log_window,
             "data": {"images_seen": step * train_config["batch_size"]},
+            "ema_profiles": profiles.state_dict() if profiles is not None else None,
         }
         atomic_torch_save(state, checkpoint_path(run_dir, step))
         prune_checkpoints(run_dir, train_config["keep_last"], train_config["keep_every"])
@@ -202,9 +203,10 @@ def save_checkpoint(run_dir, model, ema, opt, run_config: dict, step: int, wall:
 
 
 def load_training_state(
-    run_dir, model, ema, opt, rank: int, *, restart: bool = False
+    run_dir, model, ema, opt, rank: int, *, restart: bool = False, profiles=None
 ) -> tuple[int, float, dict | None]:
-    """Restore model, EMA, optimiser and this rank's RNG state from run_dir's latest readable checkpoint; returns
+    """Restore model, EMA, optimiser, power-function EMA `profiles` (dit.ema.PowerEMA; a checkpoint from before
+    them restarts them from its weights) and this rank's RNG state from run_dir's latest readable checkpoint; returns
     its (step, training wall seconds, unlogged window), or (0, 0.0, None) when there is none (the modules are
     left as they are). Checkpoints that all fail to read are refused unless `restart` (then step 0)."""
     ckpt, unreadable = newest_readable_checkpoint(run_dir)
@@ -220,6 +222,8 @@ def load_training_state(
     model.load_state_dict(ckpt["model"])
     ema.load_state_dict(ckpt["ema"])
     opt.load_state_dict(ckpt["opt"])
+    if profiles is not None:
+        profiles.restore(ckpt.get("ema_profiles"), model, ckpt["step"])
     set_rng_state(ckpt["rng"][min(rank, len(ckpt["rng"]) - 1)])  # a run resumed on more ranks than it had
     return ckpt["step"], ckpt.get("wall_seconds", 0.0), ckpt.get("log_window")
 

@@ -11,6 +11,7 @@ import yaml
 
 from dit.blocks import ATTENTION_IMPLS, BLOCKS
 from dit.diffusion import NOISE_SCHEDULES, NUM_TRAIN_TIMESTEPS
+from dit.ema import DEFAULT_SIGMA_RELS, SNAPSHOT_DTYPES, check_sigma_rel
 from dit.io import read_text
 from dit.latents import CODECS
 from dit.loggers import LOGGERS
@@ -20,12 +21,14 @@ from study.blocks import DEFAULT_BLOCK
 from study.registry import Registry
 
 PRECISIONS = Registry("precision", ("fp32", "bf16"))  # of training and sampling (bf16: autocast)
+SNAPSHOT_PRECISIONS = Registry("EMA snapshot precision", tuple(SNAPSHOT_DTYPES))
 DEFAULT_VAE = "stabilityai/sd-vae-ft-ema"
 
 # The valid range of each numeric option (TrainConfig.__post_init__ checks them all).
 AT_LEAST = {
     "steps": 1, "batch_size": 1, "log_every": 1, "ckpt_every": 1, "keep_last": 1, "diffusion_steps": 1,
     "sample_images": 1, "sample_steps": 1, "warmup_steps": 0, "num_workers": 0, "seed": 0, "sample_cfg_scale": 1,
+    "ema_snapshot_every": 1,
 }
 AT_LEAST_ONE_OR_UNSET = {  # option -> what leaving it out means
     "depth": "the named size's", "hidden_size": "the named size's", "num_heads": "the named size's",
@@ -70,7 +73,11 @@ class TrainConfig:
     warmup_steps: int = 0
     weight_decay: float = 0.0
     max_grad_norm: float | None = None  # the paper does not clip
-    ema_decay: float = 0.9999
+    ema_decay: float = 0.9999  # the classic EMA: the model sampled and evaluated
+    # power-function EMA profiles tracked beside it (EDM2), snapshotted for `scaling ema`; () for none
+    ema_sigma_rels: tuple[float, ...] = DEFAULT_SIGMA_RELS
+    ema_snapshot_every: int = 10_000  # steps between snapshots of the profiles (and one at the last step)
+    ema_snapshot_precision: str = "fp16"  # of the snapshots (the profiles themselves stay float32)
     seed: int = 0
     parametrization: str = "sp"  # "sp" (the paper's) or "mup": μP, whose lr transfers across widths
     base_width: int | None = None  # μP's base width: the width the lr was tuned at (None: the model's own)
@@ -99,12 +106,22 @@ class TrainConfig:
     def __post_init__(self):
         names = (self.loggers,) if isinstance(self.loggers, str) else self.loggers  # a YAML/JSON list, or one name
         object.__setattr__(self, "loggers", tuple(dict.fromkeys(LOGGERS.check(n) for n in names)))  # in order, once
+        object.__setattr__(self, "ema_sigma_rels", tuple(float(s) for s in self.ema_sigma_rels))
+        for sigma_rel in self.ema_sigma_rels:
+            check_sigma_rel(sigma_rel)
+        if len(set(self.ema_sigma_rels)) < len(self.ema_sigma_rels):
+            raise ValueError(f"ema_sigma_rels {list(self.ema_sigma_rels)} repeat a length; list distinct ones")
         registries = {
             "block": BLOCKS, "attention": ATTENTION_IMPLS, "codec": CODECS, "precision": PRECISIONS,
             "noise_schedule": NOISE_SCHEDULES, "lr_schedule": LR_SCHEDULES, "parametrization": PARAMETRIZATIONS,
+            "ema_snapshot_precision": SNAPSHOT_PRECISIONS,
         }
         for name, registry in registries.items():
             registry.check(getattr(self, name), what=name)
+        self._check_ranges()
+
+    def _check_ranges(self):
+        """Refuse numbers outside what training can use, with the fix in the message."""
         for name, low in AT_LEAST.items():
             if getattr(self, name) < low:
                 raise ValueError(f"{name} must be at least {low} (got {getattr(self, name)})")

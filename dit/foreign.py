@@ -136,7 +136,7 @@ def to_diffusers_state(state: dict, config: DiTConfig) -> dict:
         for ours, theirs in EMBEDDERS.items():
             out.update({f"transformer_blocks.{i}.{theirs}.{s}": v.clone() for s, v in _under(state, ours).items()})
         for s, fused in _under(state, f"blocks.{i}.attn.qkv").items():
-            for name, part in zip(QKV_SPLIT, fused.chunk(3, dim=0)):
+            for name, part in zip(QKV_SPLIT, fused.chunk(3, dim=0), strict=True):
                 out[f"transformer_blocks.{i}.attn1.{name}.{s}"] = part.clone()
     return out
 

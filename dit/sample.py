@@ -184,9 +184,8 @@ def generate_samples(ckpt_path, out_npz, config: SampleConfig, *, device: str = 
             model_fn = guided_model_fn(model, labels, config.cfg_scale, config.guidance_channels)
             latents = sampler(diffusion, model_fn, noise, generator=gen, **options)
             images = to_uint8(decode(latents.float()))
-        with atomic_path(shard_dir / f"{shard:06d}.npz") as tmp:
-            with open(tmp, "wb") as f:
-                np.savez(f, arr_0=images, arr_1=labels.cpu().numpy().astype(np.int64))
+        with atomic_path(shard_dir / f"{shard:06d}.npz") as tmp, open(tmp, "wb") as f:
+            np.savez(f, arr_0=images, arr_1=labels.cpu().numpy().astype(np.int64))
         bar.update(dist.world_size)
     bar.close()
     distributed.barrier()
@@ -227,9 +226,8 @@ def merge_shards(shard_dir: Path, num_shards: int, out_npz: Path):
         with np.load(shard_dir / f"{i:06d}.npz") as shard:
             images.append(shard["arr_0"])
             labels.append(shard["arr_1"])
-    with atomic_path(out_npz) as tmp:
-        with open(tmp, "wb") as f:
-            np.savez(f, arr_0=np.concatenate(images), arr_1=np.concatenate(labels))
+    with atomic_path(out_npz) as tmp, open(tmp, "wb") as f:
+        np.savez(f, arr_0=np.concatenate(images), arr_1=np.concatenate(labels))
     shutil.rmtree(shard_dir)
 
 

@@ -33,6 +33,7 @@ from dit.checkpoint import load_training_state, model_config_dict, save_checkpoi
 from dit.config import TrainConfig
 from dit.data import POSTERIOR, build_dataset, make_loader, step_seed
 from dit.diffusion import create_diffusion
+from dit.ema import PowerEMA
 from dit.errors import UserError
 from dit.init_from import initialise_from
 from dit.io import atomic_write_text, remove_stale_temporaries
@@ -50,7 +51,7 @@ from study.layout import RunLayout
 RESUMABLE_CHANGES = {
     "steps", "device", "num_workers", "compile", "log_every", "ckpt_every", "keep_last", "keep_every",
     "sample_every", "fused_optimizer", "fused_ema", "grad_checkpointing", "tf32", "loggers",
-    "checkpoint_blocks", "micro_batch_size",
+    "checkpoint_blocks", "micro_batch_size", "ema_snapshot_every", "ema_snapshot_precision",
 }
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2, signal.SIGINT)
 STOP_POLL_STEPS = 10  # several processes compare their stop flags this often (one all-reduce and sync)
@@ -128,7 +129,7 @@ def update_ema(ema: DiT, model: DiT, decay: float, fused: bool = True):
     if fused:
         torch._foreach_lerp_(ema_params, params, 1.0 - decay)
     else:  # the official release's per-parameter loop, kept as the benchmark's reference path
-        for e, p in zip(ema_params, params):
+        for e, p in zip(ema_params, params, strict=True):
             e.mul_(decay).add_(p.data, alpha=1 - decay)
 
 
@@ -139,7 +140,7 @@ def check_same_run(run_dir, config: TrainConfig):
     if not path.exists():
         return
     stored = json.loads(path.read_text()).get("train", {})
-    new = config.to_dict()
+    new = json.loads(json.dumps(config.to_dict()))  # tuples as the stored lists
     changed = [k for k in new if k not in RESUMABLE_CHANGES and k in stored and stored[k] != new[k]]
     if changed:
         k = changed[0]
@@ -201,6 +202,7 @@ class TrainingParts:
     ema: DiT
     opt: torch.optim.Optimizer
     diffusion: object
+    profiles: PowerEMA | None = None  # the power-function EMA profiles (config.ema_sigma_rels), if any
 
 
 def build_training(config: TrainConfig, device) -> TrainingParts:
@@ -211,7 +213,8 @@ def build_training(config: TrainConfig, device) -> TrainingParts:
     ema = copy.deepcopy(model).requires_grad_(False).eval()
     opt = make_optimizer(model, config, device)
     diffusion = create_diffusion("", config.noise_schedule, config.learn_sigma, config.diffusion_steps)
-    return TrainingParts(dataset, codec, model, ema, opt, diffusion)
+    profiles = PowerEMA(model, config.ema_sigma_rels) if config.ema_sigma_rels else None
+    return TrainingParts(dataset, codec, model, ema, opt, diffusion, profiles)
 
 
 @dataclasses.dataclass
@@ -257,8 +260,9 @@ def step_inputs(batch, parts: TrainingParts, config: TrainConfig, step: int, dis
 
 def train_step(parts: TrainingParts, net, inputs: StepInputs, config: TrainConfig) -> torch.Tensor:
     """One optimiser step of `net` (parts.model, or its DDP or compiled wrapper) on the hybrid loss and one
-    EMA update; returns [loss, mse, vb, grad norm]. With micro_batch_size the rows go through in chunks whose
-    gradients add up (each chunk's mean loss weighted by its share of the rows): the step is the same."""
+    EMA update (and one of each power-function profile); returns [loss, mse, vb, grad norm]. With
+    micro_batch_size the rows go through in chunks whose gradients add up (each chunk's mean loss weighted by
+    its share of the rows): the step is the same."""
     parts.opt.zero_grad(set_to_none=True)
     rows = len(inputs.x)
     chunks = inputs.split(config.micro_batch_size or rows)
@@ -276,6 +280,8 @@ def train_step(parts: TrainingParts, net, inputs: StepInputs, config: TrainConfi
     grad_norm = torch.nn.utils.clip_grad_norm_(parts.model.parameters(), config.max_grad_norm or math.inf)
     parts.opt.step()
     update_ema(parts.ema, parts.model, config.ema_decay, config.fused_ema)
+    if parts.profiles is not None:
+        parts.profiles.update(parts.model)
     return torch.cat([terms_sum, grad_norm.detach().reshape(1).to(terms_sum)])
 
 
@@ -308,7 +314,7 @@ def train_locked(config: TrainConfig, run: RunLayout, dist, stop: "StopRequest",
     torch.manual_seed(config.seed)
     parts = build_training(config, dist.device)
     step, wall, window_state = load_training_state(
-        run.root, parts.model, parts.ema, parts.opt, dist.rank, restart=restart
+        run.root, parts.model, parts.ema, parts.opt, dist.rank, restart=restart, profiles=parts.profiles
     )
     if step == 0 and config.init:  # a fresh run that starts from given weights (`--init`)
         initialise_from(parts.model, parts.ema, config.init, config.model)
@@ -338,9 +344,10 @@ def train_locked(config: TrainConfig, run: RunLayout, dist, stop: "StopRequest",
         signum = stop.agreed(step, dist, final=step == stop_at)
         if ckpt_due or preview_due or signum:
             check_finite(window.first_bad)
+        snapshot_if_due(run, parts, config, step, window, dist)
         if ckpt_due or signum:
             save_checkpoint(run.root, parts.model, parts.ema, parts.opt, run_config, step, window.wall_seconds, dist,
-                            log_window=window.state())
+                            log_window=window.state(), profiles=parts.profiles)
         if signum:
             bar.close()
             loggers.close()
@@ -354,6 +361,18 @@ def train_locked(config: TrainConfig, run: RunLayout, dist, stop: "StopRequest",
     return record
 
 
+def snapshot_if_due(run: RunLayout, parts: TrainingParts, config: TrainConfig, step: int, window, dist):
+    """Every ema_snapshot_every steps and at the run's last step, rank 0 writes a snapshot of the power-function
+    profiles (after checking that no loss or gradient went non-finite; every rank checks)."""
+    if parts.profiles is None or not is_due(step, config.ema_snapshot_every, config.steps):
+        return
+    check_finite(window.first_bad)
+    if dist.is_main:
+        from dit.posthoc_ema import write_snapshot
+
+        write_snapshot(run.root, parts.profiles, config.ema_snapshot_precision)
+
+
 @contextlib.contextmanager
 def run_lock(run: RunLayout, dist: distributed.DistInfo):
     """Rank 0 holds the run directory's lock and, holding it, removes the temporary files of interrupted writes."""
@@ -361,7 +380,7 @@ def run_lock(run: RunLayout, dist: distributed.DistInfo):
         yield
         return
     with directory_lock(run.lock, f"run directory {run.root}", "training"):
-        removed = remove_stale_temporaries(run.root, run.checkpoints_dir, run.samples_dir)
+        removed = remove_stale_temporaries(run.root, run.checkpoints_dir, run.samples_dir, run.ema_snapshots_dir)
         if removed:
             print(
                 f"removed {len(removed)} temporary file(s) of interrupted writes: "

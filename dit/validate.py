@@ -23,12 +23,16 @@ from dit.diffusion import GaussianDiffusion
 VALIDATION_SEED = 0  # of the noise: the same for every run and checkpoint
 
 
-def held_out_items(data: str, resolution: int | None, num: int, codec: str = "identity"):
-    """The first `num` held-out (images, labels) of a data set, or None when it has no held-out split.
+def has_held_out(data: str, codec: str = "identity") -> bool:
+    """Whether a data set has a split that training does not see: only MNIST-32 in pixel space (its test split)."""
+    return data == MNIST_NAME and codec == "identity"
 
-    Only MNIST-32 in pixel space has one (its test split); images (num, C, H, W) in [-1, 1], labels (num,).
+
+def held_out_items(data: str, resolution: int | None, num: int, codec: str = "identity"):
+    """The first `num` held-out (images, labels) of a data set, or None when it has no held-out split
+    (`has_held_out`); images (num, C, H, W) in [-1, 1], labels (num,).
     """
-    if data != MNIST_NAME or codec != "identity":
+    if not has_held_out(data, codec):
         return None
     test = MNIST32("test", resolution)
     return test.images[:num], test.labels[:num]

@@ -88,7 +88,7 @@ def extractor_metrics(samples: NpzImages, ref: Reference, extractor, metrics, *,
 def fd_dinov2(samples: NpzImages, ref: Reference, extractor, **extract) -> float:
     """Frechet distance of DINOv2 features of the samples and of the reference images (EDM2's FD-DINOv2)."""
     if ref.images is None:
-        warnings.warn("the reference has no images (arr_0): fd_dinov2 is NaN")
+        warnings.warn("the reference has no images (arr_0): fd_dinov2 is NaN", stacklevel=2)
         return float("nan")
     sample_pool = extract_features(samples, extractor, desc="samples (dinov2)", **extract).pool
     ref_pool = extract_features(ref.images, extractor, desc="reference (dinov2)", **extract).pool
@@ -137,7 +137,7 @@ def _reference_feature_metrics(samples: Features, ref: Features | None, metrics)
     if ref is None:
         columns = [c for m in chosen for c in METRIC_GROUPS[m].columns]
         if columns:
-            warnings.warn(f"the reference has no images (arr_0): {' and '.join(columns)} are NaN")
+            warnings.warn(f"the reference has no images (arr_0): {' and '.join(columns)} are NaN", stacklevel=2)
         return {c: float("nan") for c in columns}
     result = {}
     if "pr" in chosen:
@@ -188,7 +188,7 @@ def _check_sample_count(num: int, dims: dict, strict: bool):
     )
     if strict:
         raise ValueError(message)
-    warnings.warn(message, SmallSampleWarning)
+    warnings.warn(message, SmallSampleWarning, stacklevel=2)
 
 
 __all__ = ["DEFAULT_COLUMNS", "compute_metrics", "evaluate_samples"]

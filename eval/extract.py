@@ -116,4 +116,4 @@ def _gather(t: torch.Tensor, sizes: list[int]) -> torch.Tensor:
     padded = F.pad(t, (0, 0, 0, max(sizes) - t.shape[0]))
     out = [torch.empty_like(padded) for _ in sizes]
     dist.all_gather(out, padded)
-    return torch.cat([o[:n] for o, n in zip(out, sizes)])
+    return torch.cat([o[:n] for o, n in zip(out, sizes, strict=True)])

@@ -83,7 +83,8 @@ def _trace_sqrtm_adm(sigma1, sigma2, eps: float) -> float:
     """tr(sqrtm(S1 S2)) with scipy, retried with eps on both diagonals when not finite, as ADM."""
     covmean = _sqrtm(sigma1 @ sigma2)
     if not np.isfinite(covmean).all():
-        warnings.warn(f"sqrtm(S1 S2) is not finite; adding {eps} to the covariance diagonals (as ADM does)")
+        warnings.warn(f"sqrtm(S1 S2) is not finite; adding {eps} to the covariance diagonals (as ADM does)",
+                      stacklevel=2)
         offset = np.eye(sigma1.shape[0]) * eps
         covmean = _sqrtm((sigma1 + offset) @ (sigma2 + offset))
     if np.iscomplexobj(covmean):

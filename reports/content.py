@@ -17,12 +17,14 @@ from reports import rundirs
 from reports import table as T
 from reports.analysis import correlation, frontier_points, isoflop_fit, isoflop_rows
 from reports.document import Code, Picture, Plot, Report, Section, Table, Text, format_number, format_table
+from reports.ema import ema_section
 from reports.fits import fit_law, try_backtest
 from reports.paper import paper_citation, paper_table
 from reports.style import run_style
 from study.layout import GridLayout, RunLayout, dir_name, run_dir_name
 from study.metrics import Metric, get_metric
 from study.schema import measured_columns
+from study.selection import classic_ema_rows
 
 PAPER_FID_STEP = 400_000
 RUN_FILES = RunLayout(".")  # the names of a run directory's files, for captions
@@ -45,6 +47,7 @@ class Context:
     run_names: dict  # directory name -> run name, for runs in the table
     swept: pd.DataFrame | None = None  # every row of a grid that sweeps lr (df: those of the fixed recipe)
     fixed_lr: float | None = None  # the recipe's lr in a grid that sweeps lr
+    posthoc: pd.DataFrame | None = None  # the whole table, post-hoc EMA rows too (`df` has the classic EMA's)
 
 
 def _attempt(blocks: list, what: str, build):
@@ -542,8 +545,22 @@ def fixed_recipe(grid_dir: Path, df: pd.DataFrame) -> tuple[float, str]:
     return (lr if any(np.isclose(lrs, lr)) else float(lrs[len(lrs) // 2])), train.get("parametrization", "sp")
 
 
+def posthoc_ema_section(ctx: Context) -> Section:
+    return ema_section(ctx.posthoc if ctx.posthoc is not None else ctx.df, ctx.metric, ctx.run_dirs)
+
+
+def recipe_rows(grid_dir: Path, df: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame | None, float | None]:
+    """(the rows of the grid's fixed recipe, every row, the fixed lr) of a grid that sweeps lr; (df, None, None)
+    otherwise. The fixed recipe is the spec's train.lr and train.parametrization."""
+    if not LR.is_lr_sweep(df):
+        return df, None, None
+    fixed_lr, param = fixed_recipe(grid_dir, df)
+    main = LR.at_fixed_lr(df, fixed_lr)
+    return (main[main["parametrization"] == param] if (main["parametrization"] == param).any() else main), df, fixed_lr
+
+
 SECTIONS = (summary_section, grid_section, scaling_section, training_section, paper_section, fits_section,
-            isoflop_section, lr_sweep_section, samples_section, configs_section)
+            isoflop_section, lr_sweep_section, posthoc_ema_section, samples_section, configs_section)
 
 
 def seed_runs(df: pd.DataFrame) -> list[tuple[str, int]]:
@@ -568,13 +585,9 @@ def build_report(grid_dir, df: pd.DataFrame, *, metric: str = "fid", step=None, 
     names = {dir_name(run): run for run in T.runs(df)["run"]} | seed_run_names(df)
     found = rundirs.run_dirs(grid_dir)
     ordered = {d: found[d] for d in names if d in found} | found
-    swept = fixed_lr = None
-    if LR.is_lr_sweep(df):
-        swept, (fixed_lr, param) = df, fixed_recipe(grid_dir, df)
-        df = LR.at_fixed_lr(df, fixed_lr)
-        df = df[df["parametrization"] == param] if (df["parametrization"] == param).any() else df
-    ctx = Context(grid_dir=grid_dir, df=df, metric=m, step=step, target=target, run_dirs=ordered, run_names=names,
-                  swept=swept, fixed_lr=fixed_lr)
+    main, swept, fixed_lr = recipe_rows(grid_dir, classic_ema_rows(df))
+    ctx = Context(grid_dir=grid_dir, df=main, metric=m, step=step, target=target, run_dirs=ordered,
+                  run_names=names, posthoc=df, swept=swept, fixed_lr=fixed_lr)
     stamp = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
     return Report(title=f"DiT scaling report: {grid_dir.resolve().name}",
                   subtitle=f"{m.label} | {df['run'].nunique()} runs | generated {stamp}",

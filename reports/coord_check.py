@@ -16,7 +16,7 @@ def plot_coord_check(records: list[dict]) -> Figure:
             for step in steps:
                 points = sorted((r["width"], r["mean_abs"]) for r in records
                                 if (r["parametrization"], r["layer"], r["step"]) == (param, layer, step))
-                ax.plot(*zip(*points), marker="o", ms=3, color=f"C{step % 10}", label=f"step {step}")
+                ax.plot(*zip(*points, strict=True), marker="o", ms=3, color=f"C{step % 10}", label=f"step {step}")
             ax.set_xscale("log", base=2)
             ax.set_yscale("log")
             ax.set_title(f"{param}: {layer}", fontsize=8)

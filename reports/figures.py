@@ -92,7 +92,7 @@ def _place_labels(ax, xs, ys, labels, fontsize: float = 7.5):
         return f * size
 
     placed = []
-    for x, y, label in zip(xs, ys, labels):
+    for x, y, label in zip(xs, ys, labels, strict=True):
         px = to_pt(x, x0, x1, ax.get_xscale() == "log", width_pt)
         py = to_pt(y, y0, y1, ax.get_yscale() == "log", height_pt)
         w, h = 0.6 * fontsize * len(label), fontsize * 1.2
@@ -275,7 +275,7 @@ def plot_block_ablation(df: pd.DataFrame, metric: str = "fid") -> Figure:
     if not models:
         raise T.NoData("no model was trained with more than one conditioning block")
     fig, axes = _figure(ncols=len(models), size=(max(FIGSIZE[0], 4.2 * len(models)), FIGSIZE[1]), sharey=True)
-    for ax, model in zip(axes, models):
+    for ax, model in zip(axes, models, strict=True):
         for block, g in rows[rows["model"] == model].groupby("block", sort=True):
             g = g.sort_values("step")
             ax.plot(float_values(g["step"]), float_values(g[m.column]), color=BLOCK_COLOURS.get(block, "0.4"),
@@ -302,7 +302,7 @@ def plot_metrics_vs_train_compute(df: pd.DataFrame) -> Figure:
     fig, axes = _figure(ncols=ncols, nrows=nrows, size=(3.4 * ncols + 1.6, 3.0 * nrows))
     for ax in axes[len(present):]:
         ax.set_axis_off()
-    for ax, m in zip(axes, present):
+    for ax, m in zip(axes, present, strict=False):  # the grid may hold spare axes
         rows, _ = _setting_rows(df, m.column, "the all-metrics figure")
         rows = rows[rows["train_compute_gflops"].astype("float64") > 0]
         _draw_runs(ax, rows, "train_compute_gflops", m.column, ms=3, lw=1.2)
@@ -324,7 +324,7 @@ def plot_training_curves(logs: dict[str, pd.DataFrame], styles: dict[str, dict] 
         raise T.NoData(f"no run has a {RunLayout('.').train_log.name} with loss values yet")
     styles = styles or {}
     fig, axes = _figure(ncols=len(present), size=(max(FIGSIZE[0], 3.6 * len(present)), 3.8))
-    for ax, key in zip(axes, present):
+    for ax, key in zip(axes, present, strict=True):
         for run, log in logs.items():
             if key not in log.columns or not log[key].notna().any():
                 continue
@@ -372,7 +372,7 @@ def _image_grid(tiles: list[tuple[str, np.ndarray]], title: str | None = None, w
                         size=(tile * columns, nrows * (tile / aspect + 0.45) + (0.4 if title else 0.1)))
     for ax in axes:
         ax.set_axis_off()
-    for ax, (label, image) in zip(axes, tiles):
+    for ax, (label, image) in zip(axes, tiles, strict=False):  # the grid may hold spare axes
         ax.imshow(image, interpolation="nearest")
         ax.set_title(label, fontsize=9)
     if title:
@@ -477,7 +477,7 @@ ISOFLOP_AXES = {"gflops": "model Gflops (log scale)", "params": "parameters (log
 
 def _budget_colours(budgets) -> dict:
     colours = matplotlib.colormaps["viridis"](np.linspace(0.05, 0.85, max(len(budgets), 1)))
-    return dict(zip(sorted(budgets), colours))
+    return dict(zip(sorted(budgets), colours, strict=False))  # one colour even for no budget
 
 
 def plot_isoflop(df: pd.DataFrame, metric: str = "val_loss") -> Figure:
@@ -487,7 +487,7 @@ def plot_isoflop(df: pd.DataFrame, metric: str = "val_loss") -> Figure:
     rows = isoflop_rows(df, metric)
     colours = _budget_colours(rows["budget"].unique())
     fig, axes = _figure(ncols=2, size=(11.0, 4.6), sharey=True)
-    for ax, x in zip(axes, ISOFLOP_AXES):
+    for ax, x in zip(axes, ISOFLOP_AXES, strict=True):
         result = isoflop_fit(rows, metric, x)
         for budget, colour in colours.items():
             at = rows[rows["budget"] == budget]

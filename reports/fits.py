@@ -249,7 +249,7 @@ def backtest(x, y, law="saturating", *, holdout: int = 1, confidence: float = 0.
     predicted = fit.predict(x[~kept])
     held_out = [dict(x=float(xi), y=float(yi), predicted=float(p), pi_low=float(lo), pi_high=float(hi),
                      inside=bool(lo <= yi <= hi))
-                for xi, yi, p, lo, hi in sorted(zip(x[~kept], y[~kept], predicted, low, high))]
+                for xi, yi, p, lo, hi in sorted(zip(x[~kept], y[~kept], predicted, low, high, strict=True))]
     return Backtest(fit=fit, held_out=held_out)
 
 

@@ -20,8 +20,8 @@ def _figure(png: bytes, caption: str) -> str:
 def _table(block: Table) -> str:
     left = [i == 0 or not is_numeric_column(block.df[c]) for i, c in enumerate(block.df.columns)]
     cls = ['class="l"' if is_left else "" for is_left in left]
-    head = "".join(f"<th {k}>{html.escape(str(c))}</th>" for k, c in zip(cls, block.df.columns))
-    rows = "".join("<tr>" + "".join(f"<td {k}>{html.escape(v)}</td>" for k, v in zip(cls, row)) + "</tr>"
+    head = "".join(f"<th {k}>{html.escape(str(c))}</th>" for k, c in zip(cls, block.df.columns, strict=True))
+    rows = "".join("<tr>" + "".join(f"<td {k}>{html.escape(v)}</td>" for k, v in zip(cls, row, strict=True)) + "</tr>"
                    for row in block.df.itertuples(index=False))
     return (f'<div class="table-wrap"><table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table></div>'
             f'<p class="caption">{html.escape(block.caption)}</p>')

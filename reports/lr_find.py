@@ -9,8 +9,8 @@ def plot_lr_range_test(result: dict, title: str = "Learning-rate range test") ->
     """
     fig = Figure(figsize=(7, 4.2), layout="constrained")
     ax = fig.subplots()
-    finite = [(lr, v) for lr, v in zip(result["lr"], result["loss"]) if v != float("inf")]
-    ax.plot(*zip(*finite), color="0.75", lw=1, label="loss")
+    finite = [(lr, v) for lr, v in zip(result["lr"], result["loss"], strict=True) if v != float("inf")]
+    ax.plot(*zip(*finite, strict=True), color="0.75", lw=1, label="loss")
     ax.plot(result["lr"], result["smoothed"], color="C0", lw=2, label="smoothed loss")
     ax.axvline(result["suggested_lr"], color="C2", ls="--", label=f"suggested max lr {result['suggested_lr']:.1e}")
     ax.axvline(result["min_loss_lr"], color="C1", ls=":", label=f"lowest loss at {result['min_loss_lr']:.1e}")

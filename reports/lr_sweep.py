@@ -86,7 +86,7 @@ def plot_lr_sweep(df: pd.DataFrame, metric: str = "val_loss", label: str = "vali
     params = list(dict.fromkeys(points["parametrization"]))
     fig = Figure(figsize=(5 * len(params), 3.8), layout="constrained")
     axes = fig.subplots(1, len(params), squeeze=False, sharey=True)[0]
-    for ax, param in zip(axes, params):
+    for ax, param in zip(axes, params, strict=True):
         for k, (run, rows) in enumerate(points[points["parametrization"] == param].groupby("run", sort=False)):
             rows = rows.sort_values("lr")
             ax.plot(rows["lr"], rows["value"], marker="o", ms=3, color=f"C{k % 10}",
@@ -110,7 +110,9 @@ def at_fixed_lr(df: pd.DataFrame, lr: float) -> pd.DataFrame:
 
 def at_best_lr(df: pd.DataFrame, select_on: str = "val_loss") -> pd.DataFrame:
     """Each model's rows at its best lr, chosen on `select_on` at its last step; every step of that lr's run."""
-    chosen = best_rows(df, ["lr"], select_on)[[*MODEL, "lr"]].drop_duplicates()
+    chosen = best_rows(df, ["lr"], select_on)
+    last = chosen.groupby(list(MODEL))["step"].transform("max")
+    chosen = chosen[chosen["step"] == last][[*MODEL, "lr"]].drop_duplicates()
     return df.merge(chosen, on=[*MODEL, "lr"], how="inner")
 
 

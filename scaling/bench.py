@@ -11,6 +11,7 @@ import torch
 from dit.config import TrainConfig
 from dit.diffusion import create_diffusion
 from dit.distributed import pick_device
+from dit.ema import PowerEMA
 from dit.models import create_dit
 from dit.precision import autocast_for, set_tf32
 from dit.sample import compile_forward
@@ -52,9 +53,10 @@ def _model(model_name, options, input_size, in_channels, num_classes, device):
 
 def training_setup(model_name: str, *, path: str, batch_size: int, input_size: int = 32, in_channels: int = 4,
                    num_classes: int = 1000, checkpoint_blocks: int = 0, micro_batch_size: int | None = None,
-                   device: str = "auto"):
-    """(step, device): step() runs one full training step (forward, backward, AdamW, EMA) of a
-    random-weight model on a fixed synthetic batch, with the path's settings."""
+                   device: str = "auto", ema_sigma_rels: tuple[float, ...] = ()):
+    """(step, device): step() runs one full training step (forward, backward, AdamW, EMA and the power-function
+    EMA profiles of `ema_sigma_rels`) of a random-weight model on a fixed synthetic batch, with the path's
+    settings."""
     dev = pick_device(device)
     options = path_options(path, dev)
     set_tf32(dev, True)  # both paths, as the official release trains
@@ -77,7 +79,8 @@ def training_setup(model_name: str, *, path: str, batch_size: int, input_size: i
     y = torch.randint(0, num_classes, (batch_size,), generator=gen, device=dev)
     t = torch.randint(0, diffusion.num_timesteps, (batch_size,), generator=gen, device=dev)
     inputs = StepInputs(x, y, t, torch.randn_like(x), torch.zeros_like(y))
-    parts = TrainingParts(None, None, model, ema, opt, diffusion)
+    profiles = PowerEMA(model, ema_sigma_rels) if ema_sigma_rels else None
+    parts = TrainingParts(None, None, model, ema, opt, diffusion, profiles)
     return (lambda: train_step(parts, net, inputs, config)), dev
 
 

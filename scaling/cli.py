@@ -36,6 +36,7 @@ COMMANDS = (
     "eval",
     "fid",
     "export",
+    "ema",
     "lr-find",
     "coord-check",
     "bench",

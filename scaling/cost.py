@@ -7,8 +7,9 @@ evaluation, wall time on N GPUs and money, read from a throughput table (`scalin
   on them, one point per model (its row nearest the run's batch); with one measured model,
   images/s x Gflops is held constant (compute-bound).
 - Evaluation, per point and for each setting the runner evaluates there (`scaling.evaluation.point_settings`,
-  the last point's `final_sampling_steps` included): samples x steps x passes / (forward passes per second),
-  2 passes per guided step and 1 without, plus VAE decoding and feature extraction of the samples.
+  the last point's `final_sampling_steps` and the post-hoc EMA lengths sampled there included, through
+  `scaling.posthoc.posthoc_settings`): samples x steps x passes / (forward passes per second), 2 passes per
+  guided step and 1 without, plus VAE decoding and feature extraction of the samples.
   Forward passes/s against Gflops are fitted the same way; one measured model borrows the training slope.
 - A run of `scaling status` that has trained for a while uses its own seconds per step instead
   (`RunState.seconds_left`, the estimate `scaling status` shows per run).
@@ -26,6 +27,7 @@ import numpy as np
 
 from scaling.evaluation import EvalSetting, point_settings
 from scaling.grid import ExecutorSpec, RunSpec, start_order
+from scaling.posthoc import posthoc_settings
 from scaling.throughput import guidance_passes, passes_per_sec
 
 if TYPE_CHECKING:
@@ -189,7 +191,7 @@ def eval_rates(run: RunSpec, rates: Rates) -> tuple[float | None, float | None]:
 def eval_point_gpu_seconds(run: RunSpec, rates: Rates, passes: float, step: int) -> float:
     """GPU-seconds of the run's evaluation point `step`: for every setting the runner evaluates there, its
     samples' forward passes at `passes` per second, their decoding and their features."""
-    settings = point_settings(run, step)
+    settings = point_settings(run, step) + posthoc_settings(run, step)
     (num_samples,) = {s.num_samples for s in settings}  # the settings of a run share one sample count
     decode, features = eval_rates(run, rates)
     per_sample = sum(s.sampling_steps * guidance_passes(s.cfg_scale) / passes for s in settings)
@@ -201,7 +203,7 @@ def eval_gpu_seconds(run: RunSpec, rates: Rates, passes: float, points: list[int
     """GPU-seconds of the run's evaluation `points`: each set of points with the same settings priced once."""
     alike = {}
     for point in points:
-        alike.setdefault(tuple(point_settings(run, point)), []).append(point)
+        alike.setdefault(tuple(point_settings(run, point) + posthoc_settings(run, point)), []).append(point)
     return sum(len(group) * eval_point_gpu_seconds(run, rates, passes, group[0]) for group in alike.values())
 
 
@@ -315,13 +317,13 @@ def grid_cost(runs: list[RunSpec], rates: Rates, total_gpus: int | None = None, 
     with `states` (scaling.run_state.RunState, one per run) what is left of it: the steps and points not done."""
     gpus_per_run, at_once = executor_layout(runs[0].executor)
     total_gpus = total_gpus or gpus_per_run * (at_once or 1)
-    pairs = zip(runs, states) if states is not None else ((run, None) for run in runs)
+    pairs = zip(runs, states, strict=True) if states is not None else ((run, None) for run in runs)
     left = [(run, s) for run, s in pairs if s is None or s.state != "done"]
     costs = [run_cost(run, rates, s) for run, s in left]
     costed = [run for run, _ in left]
     order = start_order(costed)
     started = schedule([costs[i].hours for i in order], gpus_per_run, total_gpus, at_once)
-    spans = [span for _, span in sorted(zip(order, started))]
+    spans = [span for _, span in sorted(zip(order, started, strict=True))]
     return GridCost(
         runs=tuple(costs),
         spans=tuple(spans),

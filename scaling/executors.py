@@ -176,7 +176,7 @@ class ProcessPool:
     def start(self, run: RunSpec, bar):
         slot, log_path = self.free.pop(0), self.log_path(run)
         log_path.parent.mkdir(parents=True, exist_ok=True)
-        log = open(log_path, "a")
+        log = open(log_path, "a")  # noqa: SIM115 - outlives this call: closed when the worker is reaped
         command = run_command(self.grid_dir, run, self.gpus_per_run, report=self.report)
         proc = subprocess.Popen(command, env=dict(os.environ, **slot), stdout=log, stderr=subprocess.STDOUT,
                                 start_new_session=True)  # a terminal's Ctrl-C reaches it once, through forward()
@@ -316,7 +316,7 @@ def slurm(runs: list[RunSpec], grid_dir, *, dry_run: bool = False, cluster: str 
     jobs = executor.submit_array(work) if executor.cluster == "slurm" else [executor.submit(job) for job in work]
     print(f"submitted {len(jobs)} jobs: {', '.join(j.job_id for j in jobs)} (logs in {GridLayout(grid_dir).slurm_dir})")
     failed = []
-    for run, job in zip(pending, jobs):
+    for run, job in zip(pending, jobs, strict=True):
         try:
             job.result()
         except submitit.core.utils.UncompletedJobError:  # failed, cancelled or timed out without requeue

@@ -110,7 +110,7 @@ def _blank_model(config: DiTConfig) -> DiT:
     return model
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _config_flops(config: DiTConfig) -> int:
     """Flops of a config: one block traced, counted `depth` times.
 
@@ -143,7 +143,7 @@ def gflops(config_or_model) -> float:
     return _config_flops(config) / 1e9
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _config_params(config: DiTConfig) -> int:
     with torch.device("meta"):
         return count_params(DiT(config))

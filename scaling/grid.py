@@ -31,15 +31,17 @@ schedule leaves the same as a run to a smaller budget would see).
 A bad value fails with a `SpecError` naming its key, so the file reader can point at the line.
 """
 import dataclasses
-import itertools
 import math
 import re
+from itertools import pairwise, product
 
 from dit.blocks import BLOCKS
 from dit.config import DEFAULT_VAE, TrainConfig
 from dit.diffusion import NUM_TRAIN_TIMESTEPS
+from dit.ema import DEFAULT_SIGMA_RELS, check_sigma_rel
 from dit.latents import CODECS, SD_VAE_CONFIG
 from dit.models import CUSTOM_SIZE, MODEL_SIZES, PAPER_PATCH_SIZES, DiTConfig, dit_config, parse_model_name
+from dit.posthoc_ema import MIN_SNAPSHOTS
 from dit.samplers import SAMPLERS
 from eval.features import EXTRACTORS
 from eval.metric_groups import DEFAULT_METRICS, METRIC_GROUPS
@@ -202,7 +204,11 @@ class TrainRecipe:
     warmup_steps: int = 0
     weight_decay: float = 0.0
     max_grad_norm: float | None = None  # the paper does not clip
-    ema_decay: float = 0.9999
+    ema_decay: float = 0.9999  # the classic EMA: the model sampled and evaluated
+    # power-function EMA profiles tracked beside it (EDM2), snapshotted for `scaling ema`; () for none
+    ema_sigma_rels: tuple[float, ...] = DEFAULT_SIGMA_RELS
+    ema_snapshot_every: int = 10_000  # steps between snapshots of the profiles (and one at the last step)
+    ema_snapshot_precision: str = "fp16"  # of the snapshots (the profiles themselves stay float32)
     seed: int = 0
     parametrization: str = "sp"  # "sp" (the paper's) or "mup": μP, whose lr transfers across widths
     base_width: int | None = None  # μP's base width (None: in a grid, its narrowest model's width)
@@ -281,7 +287,7 @@ class SweepSpec:
     def combinations(self) -> list[tuple[tuple[str, object], ...]]:
         """Every combination of the swept values as ((field, value), ...); [()] when nothing is swept."""
         axes = self.axes()
-        return [tuple(zip(axes, values)) for values in itertools.product(*(getattr(self, k) for k in axes))]
+        return [tuple(zip(axes, values, strict=True)) for values in product(*(getattr(self, k) for k in axes))]
 
 
 def sweep_suffix(sweep: tuple[tuple[str, object], ...]) -> str:
@@ -309,6 +315,9 @@ class EvalSpec:
     final_sampling_steps: tuple[int, ...] = ()  # more step counts at the last point only, unguided (Fig. 10)
     validation_items: int = 256  # held-out items of the validation loss (dit.validate); 0: none
     validation_buckets: int = 4  # timestep buckets per item: val_loss_t0 (least noisy) ...
+    # post-hoc EMA lengths (EDM2's sigma_rel) reconstructed at the last point and scored on the validation loss
+    ema_sigma_rels: tuple[float, ...] = ()
+    ema_sample_sigma_rels: tuple[float, ...] = ()  # of those, the ones also sampled and scored in every setting
 
     def __post_init__(self):
         _require(self.batch_size >= 1, "batch_size", f"batch_size {self.batch_size} must be at least 1")
@@ -335,6 +344,15 @@ class EvalSpec:
                  f"validation_items {self.validation_items} must be 0 (none) or more")
         _require(self.validation_buckets >= 1, "validation_buckets",
                  f"validation_buckets {self.validation_buckets} must be at least 1")
+        for key in ("ema_sigma_rels", "ema_sample_sigma_rels"):
+            for sigma_rel in getattr(self, key):
+                try:
+                    check_sigma_rel(sigma_rel)
+                except ValueError as exc:
+                    raise SpecError(key, f"{key}: {exc}") from None
+        extra = sorted(set(self.ema_sample_sigma_rels) - set(self.ema_sigma_rels))
+        _require(not extra, "ema_sample_sigma_rels", f"ema_sample_sigma_rels {extra} are not in ema_sigma_rels; "
+                 "list each sampled length in ema_sigma_rels too")
 
     def points(self, steps: int) -> tuple[int, ...]:
         """Training steps evaluated in a run of `steps` steps: multiples of `every`, and the last."""
@@ -410,7 +428,14 @@ class GridSpec:
                  f"budgets {list(self.budgets)} repeat a budget; list distinct ones")
         _require(not self.budgets or self.train.steps == DEFAULT_STEPS, "budgets",
                  "give train.steps or budgets, not both: a grid with budgets trains each model to its budgets' steps")
-        plan(self)  # every model must fit the data, budgets must reach a step, and run names must be unique
+        _require(not self.eval.ema_sigma_rels or bool(self.train.ema_sigma_rels), "ema_sigma_rels",
+                 "eval.ema_sigma_rels reconstructs from the power-function profiles: keep train.ema_sigma_rels set "
+                 "(the default 0.05, 0.10)")
+        runs = plan(self)  # every model must fit the data, budgets must reach a step, and run names must be unique
+        few = [run for run in runs if self.eval.ema_sigma_rels and run.snapshot_count() < MIN_SNAPSHOTS]
+        if few:
+            raise SpecError("ema_sigma_rels", f"{few[0].label} keeps fewer than {MIN_SNAPSHOTS} EMA snapshots to "
+                            f"reconstruct from; lower train.ema_snapshot_every below its {few[0].train.steps} steps")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -485,6 +510,14 @@ class RunSpec:
             return tuple(step for _, step in self.budgets)
         return self.eval.points(self.train.steps)
 
+    def snapshot_count(self) -> int:
+        """How many snapshots of the power-function EMA profiles the run keeps (every ema_snapshot_every steps and
+        at its last); 0 without profiles."""
+        if not self.train.ema_sigma_rels:
+            return 0
+        every, steps = self.train.ema_snapshot_every, self.train.steps
+        return steps // every + (steps % every != 0)
+
     def budget_at(self, step: int) -> float | None:
         """The training compute budget (Gflops) that `step` was trained for, or None."""
         return next((budget for budget, at in self.budgets if at == step), None)
@@ -558,9 +591,9 @@ def _with_budgets(spec: GridSpec, runs: list[RunSpec]) -> list[RunSpec]:
              f"budget {low:.3g} Gflops is less than one training step of the smallest model {run.label} "
              f"({per_step[smallest]:.3g} Gflops = Gflops x batch {run.train.batch_size} x 3); raise it")
     planned = []
-    for run, per in zip(runs, per_step):
+    for run, per in zip(runs, per_step, strict=True):
         steps = budget_steps(spec.budgets, per)
-        same = [b for (b, s), (_, prev) in zip(steps[1:], steps) if s == prev]
+        same = [b for (_, prev), (b, s) in pairwise(steps) if s == prev]
         _require(not same, "budgets", f"budget {same[0] if same else 0:.3g} Gflops trains {run.name} for the same "
                  f"steps as a smaller budget; space the budgets further apart")
         train = dataclasses.replace(run.train, steps=steps[-1][1])
@@ -585,7 +618,7 @@ def _with_base_width(runs: list[RunSpec]) -> list[RunSpec]:
     widths = [run.dit_config().hidden_size for run in runs]
     narrowest = min(widths)
     planned = []
-    for run, width in zip(runs, widths):
+    for run, width in zip(runs, widths, strict=True):
         if run.train.parametrization == "mup":
             base = run.train.base_width or narrowest
             _require(base <= width, "train", f"train.base_width {base} is wider than {run.label} (width {width}); "

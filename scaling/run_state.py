@@ -8,6 +8,7 @@ import json
 from dit.checkpoint import list_checkpoints
 from scaling.evaluation import headline_setting, point_settings
 from scaling.grid import RunSpec
+from scaling.posthoc import posthoc_done
 from scaling.results import read_eval_record
 from study.layout import GridLayout, RunLayout
 
@@ -43,7 +44,8 @@ def run_state(grid_dir, run: RunSpec) -> RunState:
     checkpoints = list_checkpoints(layout.root)
     step = checkpoints[-1][0] if checkpoints else 0
     points = run.eval_points()
-    done = [p for p in points if all(layout.eval_record(p, s.file_stem).exists() for s in point_settings(run, p))]
+    done = [p for p in points if all(layout.eval_record(p, s.file_stem).exists() for s in point_settings(run, p))
+            and posthoc_done(run, layout, p)]
     headline = headline_setting(run).file_stem
     scored = [layout.eval_record(p, headline) for p in points]
     scored = [path for path in scored if path.exists()]

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 from dit.io import atomic_write_text
 from scaling.evaluation import EvalSetting, point_settings
 from scaling.grid import GridSpec, RunSpec, plan
+from scaling.posthoc import point_checkpoint, posthoc_done
 from scaling.results import read_eval_record, results_records, write_results
 from scaling.run_state import run_layout, training_seconds
 from study.layout import GridLayout, RunLayout
@@ -73,6 +74,7 @@ def train_and_evaluate(run: RunSpec, grid_dir: Path, config, dist: "DistInfo", *
         validation = validate_point(run, grid_dir, point, dist)
         evaluated = [evaluate_point(run, grid_dir, point, s, dist, validation, progress=progress)
                      for s in point_settings(run, point)]
+        evaluated.append(evaluate_posthoc(run, grid_dir, point, dist, progress=progress))
         if any(evaluated) and dist.is_main:
             refresh_results(grid_dir)
             if on_results:
@@ -80,50 +82,87 @@ def train_and_evaluate(run: RunSpec, grid_dir: Path, config, dist: "DistInfo", *
     train(config, directory, progress=progress)  # the steps after the last evaluation point, if any
 
 
-def validate_point(run: RunSpec, grid_dir: Path, step: int, dist: "DistInfo") -> dict:
-    """The validation loss of the checkpoint at `step` (dit.validate), computed once and kept in its own
-    record; {} when the data has no held-out split or the grid asks for none (and on ranks but the first)."""
+def reconstruct_missing(run: RunSpec, layout: RunLayout, step: int, dist: "DistInfo"):
+    """Rank 0 reconstructs the lengths whose checkpoints at `step` are missing; every rank waits for it."""
+    from dit import distributed
+    from dit.posthoc_ema import write_posthoc
+
+    missing = [s for s in run.eval.ema_sigma_rels if not layout.posthoc_checkpoint(step, s).exists()]
+    if missing and dist.is_main:
+        write_posthoc(layout.root, missing, step=step)
+    distributed.barrier()
+
+
+def evaluate_posthoc(run: RunSpec, grid_dir: Path, step: int, dist: "DistInfo", *, progress: bool = True) -> bool:
+    """Score the post-hoc EMA lengths (scaling.posthoc) at `step` if it is the run's last point and they are not
+    done: reconstruct them, validate each, sample and score the asked ones. True if any ran."""
+    layout = run_layout(grid_dir, run)
+    if posthoc_done(run, layout, step):
+        return False
+    reconstruct_missing(run, layout, step, dist)
+    for sigma_rel in run.eval.ema_sigma_rels:
+        validation = validate_point(run, Path(grid_dir), step, dist, sigma_rel)
+        if sigma_rel in run.eval.ema_sample_sigma_rels:
+            shared = {k: v for k, v in validation.items() if k.startswith("val_")}
+            for setting in point_settings(run, step):
+                evaluate_point(run, Path(grid_dir), step, setting, dist, shared, progress=progress,
+                               sigma_rel=sigma_rel)
+    return True
+
+
+def validate_point(run: RunSpec, grid_dir: Path, step: int, dist: "DistInfo", sigma_rel: float | None = None) -> dict:
+    """The validation loss of the checkpoint at `step` (dit.validate; with `sigma_rel`, of the post-hoc EMA of
+    that length), computed once and kept in its own record; {} when the data has no held-out split or the grid
+    asks for none (and on ranks but the first)."""
     from dit.validate import held_out_items, validate_checkpoint
 
     layout, e, d = run_layout(grid_dir, run), run.eval, run.data
     if not dist.is_main or e.validation_items == 0:
         return {}
-    path = layout.validation_record(step)
+    path = layout.validation_record(step) if sigma_rel is None else layout.posthoc_validation_record(step, sigma_rel)
     if path.exists():
         return read_eval_record(path)
     items = held_out_items(d.dataset, d.resolution, e.validation_items, d.codec)
     if items is None:
         return {}
-    metrics = validate_checkpoint(layout.checkpoint(step), items, timesteps=e.validation_buckets,
+    metrics = validate_checkpoint(point_checkpoint(layout, step, sigma_rel), items, timesteps=e.validation_buckets,
                                   batch_size=e.batch_size, device=dist.device)
+    if sigma_rel is not None:  # a results row of its own: the length's validation loss without sampling
+        budget = {"budget": run.budget_at(step)} if run.budgets else {}
+        metrics = {"step": step, **budget, "ema_sigma_rel": sigma_rel, **metrics,
+                   "wall_seconds": training_seconds(layout, step)}
     atomic_write_text(path, json.dumps(metrics, indent=1) + "\n")
     return metrics
 
 
 def evaluate_point(run: RunSpec, grid_dir: Path, step: int, setting: EvalSetting, dist: "DistInfo",
-                   validation: dict | None = None, *, progress: bool = True) -> bool:
-    """Sample and score the checkpoint at `step` with one setting, unless done. True if it ran.
-    The record carries the point's `validation` loss and, in an isoFLOP grid, its budget."""
+                   validation: dict | None = None, *, progress: bool = True, sigma_rel: float | None = None) -> bool:
+    """Sample and score the checkpoint at `step` (with `sigma_rel`: the post-hoc EMA of that length) with one
+    setting, unless done. True if it ran. The record carries the point's `validation` loss and, in an isoFLOP
+    grid, its budget."""
     from dit import distributed
     from dit.loggers import log_eval
     from dit.sample import SampleConfig, generate_samples
     from eval.evaluate import SmallSampleWarning, evaluate_samples
 
     layout = run_layout(grid_dir, run)
-    record_path = layout.eval_record(step, setting.file_stem)
+    record_path = (layout.eval_record(step, setting.file_stem) if sigma_rel is None
+                   else layout.posthoc_eval_record(step, setting.file_stem, sigma_rel))
     if record_path.exists():
         return False
     reference = reference_stats(grid_dir, run, is_main=dist.is_main, progress=progress)
-    samples = layout.eval_samples(step, setting.file_stem)
+    samples = layout.eval_samples(step, record_path.stem)
     config = SampleConfig(num=setting.num_samples, steps=setting.sampling_steps, sampler=setting.sampler,
                           cfg_scale=setting.cfg_scale, batch_size=run.eval.batch_size, seed=run.train.seed)
-    generate_samples(layout.checkpoint(step), samples, config, device=run.train.device, progress=progress)
+    generate_samples(point_checkpoint(layout, step, sigma_rel), samples, config, device=run.train.device,
+                     progress=progress)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", SmallSampleWarning)  # said once for the whole grid by sample_count_note
         metrics = evaluate_samples(samples, reference, setting.features, metrics=setting.metrics, progress=progress)
     if dist.is_main:
         budget = {"budget": run.budget_at(step)} if run.budgets else {}
-        record = {"step": step, **budget, **setting.key(), **metrics, **(validation or {}),
+        length = {} if sigma_rel is None else {"ema_sigma_rel": sigma_rel}
+        record = {"step": step, **budget, **length, **setting.key(), **metrics, **(validation or {}),
                   "wall_seconds": training_seconds(layout, step)}
         atomic_write_text(record_path, json.dumps(record, indent=1) + "\n")
         log_eval(layout, step, setting.file_stem, metrics)  # to the run's loggers, if it has any

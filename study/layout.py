@@ -20,6 +20,10 @@ A run directory (`scaling train --run-dir RUN_DIR`)::
     samples/step_NNNNNNN.png, samples/progress.gif   EMA previews
     eval/step_NNNNNNN/<setting>.json (and .npz)      one record per evaluation point and setting
     eval/step_NNNNNNN/validation.json                the validation loss at that point (in every record too)
+    eval/step_NNNNNNN/<setting>-ema<sigma_rel>.json  the same of a post-hoc EMA (eval.ema_sigma_rels)
+    eval/step_NNNNNNN/validation-ema<sigma_rel>.json its validation loss (one results row of its own)
+    ema-snapshots/step_NNNNNNN.pt   the power-function EMA profiles at that step (half precision by default)
+    posthoc-ema/step_NNNNNNN-ema<sigma_rel>.pt       an EMA reconstructed by `scaling ema` (a checkpoint)
     lr-find.json, lr-find.png       the learning-rate range test, when one ran
     tensorboard/, wandb/            the loggers' files (`--logger tensorboard`, `--logger wandb`)
     run.lock                        held by the process that trains the run (pid, host)
@@ -31,6 +35,12 @@ from pathlib import Path
 
 STEP_PATTERN = re.compile(r"^step_(\d{7,})$")
 VALIDATION_RECORD = "validation.json"
+VALIDATION_STEM = "validation"
+
+
+def ema_suffix(sigma_rel: float) -> str:
+    """0.05 -> '-ema0.05': what names the files of a post-hoc EMA of that relative length."""
+    return f"-ema{sigma_rel:g}"
 
 
 def step_name(step: int) -> str:
@@ -129,6 +139,33 @@ class RunLayout:
     def validation_record(self, step: int) -> Path:
         """The validation loss of the checkpoint at `step` (dit.validate), computed once per point."""
         return self.eval_dir / step_name(step) / VALIDATION_RECORD
+
+    def posthoc_eval_record(self, step: int, setting: str, sigma_rel: float) -> Path:
+        """The record of the post-hoc EMA of `sigma_rel` at `step`, scored with one sampling setting."""
+        return self.eval_record(step, setting + ema_suffix(sigma_rel))
+
+    def posthoc_validation_record(self, step: int, sigma_rel: float) -> Path:
+        """The validation loss of the post-hoc EMA of `sigma_rel` at `step` (a results row of its own)."""
+        return self.eval_record(step, VALIDATION_STEM + ema_suffix(sigma_rel))
+
+    @property
+    def ema_snapshots_dir(self) -> Path:
+        return self.root / "ema-snapshots"
+
+    def ema_snapshot(self, step: int) -> Path:
+        return self.ema_snapshots_dir / f"{step_name(step)}.pt"
+
+    def ema_snapshots(self) -> list[tuple[int, Path]]:
+        """(step, path) of every EMA snapshot of the run, oldest first."""
+        return steps_in(self.ema_snapshots_dir, ".pt")
+
+    @property
+    def posthoc_dir(self) -> Path:
+        return self.root / "posthoc-ema"
+
+    def posthoc_checkpoint(self, step: int, sigma_rel: float) -> Path:
+        """The EMA of relative length `sigma_rel` at `step`, reconstructed from the snapshots (`scaling ema`)."""
+        return self.posthoc_dir / f"{step_name(step)}{ema_suffix(sigma_rel)}.pt"
 
     @property
     def lr_find_json(self) -> Path:

@@ -39,7 +39,9 @@ POINT_SCHEMA = {
         "float64",
         "training compute budget (Gflops) this step was evaluated for, in isoFLOP grids; NA otherwise",
     ),
-    "sampler": ("string", "ddpm or ddim"),
+    "ema_sigma_rel": ("float64", "relative length sigma_rel of the post-hoc EMA evaluated (EDM2); empty for the "
+                      "classic EMA of ema_decay"),
+    "sampler": ("string", "ddpm or ddim; empty in a row of a post-hoc EMA's validation loss alone"),
     "sampling_steps": ("Int64", "number of sampling steps"),
     "cfg_scale": ("float64", "classifier-free guidance scale (1 = none)"),
     "sampling_compute_gflops": ("float64", "gflops x sampling_steps, doubled under guidance, per image"),
@@ -49,7 +51,7 @@ POINT_SCHEMA = {
 WALL_SECONDS = ("float64", "wall-clock seconds of training up to this step")
 # The training-recipe columns a grid can sweep (scaling.grid.SWEEPABLE): part of a row's key, as the seed.
 SWEPT_COLUMNS = ("parametrization", "lr", "batch_size", "warmup_steps", "weight_decay")
-KEY = ("run", "seed", *SWEPT_COLUMNS, "step", "sampler", "sampling_steps", "cfg_scale", "features")
+KEY = ("run", "seed", *SWEPT_COLUMNS, "step", "ema_sigma_rel", "sampler", "sampling_steps", "cfg_scale", "features")
 RUN_COLUMNS = ("run", "seed", "model", "size", "patch_size", "block", "width", "params", "gflops", "dataset",
                "resolution", *SWEPT_COLUMNS)
 
@@ -77,14 +79,19 @@ def sampling_compute_gflops(gflops: float, sampling_steps: int, cfg_scale: float
 
 
 def result_row(run: dict, record: dict) -> dict:
-    """One row: the run's own columns (RUN_COLUMNS) and one evaluation record (step, setting, metrics)."""
+    """One row: the run's own columns (RUN_COLUMNS) and one evaluation record (step, setting, metrics); a
+    post-hoc EMA's validation record has no sampling setting (those columns stay empty)."""
     step, gflops, batch_size = record["step"], run["gflops"], run["batch_size"]
+    sampled = "sampler" in record
     return {
         **run, "step": step, "images_seen": step * batch_size,
         "train_compute_gflops": train_compute_gflops(gflops, batch_size, step), "budget": record.get("budget"),
-        "sampler": record["sampler"], "sampling_steps": record["sampling_steps"], "cfg_scale": record["cfg_scale"],
-        "sampling_compute_gflops": sampling_compute_gflops(gflops, record["sampling_steps"], record["cfg_scale"]),
-        "num_samples": record["num_samples"], "features": record["features"],
+        "ema_sigma_rel": record.get("ema_sigma_rel"),
+        "sampler": record.get("sampler"), "sampling_steps": record.get("sampling_steps"),
+        "cfg_scale": record.get("cfg_scale"),
+        "sampling_compute_gflops": (sampling_compute_gflops(gflops, record["sampling_steps"], record["cfg_scale"])
+                                    if sampled else None),
+        "num_samples": record.get("num_samples"), "features": record.get("features"),
         **{column: record.get(column) for column in measured_columns()},
     }
 

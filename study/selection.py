@@ -1,37 +1,44 @@
-"""Each model at its best hyperparameters: the rows of a results table chosen on one column (e.g. val_loss).
+"""Each model at its best: the rows of the swept value(s) of one or more axes (a post-hoc EMA length, a
+learning rate, ...) that score best on a selection metric, chosen per model and step.
 
-A model is a row key (study.schema.KEY) without the chosen axes, the seed and the step; its best setting is
-the one of the axes' values whose `select_on` value, averaged over seeds at the model's last step, is lowest.
-Selection on the validation loss keeps a reported metric (FID) from being its own selection criterion.
+The choice is made on one metric (the validation loss by default, never the metric a figure then reports),
+averaged over the rows of each candidate (its seeds and sampling settings), and keeps every row of the chosen
+value: its validation loss and its sampling metrics alike. Rows where an axis is empty (the classic EMA has no
+ema_sigma_rel) are not candidates; `classic_ema_rows` returns those of the classic EMA, for the figures that
+show the fixed recipe beside the best.
 """
 import pandas as pd
 
-from study.schema import KEY
+from study.metrics import METRICS
+from study.schema import SWEPT_COLUMNS, check_columns
 
-
-def _check_axes(frame: pd.DataFrame, axes, select_on: str):
-    """ValueError in one line for an axis or column the table lacks, or an axis with one value (nothing to choose)."""
-    for column in (*axes, select_on):
-        if column not in frame.columns:
-            raise ValueError(f"the results table has no column {column!r}; choose among {', '.join(frame.columns)}")
-    for axis in axes:
-        values = frame[axis].dropna().unique()
-        if len(values) < 2:
-            raise ValueError(f"the grid does not sweep {axis} (one value: {', '.join(map(str, values))}); sweep it "
-                             f"in the grid spec (sweep: {{{axis}: [...]}}) or leave --best out")
-    if frame[select_on].notna().sum() == 0:
-        raise ValueError(f"no row has a {select_on} value to select on; evaluate it first or choose another column")
+# What identifies "a model at a step" across the values of the swept axes (the run's name may carry them): the
+# model, and the swept recipe values (parametrization, lr, batch size, ...) not among the axes.
+MODEL_AT_STEP = ("model", "block", "width", "params", "dataset", "resolution", *SWEPT_COLUMNS, "step")
 
 
 def best_rows(frame: pd.DataFrame, axes, select_on: str = "val_loss") -> pd.DataFrame:
-    """For each model, at its last step, the rows (every seed) of the axes' values with the lowest mean
-    `select_on` over seeds. `axes`: a column name or a list of them (e.g. 'lr' or ['lr', 'ema_sigma_rel'])."""
-    axes = [axes] if isinstance(axes, str) else list(axes)
-    _check_axes(frame, axes, select_on)
-    model = [c for c in KEY if c in frame.columns and c not in (*axes, "seed", "step")]
-    rated = frame[frame[select_on].notna()]
-    last = rated.groupby(model, dropna=False)["step"].transform("max")
-    rated = rated[rated["step"] == last]
-    means = rated.groupby(model + axes, dropna=False)[select_on].mean().reset_index()
-    best = means.loc[means.groupby(model, dropna=False)[select_on].idxmin(), model + axes]
-    return rated.merge(best, on=model + axes, how="inner").reset_index(drop=True)
+    """The rows of each model at each step at the value of `axes` whose mean `select_on` is best (lowest or
+    highest as the metric says); ties go to the first value in sorted order. Empty when no row has every axis."""
+    axes = list(axes)
+    metric = METRICS.get(METRICS.check(select_on, what="selection metric"))
+    missing = [a for a in axes if a not in frame.columns]
+    if missing:
+        raise ValueError(f"the results table has no column {missing[0]!r} to select on; give columns the grid sweeps, "
+                         f"e.g. ema_sigma_rel (its eval.ema_sigma_rels)")
+    check_columns(frame, [select_on], f"selecting on {select_on}")
+    by = [c for c in MODEL_AT_STEP if c in frame.columns and c not in axes]
+    candidates = frame.dropna(subset=[*axes, select_on])
+    if candidates.empty:
+        return frame.iloc[:0]
+    score = candidates.groupby(by + axes, dropna=False)[select_on].mean().reset_index()
+    score = score.sort_values(by + axes, kind="stable")
+    pick = score.loc[score.groupby(by, dropna=False)[select_on].idxmin() if metric.lower_is_better
+                     else score.groupby(by, dropna=False)[select_on].idxmax()]
+    chosen = frame.dropna(subset=axes).merge(pick[by + axes], on=by + axes, how="inner")
+    return chosen.reset_index(drop=True)
+
+
+def classic_ema_rows(frame: pd.DataFrame) -> pd.DataFrame:
+    """The rows of the classic EMA (ema_decay, the model a run samples by default): no ema_sigma_rel."""
+    return frame[frame["ema_sigma_rel"].isna()] if "ema_sigma_rel" in frame.columns else frame

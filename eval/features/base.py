@@ -26,7 +26,7 @@ class Features(NamedTuple):
 
     @classmethod
     def cat(cls, parts: list["Features"]) -> "Features":
-        return cls(*(torch.cat(tensors) for tensors in zip(*parts)))
+        return cls(*(torch.cat(tensors) for tensors in zip(*parts, strict=True)))
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

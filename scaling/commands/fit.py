@@ -51,14 +51,17 @@ def _filter(df, conditions):
 
 
 def select_points(df, args):
-    """The rows to fit: filtered, with y present, in a grid's main setting, on the frontier if asked.
-    Returns them and a sentence saying which they are."""
+    """The rows to fit: filtered, with y present, in a grid's main setting, on the frontier if asked; the classic
+    EMA's unless --where names an ema_sigma_rel. Returns them and a sentence saying which they are."""
     from reports import table as T
+    from study.selection import classic_ema_rows
 
     missing = [c for c in (args.x, args.y) if c not in df.columns]
     if missing:
         raise ValueError(f"the table has no column {missing[0]!r}; its columns: {', '.join(df.columns)}")
     rows = _filter(df, args.where)
+    if not any(condition.startswith("ema_sigma_rel=") for condition in args.where):
+        rows = classic_ema_rows(rows)
     rows = rows[rows[args.y].notna() & rows[args.x].notna()]
     said = f"{len(rows)} rows with {args.x} and {args.y}"
     if all(c in rows.columns for c in T.SETTING) and len(rows):

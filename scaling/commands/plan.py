@@ -3,7 +3,9 @@
 DESCRIPTION = """\
 List the runs a grid spec (a YAML file or a shipped preset) would train: one per model x patch
 size x block, with parameters, forward Gflops of one sample (as the paper counts them) and
-training compute = Gflops x batch size x steps x 3 (the paper's definition). Nothing runs.
+training compute = Gflops x batch size x steps x 3 (the paper's definition), and the disk its
+power-function EMA snapshots take (ema_snapshot_gb: snapshots x profiles x parameters x 2 bytes in fp16,
+for `scaling ema`). Nothing runs.
 
 With --gpus, --throughput or --gpu-hour-price it adds what the grid costs: per run and in all,
 training and evaluation GPU-hours (from measured images/s of one GPU; models that were not measured
@@ -68,7 +70,7 @@ def cost_options(args) -> tuple[int | None, float | None]:
 def cost_columns(cost, price: float | None) -> list[dict]:
     """Per run: its GPUs, rates and their basis, GPU-hours, its place in the schedule and its price."""
     rows = []
-    for run, (start, end) in zip(cost.runs, cost.spans):
+    for run, (start, end) in zip(cost.runs, cost.spans, strict=True):
         rows.append(dict(
             gpus=run.gpus, train_img_per_s=run.train.value, train_basis=run.train.basis,
             sample_passes_per_s=run.sample.value, sample_basis=run.sample.basis, train_gpu_hours=run.train_gpu_hours,
@@ -104,6 +106,7 @@ def plan_rows(runs) -> list[dict]:
             run=run.label, model=run.model, block=run.block, tokens=config.num_tokens,
             params=params(config), gflops=g, batch_size=run.train.batch_size,
             steps=run.train.steps, train_compute_gflops=train_compute_gflops(g, run.train.batch_size, run.train.steps),
+            ema_snapshot_gb=snapshot_bytes(run, params(config)) / 1e9,
         ))
     return rows
 
@@ -114,7 +117,7 @@ def tuning_share(runs, costs: list[float]) -> float:
     from scaling.grid import TUNED
 
     groups = {}
-    for run, cost in zip(runs, costs):
+    for run, cost in zip(runs, costs, strict=True):
         kept = tuple((k, v) for k, v in run.sweep if k not in TUNED)
         groups.setdefault((run.name, run.seed, kept), []).append(cost)
     total = sum(costs)
@@ -134,6 +137,25 @@ def sweep_lines(spec, runs, rows, cost=None) -> list[str]:
     return [f"sweep: {sizes}: {len(runs)} runs",
             f"tuning (every swept {', '.join(TUNED)} value but one per model): {100 * share:.0f}% of the training "
             f"compute{hours}"]
+
+
+def snapshot_bytes(run, num_params: int) -> int:
+    """Disk of a run's power-function EMA snapshots: snapshots x profiles x parameters x bytes per value."""
+    from dit.ema import SNAPSHOT_DTYPES
+
+    itemsize = SNAPSHOT_DTYPES[run.train.ema_snapshot_precision].itemsize
+    return run.snapshot_count() * len(run.train.ema_sigma_rels) * num_params * itemsize
+
+
+def snapshot_line(runs, rows) -> str:
+    """One line: the disk the grid's EMA snapshots take, and how many each run keeps."""
+    counts = sorted({run.snapshot_count() for run in runs})
+    t = runs[0].train
+    if not t.ema_sigma_rels:
+        return "EMA snapshots: none (train.ema_sigma_rels is empty)"
+    return (f"EMA snapshots: {sum(r['ema_snapshot_gb'] for r in rows):,.2f} GB in all ({'/'.join(map(str, counts))} "
+            f"per run, every {t.ema_snapshot_every:,} steps, {len(t.ema_sigma_rels)} profiles, "
+            f"{t.ema_snapshot_precision})")
 
 
 def describe(spec) -> str:
@@ -158,6 +180,7 @@ COST_FORMATTERS = {
     "eval_gpu_hours": "{:,.1f}".format, "gpu_hours": "{:,.1f}".format, "start_hours": "{:,.1f}".format,
     "end_hours": "{:,.1f}".format, "cost": "{:,.0f}".format,
 }
+PLAN_FORMATTERS = {"train_compute_gflops": "{:.3e}".format, "ema_snapshot_gb": "{:,.2f}".format}
 
 
 def run(args):
@@ -176,14 +199,16 @@ def run(args):
     if costed:
         rates = grid_rates(spec.executor, args.throughput, args.device)
         cost = grid_cost(runs, rates, gpus)
-        cost_rows = [{"run": row["run"], **c} for row, c in zip(rows, cost_columns(cost, price))]
+        cost_rows = [{"run": row["run"], **c} for row, c in zip(rows, cost_columns(cost, price), strict=True)]
     if args.format != "table":
-        print(format_rows([{**row, **c} for row, c in zip(rows, cost_rows)] if costed else rows, args.format))
+        merged = [{**row, **c} for row, c in zip(rows, cost_rows, strict=True)] if costed else rows
+        print(format_rows(merged, args.format))
         return
     print(describe(spec))
-    print(format_rows(rows, "table", {**TABLE_FORMATTERS, "train_compute_gflops": "{:.3e}".format}))
+    print(format_rows(rows, "table", {**TABLE_FORMATTERS, **PLAN_FORMATTERS}))
     total = sum(row["train_compute_gflops"] for row in rows)
     print(f"{len(rows)} runs, training compute {total:.3e} Gflops in all")
+    print(snapshot_line(runs, rows))
     if costed:
         print()
         print("\n".join(basis_lines(runs[0], rates)))

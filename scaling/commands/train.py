@@ -23,6 +23,10 @@ HELP = {
     "device": "auto, cpu, cuda",
     "checkpoint_blocks": "recompute the activations of only the first K blocks in backward (memory for time; "
     "default: all or none, as --grad-checkpointing)",
+    "ema_sigma_rels": "relative length of a power-function EMA profile tracked for `scaling ema` (EDM2), in "
+                      "(0, 0.2887]; repeatable (default: 0.05 and 0.10; an empty list in --config for none)",
+    "ema_snapshot_every": "snapshot the power-function EMA profiles every N steps (and at the last step)",
+    "ema_snapshot_precision": "fp16 or fp32, of the EMA snapshots",
     "loggers": "also log to tensorboard (RUN_DIR/tensorboard/) or wandb (offline unless configured); repeatable",
 }
 

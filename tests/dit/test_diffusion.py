@@ -65,7 +65,7 @@ def test_normal_kl_matches_numerical_integration():
     for m1, v1, m2, v2 in [(0.0, 1.0, 0.0, 1.0), (0.5, 0.3, -0.2, 2.0), (1.0, 0.01, 1.1, 0.02)]:
         p, q = scipy.stats.norm(m1, math.sqrt(v1)), scipy.stats.norm(m2, math.sqrt(v2))
         expect, _ = scipy.integrate.quad(
-            lambda x: p.pdf(x) * (p.logpdf(x) - q.logpdf(x)), m1 - 12 * math.sqrt(v1), m1 + 12 * math.sqrt(v1)
+            lambda x, p=p, q=q: p.pdf(x) * (p.logpdf(x) - q.logpdf(x)), m1 - 12 * math.sqrt(v1), m1 + 12 * math.sqrt(v1)
         )
         got = normal_kl(torch.tensor(m1), torch.tensor(math.log(v1)), torch.tensor(m2), torch.tensor(math.log(v2)))
         assert got.item() == pytest.approx(expect, rel=1e-4, abs=1e-6)
@@ -76,7 +76,7 @@ def test_discretized_log_likelihood_matches_scipy():
     means = torch.tensor([-0.9, -0.45, 0.1, 0.0, 0.95], dtype=torch.float64)
     sigma = 0.05
     got = discretized_gaussian_log_likelihood(x, means, torch.full_like(x, math.log(sigma)))
-    for i, (xi, mi) in enumerate(zip(x.tolist(), means.tolist())):
+    for i, (xi, mi) in enumerate(zip(x.tolist(), means.tolist(), strict=True)):
         dist = scipy.stats.norm(mi, sigma)
         if xi < -0.999:
             expect = dist.logcdf(xi + 1 / 255)

@@ -157,7 +157,7 @@ def test_identity_cache_reads_are_the_image_or_its_mirror(tmp_path, flip):
     x = images.x[2].half().float()
     draws = [data[2][0] for _ in range(60)]
     mirrored = [torch.equal(d, torch.flip(x, dims=[2])) for d in draws]
-    assert all(m or torch.equal(d, x) for m, d in zip(mirrored, draws))
+    assert all(m or torch.equal(d, x) for m, d in zip(mirrored, draws, strict=True))
     assert sum(mirrored) in (range(10, 51) if flip else [0])
 
 

@@ -1,4 +1,6 @@
 
+from itertools import pairwise
+
 import pytest
 
 from dit.config import TrainConfig
@@ -8,7 +10,7 @@ from dit.lr_find import exponential_rates, lr_range_test, smooth
 def test_rates_rise_exponentially_between_the_bounds():
     rates = exponential_rates(1e-5, 1e-1, 5)
     assert rates[0] == pytest.approx(1e-5) and rates[-1] == pytest.approx(1e-1)
-    assert all(b / a == pytest.approx(10.0) for a, b in zip(rates, rates[1:]))
+    assert all(b / a == pytest.approx(10.0) for a, b in pairwise(rates))
 
 
 def test_smoothing_is_a_bias_corrected_moving_average():

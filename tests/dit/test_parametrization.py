@@ -39,7 +39,7 @@ def batch():
 def test_mup_at_its_base_width_is_sp_in_init_outputs_and_learning_rates():
     sp, mup = tiny(), tiny(parametrization="mup")
     assert mup.config.base_width == 96 and sp.config.base_width is None
-    assert all(torch.equal(a, b) for a, b in zip(sp.state_dict().values(), mup.state_dict().values()))
+    assert all(torch.equal(a, b) for a, b in zip(sp.state_dict().values(), mup.state_dict().values(), strict=True))
     randomise(sp)
     mup.load_state_dict(sp.state_dict())
     torch.testing.assert_close(mup(*batch()), sp(*batch()), atol=1e-6, rtol=0)

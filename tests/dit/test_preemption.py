@@ -54,9 +54,9 @@ def test_sigterm_at_a_random_step_checkpoints_there_and_the_resumed_log_equals_a
 
 def test_a_second_process_on_a_locked_run_directory_is_refused_and_a_dead_holder_is_taken_over(tmp_path, capsys):
     run = RunLayout(tmp_path)
-    with directory_lock(run.lock, "run directory", "a test"):
-        with pytest.raises(DirectoryBusy, match=f"in use by process {os.getpid()} on "):
-            train(SMALL, tmp_path, progress=False)
+    with (directory_lock(run.lock, "run directory", "a test"),
+          pytest.raises(DirectoryBusy, match=f"in use by process {os.getpid()} on ")):
+        train(SMALL, tmp_path, progress=False)
     assert list_checkpoints(tmp_path) == []
     run.lock.write_text(json.dumps({"pid": 999999, "host": "gone", "command": "scaling train"}))  # its process died
     train(SMALL, tmp_path, progress=False)

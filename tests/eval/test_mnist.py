@@ -34,7 +34,7 @@ def test_classifier_is_accurate_and_cached(mnist_extractor, user_cache, monkeypa
     monkeypatch.setattr(mnist, "train_classifier", lambda recipe: pytest.fail("retrained despite the cache"))
     model, accuracy = mnist.load_classifier(recipe)
     assert accuracy == mnist_extractor.test_accuracy
-    for p, q in zip(model.parameters(), mnist_extractor.model.parameters()):
+    for p, q in zip(model.parameters(), mnist_extractor.model.parameters(), strict=True):
         assert torch.equal(p, q)
 
 

@@ -46,11 +46,13 @@ def test_best_rows_choose_each_models_lowest_mean_over_seeds():
         assert row.lr == nearest
 
 
-def test_best_rows_refuse_an_axis_that_is_not_swept_or_not_a_column():
-    with pytest.raises(ValueError, match="the grid does not sweep lr"):
-        best_rows(sweep_table(lrs=(1e-3,)), ["lr"])
-    with pytest.raises(ValueError, match="no column 'ema_sigma_rel'"):
-        best_rows(sweep_table(), "ema_sigma_rel")
+def test_best_rows_keep_parametrizations_apart_and_refuse_a_missing_column():
+    df = sweep_table()
+    best = best_rows(df[df["lr"].isin([2.5e-4, 2e-3])], ["lr"], "val_loss")
+    assert set(zip(best["parametrization"], best["width"], best["lr"], strict=True)) == {
+        ("sp", w, 2e-3 if w <= 64 else 2.5e-4) for w in WIDTHS} | {("mup", w, 2e-3) for w in WIDTHS}
+    with pytest.raises(ValueError, match="no column 'momentum'"):
+        best_rows(df.drop(columns=["ema_sigma_rel"], errors="ignore"), ["momentum"])
 
 
 def test_the_parabola_in_log_lr_finds_lr_star_between_grid_points_and_its_drift_with_width():

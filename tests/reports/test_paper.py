@@ -29,7 +29,7 @@ def test_fid_400k_follows_the_papers_findings():
 def test_xl2_final_metrics_with_and_without_guidance():
     df = paper_table("xl2_final")
     assert "Table 2" in df.attrs["source"] and "Table 3" in df.attrs["source"]
-    assert sorted(set(zip(df["resolution"], df["cfg_scale"]))) == [(256, 1.0), (256, 1.25), (256, 1.5),
+    assert sorted(set(zip(df["resolution"], df["cfg_scale"], strict=True))) == [(256, 1.0), (256, 1.25), (256, 1.5),
                                                                     (512, 1.0), (512, 1.25), (512, 1.5)]
     guided = df[(df["resolution"] == 256) & (df["cfg_scale"] == 1.5)].iloc[0]
     assert {k: guided[k] for k in TABLE2_XL2_CFG150} == TABLE2_XL2_CFG150

@@ -60,8 +60,9 @@ def grid_dir(tmp_path):
 
 def test_listing_commands_print_json_records(capsys, grid_dir):
     models, _ = json_out(capsys, "models", "--patch-sizes", "2", "--format", "json")
-    assert {"model": "DiT-XL/2", "depth": 28, "width": 1152, "heads": 16, "tokens": 256} == {
-        k: v for k, v in next(m for m in models if m["model"] == "DiT-XL/2").items() if k != "params"}
+    xl2 = next(m for m in models if m["model"] == "DiT-XL/2")
+    assert {k: v for k, v in xl2.items() if k != "params"} == {
+        "model": "DiT-XL/2", "depth": 28, "width": 1152, "heads": 16, "tokens": 256}
     gflops, _ = json_out(capsys, "gflops", "DiT-S/8", "--format", "json")
     assert gflops[0]["model"] == "DiT-S/8" and gflops[0]["gflops"] > 0
     planned, _ = json_out(capsys, "plan", "--preset", "demo", "--format", "json")

@@ -1,5 +1,6 @@
 import json
 import math
+from itertools import pairwise
 
 import pytest
 
@@ -257,4 +258,4 @@ def test_bench_rows_are_a_table_a_cpu_grid_can_be_planned_from(tmp_path, capsys)
     )
     by_start = sorted(rows, key=lambda row: row["start_hours"])  # the local executor on CPU: one after another
     assert [row["run"] for row in by_start] == [row["run"] for row in rows[::-1]]  # the costliest (p = 2) first
-    assert all(b["start_hours"] == pytest.approx(a["end_hours"]) for a, b in zip(by_start, by_start[1:]))
+    assert all(b["start_hours"] == pytest.approx(a["end_hours"]) for a, b in pairwise(by_start))

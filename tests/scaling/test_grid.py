@@ -200,7 +200,7 @@ def test_plan_command_prints_each_preset_with_training_compute(name, capsys):
     rows = json.loads(capsys.readouterr().out)
     runs = plan(load_preset(name))
     assert [row["run"] for row in rows] == [r.name for r in runs]
-    for row, run in zip(rows, runs):
+    for row, run in zip(rows, runs, strict=True):
         assert row["batch_size"] == run.train.batch_size and row["steps"] == run.train.steps
         # the paper's training compute: forward Gflops x batch x steps x 3
         assert row["train_compute_gflops"] == pytest.approx(

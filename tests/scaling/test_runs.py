@@ -179,7 +179,7 @@ def test_a_grid_with_budgets_trains_each_model_to_each_budget_and_evaluates_it_o
     runs = plan(spec)
     local(runs, out, progress=False)
     df = read_results(out)
-    for run, planned in zip(runs, probe):
+    for run, planned in zip(runs, probe, strict=True):
         per_step = gflops(planned.dit_config()) * 8 * 3
         steps = [math.ceil(b / per_step) for b in budgets]
         rows = df[df["run"] == run.name].sort_values("step")
@@ -310,7 +310,7 @@ def test_a_stop_signal_reaches_each_cpu_worker_once_and_each_checkpoints_where_i
     runs = plan(parse_grid(path.read_text()))
     states = [run_state(tmp_path / "out", r) for r in runs]
     assert [s.state for s in states] == ["training", "training"] and all(0 < s.step < 4000 for s in states)
-    for run, state in zip(runs, states):  # each stopped once, at its own step, with a checkpoint there
+    for run, state in zip(runs, states, strict=True):  # each stopped once, at its own step, with a checkpoint there
         log = (tmp_path / "out" / "logs" / f"{run.dir_name}.log").read_text()
         assert log.count("caught SIGINT") == 1 and f"stopped by SIGINT at step {state.step} with a checkpoint" in log
 

@@ -22,8 +22,11 @@ def test_the_demo_study_finishes_in_its_budget_and_draws_the_asked_digits(tmp_pa
     assert proc.returncode == 0, proc.stdout + proc.stderr
     df = read_results(tmp_path)
     assert sorted(df["run"].unique()) == sorted(["DiT-T/8", "DiT-T/4", "DiT-T/2", "DiT-M/8", "DiT-M/4", "DiT-M/2"])
-    # runs x (evaluation points (250, 500) x guidance scales (1, 4) + the unguided 5 and 20 steps at 500)
-    assert len(df) == 6 * (2 * 2 + 2)
+    # runs x (evaluation points (250, 500) x guidance scales (1, 4) + the unguided 5 and 20 steps at 500
+    # + the validation loss of five post-hoc EMA lengths at 500)
+    assert len(df) == 6 * (2 * 2 + 2 + 5)
+    lengths = df[df["ema_sigma_rel"].notna()]
+    assert (lengths["step"] == 500).all() and (lengths.groupby("run").size() == 5).all()
     swept = df[(df["step"] == 500) & (df["cfg_scale"] == 1)]
     assert sorted(swept["sampling_steps"].unique()) == [5, 10, 20]
     assert df["val_loss"].notna().all() and (df["val_loss"] > df["val_mse"]).all()

@@ -13,9 +13,10 @@ from tests.cli_help import option_help
 # the results table's columns in the order results.parquet and results.csv hold them
 TABLE_ORDER = ["run", "seed", "model", "size", "patch_size", "block", "width", "params", "gflops", "dataset",
                "resolution", "batch_size", "lr", "parametrization", "warmup_steps", "weight_decay", "step",
-               "images_seen", "train_compute_gflops", "budget", "sampler", "sampling_steps",
-               "cfg_scale", "sampling_compute_gflops", "num_samples", "features", "fid", "sfid", "inception_score",
-               "precision", "recall", "class_accuracy", "val_loss", "val_mse", "kid", "fd_dinov2", "wall_seconds"]
+               "images_seen", "train_compute_gflops", "budget", "ema_sigma_rel", "sampler",
+               "sampling_steps", "cfg_scale", "sampling_compute_gflops", "num_samples", "features", "fid", "sfid",
+               "inception_score", "precision", "recall", "class_accuracy", "val_loss", "val_mse", "kid", "fd_dinov2",
+               "wall_seconds"]
 
 
 def test_every_registered_metric_is_a_float_column_of_the_schema_in_the_tables_order():
