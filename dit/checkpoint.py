@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from dit import distributed
+from dit.config import recipe_difference
 from dit.foreign import read_foreign
 from dit.io import atomic_torch_save, load_tensors
 from dit.models import MODEL_SIZES, DiT, DiTConfig, dit_config
@@ -23,6 +24,7 @@ from study.layout import RunLayout, steps_in
 
 PROJECT_KEYS = ("model", "ema", "config")
 PLAIN_KEY = "x_embedder.proj.weight"
+EXPECTED = "a .pt file of `scaling train` (RUN_DIR/checkpoints/step_NNNNNNN.pt) or an official DiT release"
 
 
 def read_checkpoint(path_or_state, model_name: str | None = None) -> dict:
@@ -34,12 +36,57 @@ def read_checkpoint(path_or_state, model_name: str | None = None) -> dict:
         return path_or_state
     path = Path(path_or_state)
     if path.is_dir() or path.suffix == ".safetensors":
-        return read_foreign(path, model_name)
-    return load_tensors(
-        path_or_state,
-        what="checkpoint",
-        expected="a .pt file of `scaling train` (RUN_DIR/checkpoints/step_NNNNNNN.pt) or an official DiT release",
-    )
+        return check_checkpoint(read_foreign(path, model_name), path)
+    return check_checkpoint(load_tensors(path, what="checkpoint", expected=EXPECTED), path)
+
+
+def check_checkpoint(ckpt, source) -> dict:
+    """`ckpt` when it is a DiT checkpoint with finite weights: this project's or an official plain state dict.
+    Anything else ends in one ValueError line naming `source`, what is wrong and what to give."""
+    if not isinstance(ckpt, dict):
+        raise ValueError(f"checkpoint {source} holds a {type(ckpt).__name__}, not a DiT checkpoint; give {EXPECTED}")
+    if is_project_checkpoint(ckpt):
+        stored_model_config(ckpt, source)
+        for key in ("model", "ema"):
+            check_weights(ckpt[key], f"checkpoint {source} ({key} weights)")
+    elif PLAIN_KEY in ckpt and "pos_embed" in ckpt:
+        check_weights(ckpt, f"checkpoint {source}")
+    else:
+        raise ValueError(f"checkpoint {source} is {not_a_checkpoint(ckpt)}; give {EXPECTED}")
+    return ckpt
+
+
+def not_a_checkpoint(ckpt: dict) -> str:
+    found = ", ".join(map(str, list(ckpt)[:6])) + (", ..." if len(ckpt) > 6 else "") if ckpt else "none"
+    return (f"not a DiT checkpoint: expected a plain state dict (keys like {PLAIN_KEY!r}) or this project's "
+            f"checkpoint (keys {', '.join(PROJECT_KEYS)}); found keys: {found}")
+
+
+def stored_model_config(ckpt: dict, source) -> DiTConfig:
+    """The DiTConfig stored in a project checkpoint; ValueError naming the problem when it is not one."""
+    config = ckpt["config"]
+    fields = config.get("model") if isinstance(config, dict) else None
+    if not isinstance(fields, dict):
+        raise ValueError(f"checkpoint {source} has no model config (config.model); give {EXPECTED}")
+    known = {f.name for f in dataclasses.fields(DiTConfig)}
+    unknown = sorted(map(str, set(fields) - known))
+    if unknown:
+        raise ValueError(f"checkpoint {source} has unknown model option(s) {', '.join(unknown)} (written by another "
+                         f"version or edited); give {EXPECTED}")
+    try:
+        return DiTConfig(**fields)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"checkpoint {source} has an unusable model config ({exc}); give {EXPECTED}") from None
+
+
+def check_weights(state, what: str):
+    """ValueError unless `state` maps names to tensors that are all finite (NaN weights sample noise, silently)."""
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ValueError(f"{what} are not a state dict of tensors; give {EXPECTED}")
+    bad = next((k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()), None)
+    if bad is not None:
+        raise ValueError(f"{what} hold NaN or infinite values (first in {bad}), as a diverged run leaves them; "
+                         f"give an earlier checkpoint")
 
 
 def is_project_checkpoint(ckpt: dict) -> bool:
@@ -83,6 +130,17 @@ def infer_config(state: dict, **overrides) -> DiTConfig:
     )
 
 
+def plain_config(state: dict, overrides: dict) -> DiTConfig:
+    """infer_config, with weights whose names or shapes are not a DiT's named in one ValueError line."""
+    try:
+        return infer_config(state, **overrides)
+    except (KeyError, IndexError, AttributeError, TypeError) as exc:  # a key or a dimension a DiT has is missing
+        raise ValueError(f"weights with DiT's first keys but not its layout ({type(exc).__name__}: {exc}); give "
+                         f"{EXPECTED}") from None
+    except ValueError as exc:  # max() of no blocks, or a size dit_config refuses
+        raise ValueError(f"weights that do not make a DiT ({exc}); give {EXPECTED}") from None
+
+
 def load_model(path_or_state, *, use_ema: bool = True, **overrides) -> DiT:
     """A DiT with the weights of an official plain state dict or of this project's checkpoint.
 
@@ -91,18 +149,12 @@ def load_model(path_or_state, *, use_ema: bool = True, **overrides) -> DiT:
     """
     ckpt = read_checkpoint(path_or_state)
     if is_project_checkpoint(ckpt):
-        fields = dict(ckpt["config"]["model"])
-        fields.update(overrides)
-        config = DiTConfig(**fields)
+        config = dataclasses.replace(stored_model_config(ckpt, "given"), **overrides)
         state = ckpt["ema" if use_ema else "model"]
     elif PLAIN_KEY in ckpt and "pos_embed" in ckpt:
-        config, state = infer_config(ckpt, **overrides), ckpt
+        config, state = plain_config(ckpt, overrides), ckpt
     else:
-        found = ", ".join(list(ckpt)[:6]) + (", ..." if len(ckpt) > 6 else "")
-        raise ValueError(
-            f"not a DiT checkpoint: expected a plain state dict (keys like {PLAIN_KEY!r}) or this project's "
-            f"checkpoint (keys {', '.join(PROJECT_KEYS)}); found keys: {found}"
-        )
+        raise ValueError(not_a_checkpoint(ckpt))
     model = DiT(config)
     try:
         model.load_state_dict(state, strict=True)
@@ -120,6 +172,19 @@ def check_fits(ckpt: dict, model: DiT, run_dir):
     found = DiTConfig(**ckpt["config"]["model"]).name
     raise ValueError(f"{run_dir} holds a checkpoint of {found}, which does not fit {model.config.name}; "
                      f"resume it with its own options, or train {model.config.name} in another --run-dir")
+
+
+def check_same_identity(ckpt: dict, run_config: dict, run_dir):
+    """ValueError when run_dir's newest checkpoint records another run than `run_config` (one copied in from
+    elsewhere): its identity differs in an option both know (options added since it was written do not count)."""
+    stored = ckpt["config"]
+    if stored.get("run_id") == run_config["run_id"]:
+        return
+    changed = recipe_difference(stored.get("train", {}), run_config["train"]) or recipe_difference(
+        stored.get("model", {}), run_config["model"])
+    if changed:
+        raise ValueError(f"checkpoint {checkpoint_path(run_dir, ckpt['step'])} belongs to another run ({changed}); "
+                         f"move it out of {RunLayout(run_dir).checkpoints_dir} or train in another --run-dir")
 
 
 def model_config_dict(config: DiTConfig) -> dict:
@@ -203,12 +268,13 @@ def save_checkpoint(run_dir, model, ema, opt, run_config: dict, step: int, wall:
 
 
 def load_training_state(
-    run_dir, model, ema, opt, rank: int, *, restart: bool = False, profiles=None
+    run_dir, model, ema, opt, rank: int, *, restart: bool = False, run_config: dict | None = None, profiles=None
 ) -> tuple[int, float, dict | None]:
     """Restore model, EMA, optimiser, power-function EMA `profiles` (dit.ema.PowerEMA; a checkpoint from before
     them restarts them from its weights) and this rank's RNG state from run_dir's latest readable checkpoint; returns
     its (step, training wall seconds, unlogged window), or (0, 0.0, None) when there is none (the modules are
-    left as they are). Checkpoints that all fail to read are refused unless `restart` (then step 0)."""
+    left as they are). Checkpoints that all fail to read are refused unless `restart` (then step 0), and so is
+    one of another run than `run_config`'s."""
     ckpt, unreadable = newest_readable_checkpoint(run_dir)
     if rank == 0:
         warn_unreadable(unreadable, f"resuming from step {ckpt['step']}" if ckpt else "none reads back")
@@ -219,6 +285,8 @@ def load_training_state(
                              f"to train from step 0")
         return 0, 0.0, None
     check_fits(ckpt, model, run_dir)
+    if run_config is not None:
+        check_same_identity(ckpt, run_config, run_dir)
     model.load_state_dict(ckpt["model"])
     ema.load_state_dict(ckpt["ema"])
     opt.load_state_dict(ckpt["opt"])

@@ -4,10 +4,8 @@ Defaults are the paper's recipe (Sec. 4): AdamW, lr 1e-4, no weight decay, globa
 EMA decay 0.9999, label dropout 0.1, T = 1000 with the linear schedule, learned sigma.
 """
 import dataclasses
-import json
+import math
 from pathlib import Path
-
-import yaml
 
 from dit.blocks import ATTENTION_IMPLS, BLOCKS
 from dit.diffusion import NOISE_SCHEDULES, NUM_TRAIN_TIMESTEPS
@@ -19,10 +17,19 @@ from dit.parametrization import PARAMETRIZATIONS
 from dit.schedules import LR_SCHEDULES
 from study.blocks import DEFAULT_BLOCK
 from study.registry import Registry
+from study.typed import TypedReader, mapping_keys
 
 PRECISIONS = Registry("precision", ("fp32", "bf16"))  # of training and sampling (bf16: autocast)
 SNAPSHOT_PRECISIONS = Registry("EMA snapshot precision", tuple(SNAPSHOT_DTYPES))
 DEFAULT_VAE = "stabilityai/sd-vae-ft-ema"
+MAX_IMAGE_SIDE = 8192  # pixels or latents: one 8192 px RGB image is already 768 MiB of float32 activations
+
+# Options that may differ when a run is resumed: they change speed or bookkeeping, not the result.
+RESUMABLE_CHANGES = {
+    "steps", "device", "num_workers", "compile", "log_every", "ckpt_every", "keep_last", "keep_every",
+    "sample_every", "fused_optimizer", "fused_ema", "grad_checkpointing", "tf32", "loggers",
+    "checkpoint_blocks", "micro_batch_size", "ema_snapshot_every", "ema_snapshot_precision",
+}
 
 # The valid range of each numeric option (TrainConfig.__post_init__ checks them all).
 AT_LEAST = {
@@ -118,7 +125,18 @@ class TrainConfig:
         }
         for name, registry in registries.items():
             registry.check(getattr(self, name), what=name)
+        self._check_finite_and_sizes()
         self._check_ranges()
+
+    def _check_finite_and_sizes(self):
+        """Refuse NaN or infinite numbers (no range check can see them) and images too large for any GPU."""
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ValueError(f"{field.name} must be a finite number (got {value}); give a number or leave it out")
+        if self.resolution is not None and self.resolution > MAX_IMAGE_SIDE:
+            raise ValueError(f"resolution {self.resolution} is above the {MAX_IMAGE_SIDE} px that fit a GPU; choose a "
+                             f"smaller one, e.g. 256")
 
     def _check_ranges(self):
         """Refuse numbers outside what training can use, with the fix in the message."""
@@ -155,6 +173,22 @@ class TrainConfig:
         return dataclasses.replace(self, **changes)
 
 
+def recipe_difference(stored: dict, new: dict) -> str | None:
+    """The first training option, in both and not resumable, that differs ("seed=7, not 0"); None when none does."""
+    changed = [k for k in new if k not in RESUMABLE_CHANGES and k in stored and stored[k] != new[k]]
+    return f"{changed[0]}={stored[changed[0]]!r}, not {new[changed[0]]!r}" if changed else None
+
+
+def run_identity(train: dict, model: dict) -> str:
+    """A hash of what makes a run itself: its model and every training option a resume may not change."""
+    import hashlib
+    import json
+
+    recipe = {k: v for k, v in train.items() if k not in RESUMABLE_CHANGES}
+    text = json.dumps({"train": recipe, "model": model}, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
 def config_from_dict(fields: dict) -> TrainConfig:
     """TrainConfig from a dict, naming unknown keys and the valid ones."""
     valid = {f.name for f in dataclasses.fields(TrainConfig)}
@@ -165,24 +199,16 @@ def config_from_dict(fields: dict) -> TrainConfig:
 
 
 def read_options(path) -> dict:
-    """The training options in a JSON or YAML file (a run's config.json keeps them under "train")."""
+    """The training options in a JSON or YAML file (a run's config.json keeps them under "train"), each of its
+    field's type, read as grid files are: a wrong value fails in one line naming the file, its line and the key."""
     path = Path(path)
     if not path.is_file():
         problem = "is a directory" if path.is_dir() else "does not exist"
         raise ValueError(f"config file {path} {problem}; give a JSON or YAML file of training options")
-    text = read_text(path, what="config file", expected="a JSON or YAML file of training options")
-    try:
-        fields = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
-    except (json.JSONDecodeError, yaml.YAMLError) as exc:
-        raise ValueError(f"cannot parse {path}: {str(exc).splitlines()[0]}") from None
-    if not isinstance(fields, dict):
-        raise ValueError(f"{path} must hold a mapping of training options")
-    fields = fields.get("train", fields)
-    valid = {f.name for f in dataclasses.fields(TrainConfig)}
-    unknown = sorted(set(fields) - valid)
-    if unknown:
-        raise ValueError(
-            f"{path}: unknown training option(s) {', '.join(unknown)}; valid options: {', '.join(sorted(valid))}"
-        )
-    return fields
-
+    reader = TypedReader(f"config file {path}")
+    root = reader.compose(read_text(path, what="config file", expected="a JSON or YAML file of training options"))
+    if root is None:
+        raise ValueError(f"config file {path} is empty; give training options such as `steps: 1000`")
+    section = mapping_keys(root).get("train")
+    node = section[1] if section else root
+    return reader.fields(TrainConfig, node, "train" if section else "")[0]

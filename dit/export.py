@@ -6,6 +6,7 @@ import contextlib
 import json
 import os
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 
@@ -19,7 +20,7 @@ from dit.foreign import (
     official_run_config,
     to_diffusers_state,
 )
-from dit.io import atomic_path
+from dit.io import atomic_path, replaces
 from dit.models import DiT
 from dit.parametrization import fold_into_standard
 
@@ -53,11 +54,40 @@ def exported_weights(ckpt_path, model_name: str | None = None) -> tuple[DiT, dic
     return model, (ckpt["config"] if is_project_checkpoint(ckpt) else official_run_config(model.config))
 
 
-def export_safetensors(ckpt_path, out, *, model_name: str | None = None) -> Path:
-    """The EMA weights (official layout) with our run config as metadata, in one safetensors file."""
+def is_exported_file(path: Path) -> bool:
+    """Whether `path` is a safetensors file that `scaling export` wrote (it carries our metadata)."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return METADATA_KEY in (f.metadata() or {})
+    except (SafetensorError, OSError):
+        return False
+
+
+def is_exported_folder(path: Path) -> bool:
+    """Whether `path` is a folder that `scaling export --format diffusers` wrote (our run config in it)."""
+    return (path / RUN_CONFIG_NAME).is_file() or (path / "transformer" / RUN_CONFIG_NAME).is_file()
+
+
+def note_replacing(out: Path, ours: bool):
+    if ours:
+        print(f"replacing the earlier export at {out}", file=sys.stderr, flush=True)
+
+
+def export_safetensors(ckpt_path, out, *, model_name: str | None = None, force: bool = False) -> Path:
+    """The EMA weights (official layout) with our run config as metadata, in one safetensors file; an existing
+    `out` is replaced when an earlier export wrote it (or with `force`), else refused."""
     from safetensors.torch import save_file
 
+    out = Path(out)
+    ours = out.is_file() and is_exported_file(out)
+    if out.is_dir():
+        raise ValueError(f"--out {out} is a folder; give the path of a .safetensors file")
+    replacing = replaces(out, ours=ours, force=force)
     model, run_config = exported_weights(ckpt_path, model_name)
+    if replacing:
+        note_replacing(out, ours)
     state = {k: v.contiguous() for k, v in model.state_dict().items()}
     with atomic_path(out) as tmp:
         save_file(state, str(tmp), metadata={METADATA_KEY: json.dumps(run_config)})
@@ -88,11 +118,18 @@ def diffusers_scheduler(train: dict):
                          beta_end=scale * LINEAR_BETA_END, clip_sample=False)
 
 
-def export_diffusers(ckpt_path, out, *, vae: str | None = None, model_name: str | None = None) -> Path:
+def export_diffusers(ckpt_path, out, *, vae: str | None = None, model_name: str | None = None,
+                     force: bool = False) -> Path:
     """The EMA weights as a DiTTransformer2DModel folder, or with `vae` a DiTPipeline folder (transformer/,
     vae/, scheduler/, model_index.json). Our run config goes beside the transformer's config.json as
-    dit_scaling.json, and a README.md states what diffusers computes differently."""
+    dit_scaling.json, and a README.md states what diffusers computes differently. An existing `out` is replaced
+    when an earlier export wrote it (or with `force`), else refused."""
+    out = Path(out)
+    ours = out.is_dir() and is_exported_folder(out)
+    replacing = replaces(out, ours=ours, force=force)
     model, run_config = exported_weights(ckpt_path, model_name)
+    if replacing:
+        note_replacing(out, ours)
     transformer = diffusers_transformer(model)
     with atomic_dir(out) as tmp:
         if vae is None:

@@ -23,7 +23,7 @@ import torch
 
 from dit.config import DEFAULT_VAE
 from dit.embeddings import sincos_2d
-from dit.io import load_tensors
+from dit.io import load_tensors, read_json
 from dit.models import MODEL_SIZES, DiTConfig
 from study.blocks import ADALN_ZERO
 
@@ -81,8 +81,15 @@ def diffusers_config(config: DiTConfig) -> dict:
     )
 
 
+DIFFUSERS_KEYS = ("num_attention_heads", "attention_head_dim", "in_channels", "num_layers", "patch_size",
+                  "sample_size", "num_embeds_ada_norm")  # what config_from_diffusers reads
+
+
 def config_from_diffusers(cfg: dict, where) -> DiTConfig:
     """Our DiTConfig of a diffusers transformer config.json; ValueError naming the model type otherwise."""
+    if not isinstance(cfg, dict):
+        raise ValueError(f"{where}: its config.json holds a {type(cfg).__name__}, not a model config; give a DiT "
+                         f"folder such as facebook/DiT-XL-2-256's")
     kind = cfg.get("_class_name")
     if kind not in DIFFUSERS_CLASSES or cfg.get("norm_type", "ada_norm_zero") != "ada_norm_zero":
         raise ValueError(
@@ -92,6 +99,10 @@ def config_from_diffusers(cfg: dict, where) -> DiTConfig:
     variant = {k: cfg.get(k, v) for k, v in DIT_FIXED.items()}
     if variant != DIT_FIXED:
         raise ValueError(f"{where}: a DiT variant with {variant} has no counterpart here (DiT: {DIT_FIXED})")
+    missing = [k for k in DIFFUSERS_KEYS if not isinstance(cfg.get(k), int)]
+    if missing:
+        raise ValueError(f"{where}: its config.json lacks {', '.join(missing)} (whole numbers); give a folder that "
+                         f"save_pretrained wrote whole")
     heads, in_channels = cfg["num_attention_heads"], cfg["in_channels"]
     hidden, depth = heads * cfg["attention_head_dim"], cfg["num_layers"]
     out_channels = cfg.get("out_channels") or in_channels
@@ -186,7 +197,12 @@ def read_foreign(path, model_name: str | None = None) -> dict:
             raise ValueError(f"{path} has no {METADATA_KEY!r} metadata (it was not written by `scaling export`); "
                              f"give --model (e.g. --model DiT-XL/2) to read it as an official DiT state dict")
         return state
-    return {"model": state, "ema": state, "config": json.loads(meta)}
+    try:
+        config = json.loads(meta)
+    except json.JSONDecodeError:
+        raise ValueError(f"{path}: its {METADATA_KEY!r} metadata is damaged (not JSON); export the checkpoint "
+                         f"again") from None
+    return {"model": state, "ema": state, "config": config}
 
 
 def _transformer_folder(path: Path) -> tuple[Path, Path | None]:
@@ -224,8 +240,10 @@ def read_diffusers(path: Path) -> dict:
     decodes through its own vae/ folder.
     """
     folder, root = _transformer_folder(path)
-    config = config_from_diffusers(json.loads((folder / "config.json").read_text()), path)
-    stored = json.loads((folder / RUN_CONFIG_NAME).read_text()) if (folder / RUN_CONFIG_NAME).is_file() else None
+    fix = "give a folder that `scaling export` or save_pretrained wrote whole"
+    config = config_from_diffusers(read_json(folder / "config.json", what="diffusers config", fix=fix), path)
+    stored = read_json(folder / RUN_CONFIG_NAME, what="run config", fix=fix) if (folder / RUN_CONFIG_NAME).is_file() \
+        else None
     if stored is None:
         labels = json.loads((root / "model_index.json").read_text()).get("id2label") or {} if root else {}
         stored = official_run_config(config, class_names=[labels[k] for k in sorted(labels, key=int)])

@@ -1,8 +1,11 @@
 """Atomic file writes: a kill at any moment leaves either the previous file or the new one, whole."""
 import contextlib
+import errno
 import os
+import shutil
 import tempfile
 import warnings
+import zipfile
 from pathlib import Path
 
 TEMP_SUFFIX = ".tmp"  # atomic_path's temporary files are `.<name>.<random>.tmp` beside their target
@@ -60,6 +63,30 @@ def fsync_dir(directory: Path):
             os.close(fd)
 
 
+def check_file_path(path, option: str):
+    """ValueError unless a writer can make a file at `path`: not a folder, and no file where a folder of it belongs.
+    A writer checks this before its work, not after hours of it."""
+    path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"{option} {path} is a folder; give the path of a file")
+    parent = next((p for p in path.parents if p.exists()), None)
+    if parent is not None and not parent.is_dir():
+        raise ValueError(f"{option} {path}: {parent} is a file where a folder belongs; give a path in a folder")
+
+
+def replaces(path, *, ours: bool, force: bool) -> bool:
+    """Whether a writer's output `path` exists (and will be replaced). What the writer did not write itself
+    (`ours`) is refused in one ValueError line unless `force`: a writer never silently replaces a user's file."""
+    path = Path(path)
+    if not path.exists():
+        return False
+    if not (ours or force):
+        kind = "folder" if path.is_dir() else "file"
+        raise ValueError(f"--out {path} is an existing {kind} that this command did not write; give a fresh path, "
+                         f"or --force to replace it")
+    return True
+
+
 def atomic_write_text(path, text: str):
     with atomic_path(path) as tmp:
         tmp.write_text(text)
@@ -71,10 +98,30 @@ def atomic_write_bytes(path, data: bytes):
 
 
 def atomic_torch_save(obj, path):
+    """torch.save, atomically; a disk too full for it ends in OSError(ENOSPC) naming the folder, the space the
+    file needs and the space left (torch may report it as "unexpected pos" from its zip writer)."""
     import torch
 
-    with atomic_path(path) as tmp, open(tmp, "wb") as f:
-        torch.save(obj, f)  # through a Python file: a full disk raises OSError(ENOSPC), not torch's RuntimeError
+    try:
+        with atomic_path(path) as tmp, open(tmp, "wb") as f:
+            torch.save(obj, f)
+    except (OSError, RuntimeError) as exc:
+        folder, need = Path(path).parent, tensor_bytes(obj)
+        free = shutil.disk_usage(folder).free if folder.is_dir() else None
+        if getattr(exc, "errno", None) != errno.ENOSPC and (free is None or free >= need):
+            raise
+        left = f", {free / 2**20:,.1f} MiB free" if free is not None else ""
+        raise OSError(errno.ENOSPC, f"{Path(path).name} needs about {need / 2**20:,.1f} MiB{left}: No space left on "
+                                    f"device", str(folder)) from None
+
+
+def tensor_bytes(obj) -> int:
+    """The bytes of the tensors in `obj` (nested dicts, lists and tuples): about what torch.save writes."""
+    if isinstance(obj, dict):
+        return sum(map(tensor_bytes, obj.values()))
+    if isinstance(obj, (list, tuple)):
+        return sum(map(tensor_bytes, obj))
+    return obj.numel() * obj.element_size() if hasattr(obj, "element_size") else 0
 
 
 def read_text(path, *, what: str, expected: str) -> str:
@@ -96,6 +143,9 @@ def read_json(path, *, what: str, fix: str):
         raise ValueError(f"{what} {path} is damaged ({exc.msg} at line {exc.lineno}); {fix}") from None
 
 
+ZIP_MAGIC, PICKLE_PROTO = b"PK\x03\x04", b"\x80"  # how torch.save's files begin (zip since torch 1.6, else pickle)
+
+
 def load_tensors(path, *, what: str, expected: str):
     """torch.load with weights_only=True: tensors and plain containers, never pickled code.
 
@@ -111,10 +161,20 @@ def load_tensors(path, *, what: str, expected: str):
         raise ValueError(f"{what} {path} is a directory; give {expected}")
     if not path.is_file():
         raise ValueError(f"{what} {path} does not exist; give {expected}")
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if head and not head.startswith((ZIP_MAGIC, PICKLE_PROTO)):  # random bytes would read as unknown pickle opcodes
+        raise ValueError(f"cannot read {what} {path}: not a torch file (it starts with {head.hex(' ')}, neither "
+                         f"torch's zip archive nor a pickle); give {expected}")
     try:
         with warnings.catch_warnings():  # "Detected pickle protocol 4": the refusal below says what matters
             warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
-            return torch.load(path, map_location="cpu", weights_only=True)
+            loaded = torch.load(path, map_location="cpu", weights_only=True)
+        damaged = damaged_record(path)
+        if damaged is None:
+            return loaded
+        reason = (f"its record {damaged} fails the checksum stored with it (the file was damaged after it was "
+                  f"written)")
     except OSError:  # unreadable: the CLI names the path and the fix
         raise
     except pickle.UnpicklingError as exc:
@@ -122,6 +182,16 @@ def load_tensors(path, *, what: str, expected: str):
     except Exception as exc:  # truncated, a text file renamed .pt (KeyError, IndexError, ...), a zip of other files
         reason = f"not a whole torch file ({type(exc).__name__}: {str(exc)[:80]})"
     raise ValueError(f"cannot read {what} {path}: {reason}; give {expected}")
+
+
+def damaged_record(path) -> str | None:
+    """The first record of a torch (zip) file whose data does not match its CRC-32, which torch.load never checks;
+    None when all match or the file is not a zip (torch's legacy format has no checksum)."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return archive.testzip()
+    except zipfile.BadZipFile:
+        return None
 
 
 def _unpickling_reason(message: str) -> str:

@@ -29,6 +29,7 @@ MODEL_SIZES = Registry("model size", {
 PAPER_SIZES = ("S", "B", "L", "XL")
 PAPER_PATCH_SIZES = (2, 4, 8)
 CUSTOM_SIZE = "custom"
+MAX_TOKENS = 65_536  # 256 x 256 patches: beyond it the attention of one sample outgrows a GPU
 
 _NAME_PATTERN = re.compile(r"^DiT-(?P<size>[A-Za-z]+)/(?P<patch>\d+)$")
 
@@ -71,6 +72,9 @@ class DiTConfig:
         check_parametrization(self.parametrization, self.base_width, self.hidden_size)
         if self.parametrization == "mup" and self.base_width is None:
             object.__setattr__(self, "base_width", self.hidden_size)
+        if self.input_size < 1:
+            raise ValueError(f"input size must be at least 1 (got {self.input_size}); give the latent or pixel side, "
+                             f"e.g. 32 (256 px through the SD VAE)")
         if self.patch_size < 1 or self.input_size % self.patch_size:
             raise ValueError(
                 f"patch size {self.patch_size} does not divide input size {self.input_size}; "
@@ -83,6 +87,9 @@ class DiTConfig:
                 f"{self.num_heads} heads do not divide width {self.hidden_size}; "
                 f"choose heads among the divisors of the width"
             )
+        if self.num_tokens > MAX_TOKENS:
+            raise ValueError(f"{self.name} at input size {self.input_size} has {self.num_tokens:,} tokens, more than "
+                             f"the {MAX_TOKENS:,} a GPU's memory holds; choose a smaller input size or a larger patch")
         if self.hidden_size % 4:
             raise ValueError(
                 f"width {self.hidden_size} must be divisible by 4 for the 2-D sine-cosine position embedding"

@@ -203,6 +203,9 @@ def load_for_sampling(ckpt_path, config: SampleConfig, model_overrides: dict | N
     model = load_model(ckpt, use_ema=config.use_ema, **overrides).to(device)
     if expected and expected != model.config.name:
         raise ValueError(f"{ckpt_path} holds a {model.config.name} model, not {expected}; give the matching --model")
+    if (config.guidance_channels or 0) > model.config.in_channels:
+        raise ValueError(f"guidance_channels {config.guidance_channels} is more than the model's "
+                         f"{model.config.in_channels} input channels; give at most {model.config.in_channels}")
     if config.compile:
         compile_forward(model, config.compile_mode, device)
     return model, run_metadata(ckpt)

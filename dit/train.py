@@ -29,14 +29,14 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import Dataset
 
 from dit import distributed
-from dit.checkpoint import load_training_state, model_config_dict, save_checkpoint
-from dit.config import TrainConfig
+from dit.checkpoint import list_checkpoints, load_training_state, model_config_dict, save_checkpoint
+from dit.config import TrainConfig, recipe_difference, run_identity
 from dit.data import POSTERIOR, build_dataset, make_loader, step_seed
 from dit.diffusion import create_diffusion
 from dit.ema import PowerEMA
 from dit.errors import UserError
 from dit.init_from import initialise_from
-from dit.io import atomic_write_text, remove_stale_temporaries
+from dit.io import atomic_write_text, read_json, remove_stale_temporaries
 from dit.lock import directory_lock
 from dit.loggers import Loggers, open_loggers
 from dit.models import DiT, create_dit
@@ -47,12 +47,6 @@ from dit.sample import save_sample_grid
 from dit.schedules import get_lr_schedule
 from study.layout import RunLayout
 
-# Options that may differ when a run is resumed: they change speed or bookkeeping, not the result.
-RESUMABLE_CHANGES = {
-    "steps", "device", "num_workers", "compile", "log_every", "ckpt_every", "keep_last", "keep_every",
-    "sample_every", "fused_optimizer", "fused_ema", "grad_checkpointing", "tf32", "loggers",
-    "checkpoint_blocks", "micro_batch_size", "ema_snapshot_every", "ema_snapshot_precision",
-}
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2, signal.SIGINT)
 STOP_POLL_STEPS = 10  # several processes compare their stop flags this often (one all-reduce and sync)
 NONFINITE_CAUSES = {1: "the loss", 2: "the gradient norm", 3: "the loss and the gradient norm"}
@@ -139,15 +133,10 @@ def check_same_run(run_dir, config: TrainConfig):
     path = RunLayout(run_dir).config
     if not path.exists():
         return
-    stored = json.loads(path.read_text()).get("train", {})
-    new = json.loads(json.dumps(config.to_dict()))  # tuples as the stored lists
-    changed = [k for k in new if k not in RESUMABLE_CHANGES and k in stored and stored[k] != new[k]]
+    stored = read_json(path, what="run config", fix="delete it to resume with the options given").get("train", {})
+    changed = recipe_difference(stored, json.loads(json.dumps(config.to_dict())))  # tuples as the stored lists
     if changed:
-        k = changed[0]
-        raise ValueError(
-            f"{run_dir} holds a run with {k}={stored[k]!r}, not {new[k]!r}; use another run directory or the same "
-            "options"
-        )
+        raise ValueError(f"{run_dir} holds a run with {changed}; use another run directory or the same options")
 
 
 def trim_log(run_dir, step: int):
@@ -155,8 +144,14 @@ def trim_log(run_dir, step: int):
     path = RunLayout(run_dir).train_log
     if not path.exists():
         return
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"train log {path} is damaged (byte {exc.object[exc.start]:#04x} at offset {exc.start} is not "
+                         f"text); cut it before that offset or move it away, then re-run (the steps after the "
+                         f"checkpoint are logged again)") from None
     kept = []
-    for line in path.read_text().splitlines():
+    for line in text.splitlines():
         try:
             if json.loads(line)["step"] <= step:
                 kept.append(line)
@@ -179,14 +174,19 @@ def check_can_start(config: TrainConfig, run: RunLayout, dist: distributed.DistI
     check_same_run(run.root, config)
 
 
-def start_run_dir(run: RunLayout, config: TrainConfig, parts: "TrainingParts", step: int, dist) -> dict:
-    """Rank 0 writes config.json and drops log lines after `step`; returns the run config (also in checkpoints)."""
-    run_config = {"train": config.to_dict(), "model": model_config_dict(parts.model.config),
-                  "class_names": list(parts.dataset.class_names)}
+def make_run_config(config: TrainConfig, parts: "TrainingParts") -> dict:
+    """What config.json and every checkpoint record of the run: its options, model, classes and identity."""
+    train, model = config.to_dict(), model_config_dict(parts.model.config)
+    return {"train": train, "model": model, "class_names": list(parts.dataset.class_names),
+            "run_id": run_identity(train, model)}
+
+
+def start_run_dir(run: RunLayout, run_config: dict, step: int, dist) -> dict:
+    """Rank 0 drops log lines after `step` and writes config.json; returns the run config (also in checkpoints)."""
     if dist.is_main:
         run.root.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(run.config, json.dumps(run_config, indent=2) + "\n")
         trim_log(run.root, step)
+        atomic_write_text(run.config, json.dumps(run_config, indent=2) + "\n")
     distributed.barrier()
     return run_config
 
@@ -295,30 +295,35 @@ def gradient_sync(net, *, last: bool):
 
 # ---- the loop ----------------------------------------------------------------------------------
 def train(
-    config: TrainConfig, run_dir, *, until: int | None = None, progress: bool = True, restart: bool = False
+    config: TrainConfig, run_dir, *, until: int | None = None, progress: bool = True, restart: bool = False,
+    lock_held: bool = False,
 ) -> dict:
     """Train (or resume) the run in run_dir to config.steps, or stop early at step `until` with a
     checkpoint there (the schedule still spans config.steps). Returns the last log record.
 
-    Holds the run directory's lock throughout. `restart` trains from step 0 when checkpoints exist
+    Holds the run directory's lock throughout (`lock_held`: the caller holds it already, as a grid does for a
+    run's whole life, training and evaluation). `restart` trains from step 0 when checkpoints exist
     but none reads back (otherwise that is refused)."""
     dist = distributed.setup(config.device)
     run = RunLayout(run_dir)
     check_can_start(config, run, dist)
     set_tf32(dist.device, config.tf32)
-    with run_lock(run, dist), StopRequest() as stop:
-        return train_locked(config, run, dist, stop, until=until, progress=progress, restart=restart)
-
-
-def train_locked(config: TrainConfig, run: RunLayout, dist, stop: "StopRequest", *, until, progress, restart) -> dict:
     torch.manual_seed(config.seed)
-    parts = build_training(config, dist.device)
-    step, wall, window_state = load_training_state(
-        run.root, parts.model, parts.ema, parts.opt, dist.rank, restart=restart, profiles=parts.profiles
-    )
-    if step == 0 and config.init:  # a fresh run that starts from given weights (`--init`)
+    parts = build_training(config, dist.device)  # the data, the model and --init are read before anything is written
+    if config.init and (restart or not list_checkpoints(run.root)):  # a resumed run's checkpoint replaces these
         initialise_from(parts.model, parts.ema, config.init, config.model)
-    run_config = start_run_dir(run, config, parts, step, dist)
+    with contextlib.nullcontext() if lock_held else run_lock(run, dist), StopRequest() as stop:
+        return train_locked(config, parts, run, dist, stop, until=until, progress=progress, restart=restart)
+
+
+def train_locked(config: TrainConfig, parts: "TrainingParts", run: RunLayout, dist, stop: "StopRequest", *, until,
+                 progress, restart) -> dict:
+    run_config = make_run_config(config, parts)
+    step, wall, window_state = load_training_state(
+        run.root, parts.model, parts.ema, parts.opt, dist.rank, restart=restart, run_config=run_config,
+        profiles=parts.profiles,
+    )
+    start_run_dir(run, run_config, step, dist)
     loggers = open_loggers(config.loggers, run, run_config, step) if dist.is_main else Loggers({})
     redraw_missing_preview(run, parts, config, step, dist)
     net = wrap_for_training(parts.model, config, dist)

@@ -34,6 +34,10 @@ class ReferenceStats:
                 raise ValueError(
                     f"reference statistics have a mean of shape {mu.shape} and a covariance of shape {sigma.shape}"
                 )
+            if not (np.issubdtype(mu.dtype, np.number) and np.issubdtype(sigma.dtype, np.number)):
+                raise ValueError(f"reference statistics are of type {mu.dtype} and {sigma.dtype}, not numbers")
+            if not (np.isfinite(mu).all() and np.isfinite(sigma).all()):
+                raise ValueError("reference statistics hold NaN or infinite values")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,11 +63,19 @@ def read_reference(path) -> Reference:
                          f"make one with `scaling ref-stats --data DIR_OR_NPZ --out {path.name}`")
     stats = None
     if present:
-        with np.load(path) as f:
-            features = str(f[FEATURES_KEY]) if FEATURES_KEY in keys else None
-            stats = ReferenceStats(**{k: f[k] for k in STAT_KEYS}, features=features)
+        stats = read_stats(path, name, keys)
     images = NpzImages(path, what="reference") if IMAGES_KEY in keys else None
     return Reference(path, stats, images)
+
+
+def read_stats(path: Path, name: str, keys) -> ReferenceStats:
+    """The statistics of a reference `.npz`, checked (numbers, shapes, finite) as they are read."""
+    try:
+        with np.load(path) as f:
+            features = str(f[FEATURES_KEY]) if FEATURES_KEY in keys else None
+            return ReferenceStats(**{k: f[k] for k in STAT_KEYS}, features=features)
+    except ValueError as exc:  # object arrays (refused unread), wrong shapes, NaN
+        raise ValueError(f"{name}: {exc}; remake it with `scaling ref-stats` or give ADM's reference batch") from None
 
 
 def write_reference(path, stats: ReferenceStats, images: np.ndarray | None = None) -> Path:

@@ -98,13 +98,15 @@ def rate_of(
 
 # ---- the rows a grid reads -----------------------------------------------------------------------
 def device_type(executor: ExecutorSpec) -> str:
-    return "cuda" if executor.kind == "slurm" or executor.gpus_per_run > 0 else "cpu"
+    if executor.kind == "slurm":
+        return "cuda" if executor.slurm.gpus_per_node else "cpu"  # gpus_per_node 0: a CPU-only cluster
+    return "cuda" if executor.gpus_per_run > 0 else "cpu"
 
 
 def executor_layout(executor: ExecutorSpec) -> tuple[int, int | None]:
     """GPUs per run and how many runs execute at once (None: as many as the GPUs hold)."""
     if executor.kind == "slurm":
-        return executor.slurm.nodes * executor.slurm.gpus_per_node, executor.slurm.array_parallelism
+        return max(1, executor.slurm.nodes * executor.slurm.gpus_per_node), executor.slurm.array_parallelism
     if executor.gpus_per_run == 0:
         return 1, executor.cpu_workers  # the local executor on CPU: cpu_workers runs at once
     return executor.gpus_per_run, None
@@ -403,3 +405,34 @@ def evaluation_line(run: RunSpec, rates: Rates) -> str:
         f"evaluation per run: {len(points)} points x {e.num_samples:,} samples x [{settings_text(every)}]{at_last}"
         f" + {' + '.join(x for x in extras if x)}"
     )
+
+
+# ---- whether a run can train on a GPU at all ----------------------------------------------------------
+LARGEST_GPU_GIB = 141  # an H200: no GPU holds more
+STATE_BYTES_PER_PARAM = 20  # fp32 weights, gradients, AdamW's two moments and the EMA
+ACTIVATION_BYTES = 34  # kept for backward, per token x width x block of each row (Korthikanti et al. 2022, 16-bit)
+
+
+def step_memory_gib(run: RunSpec, params: int, rows: int) -> float:
+    """A lower bound of the GPU memory of one training step of `rows` rows per GPU (flash attention's)."""
+    config = run.dit_config()
+    activations = ACTIVATION_BYTES * config.num_tokens * config.hidden_size * config.depth
+    return (STATE_BYTES_PER_PARAM * params + rows * activations) / 2**30
+
+
+def check_fits_a_gpu(run: RunSpec, params: int):
+    """ValueError when a GPU run's step (each GPU's rows in one pass, or micro-batches of
+    train.micro_batch_size) needs more memory than the largest GPU holds, naming the fix."""
+    gpus = run.executor.gpus_per_run
+    if gpus == 0:
+        return
+    micro = run.train_config().micro_batch_size
+    rows = micro or math.ceil(run.train.batch_size / gpus)
+    need = step_memory_gib(run, params, rows)
+    if need <= LARGEST_GPU_GIB:
+        return
+    fix = (f"choose a smaller model or resolution (one row alone needs {step_memory_gib(run, params, 1):,.0f} GiB)"
+           if step_memory_gib(run, params, 1) > LARGEST_GPU_GIB else
+           "set train.micro_batch_size (gradient accumulation, the same result) or more executor.gpus_per_run")
+    raise ValueError(f"{run.label}: a training step of batch {rows:,} per GPU needs at least {need:,.0f} GiB, more "
+                     f"than the {LARGEST_GPU_GIB} GiB of the largest GPU; {fix}")

@@ -4,8 +4,10 @@
   `scaling run-one` process with its share of the cores as threads; on GPUs, one run per free group
   of `gpus_per_run` GPUs in parallel, each a `scaling run-one` process (under torchrun for several).
   Processes start the costliest runs first (training compute), so the last to finish are small ones.
-- slurm: one submitit job per run (multi-node DDP from submitit's environment), or with
-  dry_run the sbatch scripts only. Scheduling is submitit's and SLURM's, never ours.
+- slurm (`scaling.slurm`): one submitit job per run (multi-node DDP from submitit's environment), or
+  with dry_run the sbatch scripts only. Scheduling is submitit's and SLURM's, never ours.
+
+Each takes its own keyword options and no others: `run_with` refuses an option the executor does not take.
 
 `on_results(grid_dir)` is called after each evaluation point that rebuilt the table. A run in this
 process or in a SLURM job calls it itself (it must be picklable: a module-level function); a
@@ -13,11 +15,9 @@ process or in a SLURM job calls it itself (it must be picklable: a module-level 
 means `--no-report`).
 
 A run that fails does not stop the others; the grid ends with RunsFailed naming the failed runs.
-
-Trust: submitit pickles each job (the run spec) and its result into GRID_DIR/slurm/<job id>/, and
-the job and `job.result()` unpickle them: whoever can write to GRID_DIR/slurm can run code as the
-user who submits or executes the grid. Keep grid directories writable by their owner only.
 """
+import contextlib
+import inspect
 import os
 import signal
 import subprocess
@@ -28,25 +28,15 @@ from pathlib import Path
 
 from dit.errors import UserError
 from scaling.grid import RunSpec, start_order
+from scaling.launch import RunsFailed, run_command, usable_cores
 from scaling.run_state import last_log_record, run_layout, run_state
 from scaling.runs import execute_run, reference_stats
+from scaling.slurm import slurm
 from study.layout import GridLayout
 from study.registry import Registry
 
 
-class RunsFailed(UserError):
-    """Runs of a grid failed (diverged, crashed or were cancelled); re-running the grid resumes them."""
-
-
-def run_command(grid_dir, run: RunSpec, gpus: int, *, report: bool = True) -> list[str]:
-    """The command that executes one run: `scaling run-one`, under torchrun when it spans several GPUs."""
-    base = ["-m", "scaling.cli", "run-one", str(grid_dir), run.key, *([] if report else ["--no-report"])]
-    if gpus > 1:
-        return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={gpus}", *base]
-    return [sys.executable, *base]
-
-
-def local(runs: list[RunSpec], grid_dir, *, progress: bool = True, on_done=None, on_results=None, **_):
+def local(runs: list[RunSpec], grid_dir, *, progress: bool = True, on_done=None, on_results=None):
     """Run on this machine: on a CPU one after another in this process, or `cpu_workers` processes at
     once; on GPUs one process per free group of `gpus_per_run` GPUs. Processes start in `start_order`."""
     pending = [r for r in runs if run_state(grid_dir, r).state != "done"]
@@ -71,13 +61,16 @@ def _execute_here(run: RunSpec, grid_dir, progress: bool, on_done, on_results) -
     """Execute one run in this process; False when it stopped with a user's error (a diverged loss). A stop
     signal stops the whole grid (TrainingInterrupted propagates after the run's checkpoint)."""
     from dit.train import TrainingInterrupted
+    from scaling.cli import error_line, is_user_error
 
     try:
         execute_run(run, grid_dir, progress=progress, on_results=on_results)
     except TrainingInterrupted:
         raise
-    except UserError as exc:
-        print(f"{run.label} stopped: {exc}", file=sys.stderr, flush=True)
+    except Exception as exc:  # a user's error stops this run only, as it would in a worker process
+        if not is_user_error(exc):
+            raise
+        print(f"{run.label} stopped: {error_line(exc)}", file=sys.stderr, flush=True)
         return False
     if on_done:
         on_done(run)
@@ -102,15 +95,23 @@ def gpu_slots(gpus_per_run: int) -> list[dict]:
     return [{"CUDA_VISIBLE_DEVICES": ",".join(ids[i:i + gpus_per_run])} for i in groups]
 
 
-def usable_cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-
-
 def cpu_slots(workers: int) -> list[dict]:
     """The environment of each of `workers` CPU processes: the cores shared out as threads (at least one).
     One thread per process never waits for another, so small models gain most from several workers."""
     threads = str(max(1, usable_cores() // workers))
     return [{"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads} for _ in range(workers)]
+
+
+PR_SET_PDEATHSIG = 1  # prctl(2): the signal a process gets when its parent dies
+
+
+def stop_with_parent():
+    """In a worker, before it runs: SIGTERM it when run-grid dies, however it dies (even SIGKILL), so it checkpoints
+    and stops instead of training on, orphaned, with its run's lock (Linux; elsewhere nothing is done)."""
+    import ctypes
+
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 class GridInterrupted(UserError):
@@ -179,7 +180,8 @@ class ProcessPool:
         log = open(log_path, "a")  # noqa: SIM115 - outlives this call: closed when the worker is reaped
         command = run_command(self.grid_dir, run, self.gpus_per_run, report=self.report)
         proc = subprocess.Popen(command, env=dict(os.environ, **slot), stdout=log, stderr=subprocess.STDOUT,
-                                start_new_session=True)  # a terminal's Ctrl-C reaches it once, through forward()
+                                start_new_session=True,  # a terminal's Ctrl-C reaches it once, through forward()
+                                preexec_fn=stop_with_parent)
         self.running[proc] = (run, slot, log)
         bar.write(f"{run.label} started (log: {log_path})")
 
@@ -230,131 +232,26 @@ class StepsBar:
         self.bar.close()
 
 
-def _slurm_executor(runs: list[RunSpec], grid_dir, cluster: str | None):
-    import submitit
-
-    slurm = runs[0].executor.slurm
-    executor = submitit.AutoExecutor(
-        folder=str(GridLayout(grid_dir).slurm_dir / "%j"), cluster=cluster
-    )  # %j: the job id
-    params = dict(nodes=slurm.nodes, gpus_per_node=slurm.gpus_per_node, tasks_per_node=max(1, slurm.gpus_per_node),
-                  timeout_min=slurm.time, slurm_array_parallelism=slurm.array_parallelism, name=runs[0].grid)
-    if executor.cluster == "slurm":
-        params.update(
-            {k: v for k, v in dict(slurm_partition=slurm.partition, slurm_account=slurm.account).items() if v}
-        )
-    else:  # submitit's local and debug executors take no GPU or SLURM options
-        params = dict(timeout_min=slurm.time)
-    executor.update_parameters(**params)
-    return executor
-
-
-class SlurmJob:
-    """A picklable job: sets up torch.distributed from submitit's environment, then executes the run.
-
-    SLURM signals the job `signal_delay_s` (90 s) before its time limit or on preemption (sbatch --signal,
-    submitit's USR2); training finishes its step, writes a checkpoint and stops, and the job requeues itself
-    through submitit's handler (which calls `checkpoint`), so the next allocation resumes from that step.
-    """
-
-    def __init__(self, run: RunSpec, grid_dir, on_results=None):
-        self.run, self.grid_dir, self.on_results = run, str(grid_dir), on_results
-
-    def __call__(self):
-        import submitit
-
-        from dit.train import TrainingInterrupted
-
-        if submitit.JobEnvironment().num_tasks > 1:
-            submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
-        try:
-            execute_run(self.run, self.grid_dir, progress=False, on_results=self.on_results)
-        except TrainingInterrupted:
-            requeue_through_submitit()
-            raise
-        return self.run.label
-
-    def checkpoint(self):
-        """On preemption or time-out, requeue the same job: it resumes from the run directory."""
-        import submitit
-
-        return submitit.helpers.DelayedSubmission(SlurmJob(self.run, self.grid_dir, self.on_results))
-
-
-def requeue_through_submitit():
-    """Hand a stop that training has checkpointed to submitit's preemption handler: on the main task it calls
-    SlurmJob.checkpoint, requeues the job and exits; on the other tasks it returns."""
-    import signal
-
-    import submitit
-
-    signum = getattr(signal, f"SIG{submitit.JobEnvironment.USR_SIG}")
-    handler = signal.getsignal(signum)
-    if callable(handler):
-        handler(signum, None)
-
-
-def slurm(runs: list[RunSpec], grid_dir, *, dry_run: bool = False, cluster: str | None = None, on_done=None,
-          on_results=None, **_):
-    """One submitit job per unfinished run; waits for them. dry_run writes the sbatch scripts only."""
-    pending = [r for r in runs if run_state(grid_dir, r).state != "done"]
-    if not pending:
-        return
-    if runs[0].executor.slurm is None:
-        raise ValueError(
-            "the slurm executor needs an executor.slurm section (partition, nodes, gpus_per_node, time, ...) in the "
-            "grid file"
-        )
-    if dry_run:
-        write_sbatch_scripts(pending, grid_dir, report=on_results is not None)
-        return
-    import submitit
-
-    executor = _slurm_executor(pending, grid_dir, cluster)
-    pending = [pending[i] for i in start_order(pending)]  # the array's tasks start in this order
-    work = [SlurmJob(run, grid_dir, on_results) for run in pending]
-    jobs = executor.submit_array(work) if executor.cluster == "slurm" else [executor.submit(job) for job in work]
-    print(f"submitted {len(jobs)} jobs: {', '.join(j.job_id for j in jobs)} (logs in {GridLayout(grid_dir).slurm_dir})")
-    failed = []
-    for run, job in zip(pending, jobs, strict=True):
-        try:
-            job.result()
-        except submitit.core.utils.UncompletedJobError:  # failed, cancelled or timed out without requeue
-            failed.append(f"{run.label} (job {job.job_id})")
-            continue
-        if on_done:
-            on_done(run)
-    if failed:
-        raise RunsFailed(f"runs failed: {', '.join(failed)}; see the job logs in {GridLayout(grid_dir).slurm_dir}, "
-                         f"then re-run to resume them")
-
-
-def write_sbatch_scripts(runs: list[RunSpec], grid_dir, *, report: bool = True) -> list[Path]:
-    """The sbatch script of each run, as it would be submitted (one task per GPU, `scaling run-one`)."""
-    from submitit.slurm.slurm import _make_sbatch_string
-
-    slurm = runs[0].executor.slurm
-    grid = GridLayout(grid_dir)
-    grid.sbatch_dir.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for run in runs:
-        command = " ".join(run_command(grid_dir, run, 1, report=report)).replace(sys.executable, "python")
-        text = _make_sbatch_string(
-            command=f"srun --unbuffered {command}",
-            folder=str(grid.sbatch_dir),
-            job_name=f"{run.grid}-{run.dir_name}",
-            partition=slurm.partition,
-            account=slurm.account,
-            nodes=slurm.nodes,
-            ntasks_per_node=max(1, slurm.gpus_per_node),
-            gpus_per_node=slurm.gpus_per_node,
-            time=slurm.time,
-        )
-        path = grid.sbatch_script(run.stem, run.seed)
-        path.write_text(text)
-        paths.append(path)
-    return paths
-
-
 EXECUTORS = Registry("executor", {"local": local, "slurm": slurm})
-get_executor = EXECUTORS.get
+
+
+def executor_options(kind: str) -> tuple[str, ...]:
+    """The keyword options the executor `kind` takes."""
+    parameters = inspect.signature(EXECUTORS.get(kind)).parameters.values()
+    return tuple(p.name for p in parameters if p.kind is p.KEYWORD_ONLY)
+
+
+def check_options(kind: str, options):
+    """Refuse (one line) an option the executor `kind` does not take, rather than ignore it: `--detach` asked of
+    the local executor must not run the grid in the foreground."""
+    accepted = executor_options(kind)
+    unknown = [name for name in options if name not in accepted]
+    if unknown:
+        raise ValueError(f"the {kind} executor takes no option {unknown[0]!r} (it takes: {', '.join(accepted)}); "
+                         f"drop it or choose another executor")
+
+
+def run_with(kind: str, runs: list[RunSpec], grid_dir, **options):
+    """Execute `runs` with the executor `kind` and its `options` (each one it takes, or a ValueError)."""
+    check_options(kind, options)
+    return EXECUTORS.get(kind)(runs, grid_dir, **options)

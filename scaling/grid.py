@@ -359,20 +359,101 @@ class EvalSpec:
         return tuple(sorted(set(range(self.every, steps + 1, self.every)) | {steps}))
 
 
+_RESOURCE_KEYS = ("nodes", "gpus_per_node", "tasks_per_node", "cpus_per_task", "time", "signal_lead")
+
+
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class SlurmSpec:
-    """SLURM resources of one run (submitit's AutoExecutor): a run spans nodes x gpus_per_node GPUs."""
+class SlurmResources:
+    """What one run's job asks SLURM for: `nodes` x `tasks_per_node` tasks (one per GPU by default; on a
+    CPU-only cluster, `gpus_per_node: 0`, one task of `cpus_per_task` CPUs, its torch threads), for `time`
+    minutes. SLURM warns the job `signal_lead` seconds before that limit (None: enough for a checkpoint of the
+    run's size, `scaling.slurm.signal_lead`); the job checkpoints and resumes in a new allocation."""
+
+    nodes: int = 1
+    gpus_per_node: int = 8
+    tasks_per_node: int | None = None  # None: one task per GPU (one on a CPU-only cluster)
+    cpus_per_task: int = 1
+    time: int = 4320  # minutes per job (submitit's timeout_min); a longer run resumes in a new job
+    signal_lead: int | None = None  # seconds before the time limit of the warning signal (USR2)
+
+    def __post_init__(self):
+        for key in ("nodes", "cpus_per_task", "time"):
+            _require(getattr(self, key) >= 1, key, f"{key} {getattr(self, key)} must be at least 1")
+        _require(self.gpus_per_node >= 0, "gpus_per_node",
+                 f"gpus_per_node {self.gpus_per_node} must be 0 (a CPU-only cluster) or more")
+        _require(self.tasks_per_node is None or self.tasks_per_node >= 1, "tasks_per_node",
+                 f"tasks_per_node {self.tasks_per_node} must be at least 1")
+        _require(self.signal_lead is None or 0 < self.signal_lead < self.time * 60, "signal_lead",
+                 f"signal_lead {self.signal_lead} s must be positive and shorter than time ({self.time} min)")
+
+    @property
+    def tasks(self) -> int:
+        """Tasks per node: as given, else one per GPU (one on CPU)."""
+        return self.tasks_per_node or max(1, self.gpus_per_node)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class SlurmOverride:
+    """Resources for some models of a grid (the big ones want more GPUs or time): `models` lists sizes ('XL')
+    or model names ('DiT-XL/2'); every other key replaces the grid's `executor.slurm` value for them."""
+
+    models: tuple[str, ...]
+    nodes: int | None = None
+    gpus_per_node: int | None = None
+    tasks_per_node: int | None = None
+    cpus_per_task: int | None = None
+    time: int | None = None
+    signal_lead: int | None = None
+
+    def __post_init__(self):
+        _require(bool(self.models), "models", "list the sizes (XL) or model names (DiT-XL/2) these resources are for")
+        for name in self.models:
+            if name not in (*MODEL_SIZES.names(), CUSTOM_SIZE):
+                try:
+                    parse_model_name(name)
+                except ValueError as exc:
+                    sizes = ", ".join((*MODEL_SIZES.names(), CUSTOM_SIZE))
+                    raise SpecError("models", f"{name!r} is neither a size ({sizes}) "
+                                    f"nor a model name: {exc}") from None
+
+    def applies_to(self, model: str) -> bool:
+        """Whether this entry names the model or its size."""
+        return model in self.models or parse_model_name(model)[0] in self.models
+
+    def changes(self) -> dict:
+        """The resources this entry sets (the keys it gives)."""
+        return {key: getattr(self, key) for key in _RESOURCE_KEYS if getattr(self, key) is not None}
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class SlurmSpec(SlurmResources):
+    """SLURM resources of the runs (submitit's AutoExecutor), with `overrides` for some models: a run spans
+    nodes x gpus_per_node GPUs. The first override that names a run's size or model applies to it."""
 
     partition: str | None = None
     account: str | None = None
-    nodes: int = 1
-    gpus_per_node: int = 8
-    time: int = 4320  # minutes per job (submitit's timeout_min); a longer run resumes in a new job
-    array_parallelism: int = 16  # runs of the grid in flight at once
+    array_parallelism: int = 16  # runs of one resource group in flight at once
+    timeouts: int = 20  # allocations a run may use up to its time limit, each resuming from its checkpoint
+    overrides: tuple[SlurmOverride, ...] = ()
 
     def __post_init__(self):
-        for key in ("nodes", "gpus_per_node", "time", "array_parallelism"):
+        super().__post_init__()
+        for key in ("array_parallelism", "timeouts"):
             _require(getattr(self, key) >= 1, key, f"{key} {getattr(self, key)} must be at least 1")
+        for entry in self.overrides:
+            try:
+                SlurmResources(**{**self.base().__dict__, **entry.changes()})
+            except SpecError as exc:
+                raise SpecError("overrides", f"models {', '.join(entry.models)}: {exc}") from None
+
+    def base(self) -> SlurmResources:
+        """The grid's resources, before any override."""
+        return SlurmResources(**{key: getattr(self, key) for key in _RESOURCE_KEYS})
+
+    def resources(self, model: str) -> SlurmResources:
+        """The resources of a run of `model`: the grid's, changed by the first override that names it."""
+        entry = next((e for e in self.overrides if e.applies_to(model)), None)
+        return dataclasses.replace(self.base(), **entry.changes()) if entry else self.base()
 
 
 # The executors' names: scaling.executors registers one executor under each (it runs RunSpecs, so it imports
@@ -398,8 +479,8 @@ class ExecutorSpec:
         _require(
             self.kind != "slurm" or self.slurm is not None,
             "kind",
-            "executor kind slurm needs an executor.slurm section (partition, account, nodes, gpus_per_node, time, "
-            "array_parallelism)",
+            "executor kind slurm needs an executor.slurm section (partition, account, nodes, gpus_per_node, "
+            "cpus_per_task, time, array_parallelism, overrides)",
         )
 
 

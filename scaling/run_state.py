@@ -21,14 +21,14 @@ def run_layout(grid_dir, run: RunSpec) -> RunLayout:
 @dataclasses.dataclass(frozen=True)
 class RunState:
     name: str
-    state: str  # pending, training, done, failed
+    state: str  # pending, training, done, failed, damaged (a record of it cannot be read)
     step: int
     steps: int
     evaluated: int  # evaluation points with every setting scored (the runner scores them in order)
     points: int
     latest: dict | None  # the newest evaluation record of the grid's first sampling setting
     seconds_per_step: float | None
-    failure: dict | None = None  # failed.json of a run that diverged: step, cause
+    failure: dict | None = None  # failed.json of a run that diverged (step, cause), or what is damaged (cause)
 
     def seconds_left(self) -> float | None:
         """Training seconds left from the run's own seconds per step (None when not timed yet, or done):
@@ -49,11 +49,14 @@ def run_state(grid_dir, run: RunSpec) -> RunState:
     headline = headline_setting(run).file_stem
     scored = [layout.eval_record(p, headline) for p in points]
     scored = [path for path in scored if path.exists()]
-    latest = read_eval_record(scored[-1]) if scored else None
     finished = step >= run.train.steps and len(done) == len(points)
     started = step or done or layout.train_log.exists()
     failure = read_failure(layout)
     state = "done" if finished else "failed" if failure else ("training" if started else "pending")
+    try:
+        latest = read_eval_record(scored[-1]) if scored else None
+    except ValueError as exc:  # the other runs still show: this one is marked with what to do
+        latest, state, failure = None, "damaged", {"step": None, "cause": str(exc)}
     return RunState(
         run.label, state, step, run.train.steps, len(done), len(points), latest, seconds_per_step(layout), failure
     )
@@ -73,7 +76,7 @@ def last_log_record(layout: RunLayout) -> dict:
     """The last record of the run's train log ({} before the first, or when it is cut mid-line)."""
     if not layout.train_log.exists():
         return {}
-    lines = layout.train_log.read_text().splitlines()
+    lines = layout.train_log.read_text(errors="replace").splitlines()  # a damaged line is skipped like a cut one
     try:
         return json.loads(lines[-1])
     except (IndexError, json.JSONDecodeError):

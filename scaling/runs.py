@@ -39,11 +39,13 @@ def execute_run(run: RunSpec, grid_dir, *, progress: bool = True, on_results=Non
     `on_results(grid_dir)` (on the main process; e.g. to render the report). A diverged run leaves
     failed.json (step, cause) in its directory, which `scaling status` shows."""
     from dit import distributed
+    from dit.train import run_lock
 
     grid_dir = Path(grid_dir)
     config = run_train_config(run)
     dist = distributed.setup(config.device)
-    with recording_divergence(run_layout(grid_dir, run), is_main=dist.is_main):
+    layout = run_layout(grid_dir, run)
+    with run_lock(layout, dist), recording_divergence(layout, is_main=dist.is_main):  # no `scaling train` meanwhile
         train_and_evaluate(run, grid_dir, config, dist, progress=progress, on_results=on_results)
 
 
@@ -70,7 +72,7 @@ def train_and_evaluate(run: RunSpec, grid_dir: Path, config, dist: "DistInfo", *
 
     directory = run_layout(grid_dir, run).root
     for point in run.eval_points():
-        train(config, directory, until=point, progress=progress)
+        train(config, directory, until=point, progress=progress, lock_held=True)
         validation = validate_point(run, grid_dir, point, dist)
         evaluated = [evaluate_point(run, grid_dir, point, s, dist, validation, progress=progress)
                      for s in point_settings(run, point)]
@@ -79,7 +81,7 @@ def train_and_evaluate(run: RunSpec, grid_dir: Path, config, dist: "DistInfo", *
             refresh_results(grid_dir)
             if on_results:
                 on_results(grid_dir)
-    train(config, directory, progress=progress)  # the steps after the last evaluation point, if any
+    train(config, directory, progress=progress, lock_held=True)  # the steps after the last evaluation point, if any
 
 
 def reconstruct_missing(run: RunSpec, layout: RunLayout, step: int, dist: "DistInfo"):
@@ -211,8 +213,12 @@ def read_grid(grid_dir) -> GridSpec:
     from scaling.gridfile import load_grid
 
     path = GridLayout(grid_dir).spec
-    if not path.exists():
-        raise ValueError(f"{grid_dir} holds no {path.name}; give the directory a `scaling run-grid` wrote")
+    if not Path(grid_dir).is_dir():
+        problem = "is a file" if Path(grid_dir).exists() else "does not exist"
+        raise ValueError(f"{grid_dir} {problem}, not a grid directory; give the --out folder of `scaling run-grid`")
+    if not path.is_file():
+        raise ValueError(f"{grid_dir} holds no {path.name}, so it is not a grid directory; give the --out folder of "
+                         f"`scaling run-grid`")
     return load_grid(path)
 
 
@@ -220,7 +226,15 @@ def claim_grid_dir(grid_dir, spec: GridSpec):
     """Write the resolved spec into grid_dir, refusing a directory that holds another grid's runs."""
     from scaling.gridfile import dump_grid
 
+    check_grid_dir(grid_dir, spec)
+    atomic_write_text(GridLayout(grid_dir).spec, dump_grid(spec))
+
+
+def check_grid_dir(grid_dir, spec: GridSpec):
+    """ValueError unless grid_dir can hold `spec`'s grid: new, empty (but for its lock), or this grid's already."""
     grid = GridLayout(grid_dir)
+    if Path(grid_dir).exists() and not Path(grid_dir).is_dir():
+        raise ValueError(f"--out {grid_dir} is a file; give a new or empty folder, or this grid's folder")
     if grid.spec.exists():
         existing = read_grid(grid_dir)
         if existing.name != spec.name:
@@ -229,4 +243,6 @@ def claim_grid_dir(grid_dir, spec: GridSpec):
             )
     elif grid.runs_dir.exists() and any(grid.runs_dir.iterdir()):
         raise ValueError(f"{grid_dir} holds runs but no {grid.spec.name}; choose another --out")
-    atomic_write_text(grid.spec, dump_grid(spec))
+    elif Path(grid_dir).is_dir() and any(p != grid.lock for p in Path(grid_dir).iterdir()):
+        raise ValueError(f"{grid_dir} is a folder with files of its own and no {grid.spec.name}; give a new or empty "
+                         f"folder as --out")

@@ -9,7 +9,7 @@ A grid directory (`scaling run-grid --out GRID_DIR`)::
     results.parquet, results.csv    the results table
     report/report.html, report/report.pdf, report/figures/
     logs/<run>.log                  the output of each run's process (local executor on GPUs)
-    slurm/                          submitit's job folders; slurm/dry-run/<run>.sbatch
+    slurm/                          submitit's job folders; slurm/jobs.json (run -> job id); slurm/dry-run/<run>.sbatch
     grid.lock                       held by the `scaling run-grid` that works on the directory (pid, host)
 
 A run directory (`scaling train --run-dir RUN_DIR`)::
@@ -246,6 +246,11 @@ class GridLayout:
     @property
     def slurm_dir(self) -> Path:
         return self.root / "slurm"
+
+    @property
+    def slurm_jobs(self) -> Path:
+        """{run key: its latest SLURM job id}, written at each submission."""
+        return self.slurm_dir / "jobs.json"
 
     @property
     def sbatch_dir(self) -> Path:

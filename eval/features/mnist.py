@@ -122,14 +122,18 @@ def cache_dir() -> Path:
 
 def load_classifier(recipe: Recipe = Recipe()) -> tuple[DigitClassifier, float]:
     """The cached classifier for `recipe` (trained and cached on first use) and its test accuracy."""
-    from dit.io import atomic_torch_save
+    from dit.io import atomic_torch_save, load_tensors
 
     path = cache_dir() / f"mnist-classifier-{recipe.key()}.pt"
     if path.is_file():
-        saved = torch.load(path, map_location="cpu", weights_only=True)
+        fix = "delete it: the next run trains the classifier again (about a minute)"
+        saved = load_tensors(path, what="cached MNIST classifier", expected=f"this project's own cache file; {fix}")
         model = DigitClassifier(recipe)
-        model.load_state_dict(saved["state_dict"])
-        return model.eval(), saved["test_accuracy"]
+        try:
+            model.load_state_dict(saved["state_dict"])
+            return model.eval(), float(saved["test_accuracy"])
+        except (KeyError, TypeError, RuntimeError) as exc:
+            raise ValueError(f"cached MNIST classifier {path} does not fit ({type(exc).__name__}); {fix}") from None
     model, accuracy = train_classifier(recipe)
     atomic_torch_save(
         {"state_dict": model.state_dict(), "recipe": dataclasses.asdict(recipe), "test_accuracy": accuracy}, path

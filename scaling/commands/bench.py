@@ -1,4 +1,5 @@
 """`scaling bench`: training and sampling throughput, fast path vs the official release's settings."""
+from scaling.commands.argtypes import finite_float, image_side, non_negative_int, positive_int
 
 
 def add_parser(subparsers):
@@ -10,16 +11,19 @@ def add_parser(subparsers):
         "compile, as the official release), in the same run, and print the ratio.",
     )
     p.add_argument("--model", default="DiT-S/4", help="model name (the paper's figures: DiT-XL/2, DiT-B/4)")
-    p.add_argument("--batch-size", type=int, default=8, help="training batch size")
-    p.add_argument("--input-size", type=int, default=32, help="latent side (32 = 256 px through the SD VAE)")
-    p.add_argument("--in-channels", type=int, default=4, help="input channels (4 for SD-VAE latents)")
-    p.add_argument("--num-classes", type=int, default=1000, help="classes")
-    p.add_argument("--train-steps", type=int, default=5, help="timed training steps (after --warmup)")
-    p.add_argument("--warmup", type=int, default=2, help="untimed warm-up steps (compilation, kernel selection)")
-    p.add_argument("--sample-images", type=int, default=4, help="images sampled in the sampling benchmark (0: skip it)")
-    p.add_argument("--sample-steps", type=int, default=10, help="DDPM steps of the sampling benchmark (the paper: 250)")
-    p.add_argument("--cfg-scale", type=float, default=1.5, help="guidance scale of the sampling benchmark")
-    p.add_argument("--checkpoint-blocks", type=int, default=0,
+    p.add_argument("--batch-size", type=positive_int, default=8, help="training batch size")
+    p.add_argument("--input-size", type=image_side, default=32, help="latent side (32 = 256 px through the SD VAE)")
+    p.add_argument("--in-channels", type=positive_int, default=4, help="input channels (4 for SD-VAE latents)")
+    p.add_argument("--num-classes", type=positive_int, default=1000, help="classes")
+    p.add_argument("--train-steps", type=positive_int, default=5, help="timed training steps (after --warmup)")
+    p.add_argument("--warmup", type=non_negative_int, default=2,
+                   help="untimed warm-up steps (compilation, kernel selection)")
+    p.add_argument("--sample-images", type=non_negative_int, default=4,
+                   help="images sampled in the sampling benchmark (0: skip it)")
+    p.add_argument("--sample-steps", type=positive_int, default=10,
+                   help="DDPM steps of the sampling benchmark (the paper: 250)")
+    p.add_argument("--cfg-scale", type=finite_float, default=1.5, help="guidance scale of the sampling benchmark")
+    p.add_argument("--checkpoint-blocks", type=non_negative_int, default=0,
                    help="recompute the first K blocks' activations in backward (memory for time; default 0)")
     p.add_argument("--sample-compile-mode", default="default",
                    help="the fast path's compile mode for sampling: default, reduce-overhead (CUDA graphs) or "

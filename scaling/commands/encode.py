@@ -1,4 +1,5 @@
 """`scaling encode`: encode a dataset once into a latent cache (VAE posterior of each image and its flip)."""
+from scaling.commands.argtypes import image_side, non_negative_int, positive_int
 
 DESCRIPTION = """\
 Encode a dataset once into a latent cache that `scaling train --data LATENTS` reads.
@@ -44,12 +45,12 @@ def add_parser(subparsers):
     p.add_argument("--flip", action=argparse.BooleanOptionalAction, default=None,
                    help="store each image's mirror too, so training draws random flips (default: on for image "
                        "folders, off for mnist32, whose digits must not be mirrored)")
-    p.add_argument("--resolution", type=int, default=None,
+    p.add_argument("--resolution", type=image_side, default=None,
                    help="image side after ADM's centre crop (default 256 for image folders; MNIST-32 keeps 32)")
-    p.add_argument("--batch-size", type=int, default=64,
+    p.add_argument("--batch-size", type=positive_int, default=64,
                    help="images per VAE call (each is encoded with its flip, so the VAE sees twice as many) (default "
                        "64)")
-    p.add_argument("--num-workers", type=int, default=None,
+    p.add_argument("--num-workers", type=non_negative_int, default=None,
                    help="data loader processes decoding images (default: min(8, CPU count))")
     p.add_argument("--device", default="auto",
                    help="auto (cuda when available, else cpu), cpu, cuda or cuda:N (default auto)")

@@ -3,6 +3,7 @@ import contextlib
 
 from eval.features import EXTRACTORS, PRECISIONS
 from eval.metric_groups import DEFAULT_METRICS, describe_groups
+from scaling.commands.argtypes import positive_int
 from scaling.commands.output import add_format_argument
 from study.metrics import METRICS
 
@@ -62,7 +63,7 @@ def add_feature_options(p):
                    help="InceptionV3 weights file (torch-fidelity's weights-inception-2015-12-05-6726825d.pth); "
                    "default: $DIT_INCEPTION_WEIGHTS, else the torch hub cache, downloading it when online")
     p.add_argument("--device", help="cpu or cuda (default: cuda when available)")
-    p.add_argument("--batch-size", type=int, help="images per feature batch (default: 250 on GPU, 50 on CPU)")
+    p.add_argument("--batch-size", type=positive_int, help="images per feature batch (default: 250 on GPU, 50 on CPU)")
     p.add_argument(
         "--precision",
         choices=PRECISIONS.names(),
@@ -73,10 +74,13 @@ def add_feature_options(p):
 
 
 def run(args):
+    from dit.io import check_file_path
     from eval.evaluate import evaluate_samples
     from eval.metric_groups import parse_metrics
 
     metrics = parse_metrics(args.metrics)
+    if args.json not in (None, "-"):
+        check_file_path(args.json, "--json")
     with one_line_warnings("eval"), distributed() as is_main:
         result = evaluate_samples(args.samples, args.ref, args.features, metrics=metrics, device=args.device,
                                   batch_size=args.batch_size, inception_weights=args.inception_weights,

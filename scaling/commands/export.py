@@ -22,6 +22,8 @@ def add_parser(subparsers):
         "--model",
         help="expected model name, e.g. DiT-XL/2 (checked; needed for a safetensors file without our metadata)",
     )
+    p.add_argument("--force", action="store_true",
+                   help="replace --out even when it is not an earlier export (an export replaces its own without it)")
     p.set_defaults(func=run)
 
 
@@ -31,7 +33,7 @@ def run(args):
     if args.format == "safetensors":
         if args.vae:
             raise ValueError("--vae goes with --format diffusers (a safetensors file holds only the DiT)")
-        out = export_safetensors(args.ckpt, args.out, model_name=args.model)
+        out = export_safetensors(args.ckpt, args.out, model_name=args.model, force=args.force)
     else:
-        out = export_diffusers(args.ckpt, args.out, vae=args.vae, model_name=args.model)
+        out = export_diffusers(args.ckpt, args.out, vae=args.vae, model_name=args.model, force=args.force)
     print(f"wrote {args.format} weights to {out}")

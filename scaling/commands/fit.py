@@ -3,6 +3,8 @@ paper's published numbers), with t intervals and an optional backtest on the lar
 import json
 import math
 
+from scaling.commands.argtypes import finite_float, non_negative_int
+
 LAW_CHOICES = ("saturating", "power")
 
 
@@ -18,11 +20,11 @@ def add_parser(subparsers):
     p.add_argument("--law", choices=LAW_CHOICES, default="saturating", help="the law to fit (default saturating)")
     p.add_argument("--frontier", action="store_true", help="fit only the compute-efficient frontier of y against x")
     p.add_argument("--higher-is-better", action="store_true", help="the frontier keeps the highest y (e.g. IS)")
-    p.add_argument("--holdout", type=int, default=0, metavar="K",
+    p.add_argument("--holdout", type=non_negative_int, default=0, metavar="K",
                    help="backtest: fit without the K largest x values and check the held-out points")
     p.add_argument("--where", action="append", default=[], metavar="COLUMN=VALUE",
                    help="keep only rows where COLUMN equals VALUE (repeatable), e.g. --where cfg_scale=1")
-    p.add_argument("--confidence", type=float, default=0.95, help="level of the intervals (default 0.95)")
+    p.add_argument("--confidence", type=finite_float, default=0.95, help="level of the intervals (default 0.95)")
     p.add_argument("--format", choices=("table", "json"), default="table", help="output format")
     p.set_defaults(func=run)
 

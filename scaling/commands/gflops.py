@@ -1,4 +1,5 @@
 """`scaling gflops`: forward Gflops of one sample per model, as the paper counts them (fvcore)."""
+from scaling.commands.argtypes import image_side, positive_int
 from scaling.commands.output import TABLE_FORMATTERS, add_format_argument, format_rows
 from study.blocks import DEFAULT_BLOCK
 
@@ -29,14 +30,15 @@ def add_parser(subparsers):
     )
     p.add_argument(
         "--input-size",
-        type=int,
+        type=image_side,
         default=32,
         help="latent/pixel grid side (32 = 256 px through the SD VAE; 64 = 512 px) (default 32)",
     )
     p.add_argument(
-        "--in-channels", type=int, default=4, help="input channels (4 for SD-VAE latents, 1 for MNIST) (default 4)"
+        "--in-channels", type=positive_int, default=4,
+        help="input channels (4 for SD-VAE latents, 1 for MNIST) (default 4)"
     )
-    p.add_argument("--num-classes", type=int, default=1000, help="number of classes (default 1000, ImageNet)")
+    p.add_argument("--num-classes", type=positive_int, default=1000, help="number of classes (default 1000, ImageNet)")
     p.add_argument("--block", nargs="+", default=[DEFAULT_BLOCK], metavar="BLOCK",
                    help=f"conditioning block(s): in-context, cross-attn, adaln, adaln-zero (default {DEFAULT_BLOCK})")
     add_format_argument(p)

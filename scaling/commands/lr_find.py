@@ -1,6 +1,10 @@
 """`scaling lr-find`: the learning-rate range test, as a plot and a suggested maximum rate."""
 import argparse
 
+from scaling.commands.argtypes import bounded_int, positive_float
+
+LR_FIND_MIN_STEPS = 5  # fewer rates than this show no curve to read a maximum from
+
 
 def add_parser(subparsers):
     import dataclasses
@@ -20,9 +24,9 @@ def add_parser(subparsers):
         argument_default=argparse.SUPPRESS,
     )
     p.add_argument("--out", default="lr-find", help="output folder, e.g. a run directory (default: ./lr-find)")
-    p.add_argument("--min-lr", type=float, default=1e-6, help="first learning rate")
-    p.add_argument("--max-lr", type=float, default=1e-2, help="last learning rate")
-    p.add_argument("--num-steps", type=int, default=200, help="steps of the test")
+    p.add_argument("--min-lr", type=positive_float, default=1e-6, help="first learning rate")
+    p.add_argument("--max-lr", type=positive_float, default=1e-2, help="last learning rate")
+    p.add_argument("--num-steps", type=bounded_int(LR_FIND_MIN_STEPS), default=200, help="steps of the test")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     hints = typing.get_type_hints(TrainConfig)
     for field in dataclasses.fields(TrainConfig):

@@ -1,4 +1,5 @@
 """`scaling models`: the model table (sizes x patch sizes) with depth, width, heads and parameters."""
+from scaling.commands.argtypes import image_side, positive_int
 from scaling.commands.output import TABLE_FORMATTERS, add_format_argument, format_rows
 
 
@@ -8,10 +9,12 @@ def add_parser(subparsers):
         help="list DiT sizes with depth, width, heads and parameter counts",
         description="List the DiT sizes (the paper's S/B/L/XL and tiny T/M for CPU work) with their parameter counts.",
     )
-    p.add_argument("--input-size", type=int, default=32, help="latent/pixel grid side (32 = 256 px through the SD VAE)")
-    p.add_argument("--in-channels", type=int, default=4, help="input channels (4 for SD-VAE latents, 1 for MNIST)")
-    p.add_argument("--num-classes", type=int, default=1000, help="number of classes (1000 for ImageNet)")
-    p.add_argument("--patch-sizes", type=int, nargs="+", default=[2, 4, 8], help="patch sizes to list")
+    p.add_argument("--input-size", type=image_side, default=32,
+                   help="latent/pixel grid side (32 = 256 px through the SD VAE)")
+    p.add_argument("--in-channels", type=positive_int, default=4,
+                   help="input channels (4 for SD-VAE latents, 1 for MNIST)")
+    p.add_argument("--num-classes", type=positive_int, default=1000, help="number of classes (1000 for ImageNet)")
+    p.add_argument("--patch-sizes", type=positive_int, nargs="+", default=[2, 4, 8], help="patch sizes to list")
     add_format_argument(p)
     p.set_defaults(func=run)
 

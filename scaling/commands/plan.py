@@ -95,16 +95,18 @@ def total_lines(cost, price: float | None, what: str = "in all") -> list[str]:
 
 def plan_rows(runs) -> list[dict]:
     """One row per run: what it trains and what it costs."""
+    from scaling.cost import check_fits_a_gpu
     from scaling.flops import gflops, params
     from study.schema import train_compute_gflops
 
     rows = []
     for run in runs:
         config = run.dit_config()
-        g = gflops(config)
+        g, p = gflops(config), params(config)
+        check_fits_a_gpu(run, p)
         rows.append(dict(
             run=run.label, model=run.model, block=run.block, tokens=config.num_tokens,
-            params=params(config), gflops=g, batch_size=run.train.batch_size,
+            params=p, gflops=g, batch_size=run.train.batch_size,
             steps=run.train.steps, train_compute_gflops=train_compute_gflops(g, run.train.batch_size, run.train.steps),
             ema_snapshot_gb=snapshot_bytes(run, params(config)) / 1e9,
         ))
@@ -137,6 +139,18 @@ def sweep_lines(spec, runs, rows, cost=None) -> list[str]:
     return [f"sweep: {sizes}: {len(runs)} runs",
             f"tuning (every swept {', '.join(TUNED)} value but one per model): {100 * share:.0f}% of the training "
             f"compute{hours}"]
+
+
+def note_missing_data(dataset: str):
+    """A note on stderr when the grid's data folder is not here (a plan may be made away from the data)."""
+    import sys
+    from pathlib import Path
+
+    from dit.data import MNIST_NAME
+
+    if dataset != MNIST_NAME and not Path(dataset).exists():
+        print(f"note: the data folder {dataset} does not exist here; make it (an image folder class/*.JPEG, or "
+              f"`scaling encode --data IMAGES --out {dataset}`) before `scaling run-grid`", file=sys.stderr)
 
 
 def snapshot_bytes(run, num_params: int) -> int:
@@ -184,6 +198,8 @@ PLAN_FORMATTERS = {"train_compute_gflops": "{:.3e}".format, "ema_snapshot_gb": "
 
 
 def run(args):
+    from pathlib import Path
+
     from scaling.commands.output import TABLE_FORMATTERS, format_rows
     from scaling.cost import basis_lines, grid_cost, grid_rates
     from scaling.grid import plan
@@ -195,6 +211,8 @@ def run(args):
     spec = load_preset(args.preset) if args.preset else load_grid_or_preset(args.grid)
     runs = plan(spec)
     rows = plan_rows(runs)
+    if args.grid and Path(args.grid).is_file():  # a preset's data folder is where its comments say to put it
+        note_missing_data(spec.data.dataset)
     costed = args.throughput or args.device or gpus or price
     if costed:
         rates = grid_rates(spec.executor, args.throughput, args.device)

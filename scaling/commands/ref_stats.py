@@ -1,4 +1,5 @@
 """`scaling ref-stats`: reference statistics (ADM .npz layout) of a data set, for `scaling eval`."""
+from scaling.commands.argtypes import image_side, non_negative_int, positive_int
 from scaling.commands.eval import add_feature_options, one_line_warnings
 
 
@@ -14,17 +15,17 @@ def add_parser(subparsers):
     p.add_argument("--out", required=True, help="output .npz")
     p.add_argument(
         "--resolution",
-        type=int,
+        type=image_side,
         help="image side: centre-crop size for folders (default 256); mnist32 digits are resized to it (default 32); "
             "ignored for .npz",
     )
     p.add_argument(
         "--num-images",
-        type=int,
+        type=positive_int,
         default=10_000,
         help="reference images kept in arr_0 for precision/recall (ADM: 10,000)",
     )
-    p.add_argument("--seed", type=int, default=0, help="seed of the random choice of kept images")
+    p.add_argument("--seed", type=non_negative_int, default=0, help="seed of the random choice of kept images")
     add_feature_options(p)
     p.set_defaults(func=run)
 

@@ -1,4 +1,5 @@
 """`scaling report GRID_DIR`: the scaling figures, fits and a self-contained HTML + PDF report."""
+from scaling.commands.argtypes import finite_float, non_negative_int
 from study.metrics import metric_names
 
 DESCRIPTION = """\
@@ -33,13 +34,13 @@ def add_parser(subparsers):
                    f"{', '.join(metric_names())} (default: fid)")
     p.add_argument(
         "--step",
-        type=int,
+        type=non_negative_int,
         default=None,
         help="training step of the metric-vs-Gflops figure and fit (default: the last step every run reached)",
     )
     p.add_argument(
         "--target",
-        type=float,
+        type=finite_float,
         default=None,
         help="metric value the fits predict the needed compute for (default: 10%% better than the best so far)",
     )
@@ -72,5 +73,11 @@ def refresh_report(grid_dir, *, interval: float = 0.0):
 
 
 def refresh_report_while_training(grid_dir):
-    """The `on_results` of a grid's runs: the report after an evaluation point, at most every REPORT_INTERVAL s."""
-    refresh_report(grid_dir, interval=REPORT_INTERVAL)
+    """The `on_results` of a grid's runs: the report after an evaluation point, at most every REPORT_INTERVAL s,
+    and always once the grid's last run is done (a grid whose jobs run detached has no final refresh)."""
+    from scaling.grid import plan
+    from scaling.run_state import run_state
+    from scaling.runs import read_grid
+
+    finished = all(run_state(grid_dir, run).state == "done" for run in plan(read_grid(grid_dir)))
+    refresh_report(grid_dir, interval=0.0 if finished else REPORT_INTERVAL)

@@ -28,12 +28,13 @@ TABLE_COLUMNS = ["run", "params", "gflops", "step", "train_compute_gflops", "sam
 
 def shown_columns(df) -> list[str]:
     """The table's columns: TABLE_COLUMNS, with the swept recipe columns that take several values, ema_sigma_rel
-    and val_loss where the table has values of them."""
+    and val_loss where the table has values of them, and `failed` where a run failed."""
     from study.schema import SWEPT_COLUMNS
 
     swept = [c for c in SWEPT_COLUMNS if c in df.columns and df[c].nunique() > 1]
     extra = [c for c in ("ema_sigma_rel", "val_loss") if c in df.columns and df[c].notna().any()]
-    return TABLE_COLUMNS[:1] + swept + TABLE_COLUMNS[1:4] + extra[:1] + TABLE_COLUMNS[4:] + extra[1:]
+    failed = ["failed"] if "failed" in df.columns and df["failed"].any() else []
+    return TABLE_COLUMNS[:1] + swept + TABLE_COLUMNS[1:4] + extra[:1] + TABLE_COLUMNS[4:] + extra[1:] + failed
 
 
 def check_swept(df, axes: list[str]):
@@ -48,13 +49,14 @@ def check_swept(df, axes: list[str]):
 def run(args):
     import pandas as pd
 
-    from scaling.runs import refresh_results
+    from scaling.runs import read_grid, refresh_results
     from study.metrics import METRICS
     from study.schema import read_results
 
+    spec = read_grid(args.grid_dir)  # a file or a folder that is no grid is named as such, not as a missing table
     if args.refresh:
         refresh_results(args.grid_dir)
-    df = read_results(args.grid_dir)
+    df = mark_failed_runs(read_results(args.grid_dir), args.grid_dir, spec)
     if args.best:
         from study.selection import best_rows
 
@@ -76,6 +78,20 @@ def run(args):
             "display.width", 200, "display.max_columns", 20, "display.float_format", "{:.4g}".format
         ):
             print(df[columns].to_string(index=False) if len(df) else "(no evaluation points yet)")
+
+
+def mark_failed_runs(df, grid_dir, spec):
+    """The table with a `failed` column: True on the rows of runs that stopped with an error (their last rows are
+    from before it), and a note naming them."""
+    from scaling.commands.output import note
+    from scaling.grid import plan
+    from scaling.run_state import run_state
+
+    states = [run_state(grid_dir, r) for r in plan(spec)]
+    failed = [s.name for s in states if s.state in ("failed", "damaged")]
+    if failed:
+        note(f"failed runs (marked in the column failed): {', '.join(failed)}; `scaling status` says why")
+    return df.assign(failed=df["run"].isin(failed)) if "run" in df.columns else df
 
 
 def aggregate_seeds(df):

@@ -15,7 +15,8 @@ def add_parser(subparsers):
         "marked failed (`scaling status`) and the grid goes on with the others; SIGTERM/SIGUSR1/SIGINT stop the grid "
         "after the current step's checkpoint (exit 128 + the signal's number). With executor.cpu_workers (or "
         "--cpu-workers) or GPUs, runs go to `scaling run-one` processes, costliest first, each logging to "
-        f"{grid.logs_dir}/<run>.log. "
+        f"{grid.logs_dir}/<run>.log. With executor kind slurm, one SLURM job per run ({grid.slurm_dir}/); "
+        "--detach submits them and returns. "
         "Example: scaling run-grid --preset demo --out runs/demo",
     )
     p.add_argument("grid", nargs="?", help="grid spec YAML file (or use --preset)")
@@ -31,6 +32,9 @@ def add_parser(subparsers):
         action="store_true",
         help="slurm: write the sbatch scripts without submitting; local: print the plan",
     )
+    p.add_argument("--detach", action="store_true",
+                   help="slurm: submit the jobs and return; re-run run-grid (or `scaling status`) later to collect "
+                   "what finished; each job keeps the results table and report current")
     p.add_argument("--no-report", action="store_true", help="do not render the report")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
@@ -51,6 +55,7 @@ def run(args):
     from dit.io import remove_stale_temporaries
     from dit.lock import directory_lock
     from scaling.grid import plan
+    from scaling.runs import check_grid_dir
     from study.layout import GridLayout
 
     spec = load_spec(args)
@@ -64,6 +69,7 @@ def run(args):
             print(r.label)
         return
     grid = GridLayout(grid_dir)
+    check_grid_dir(grid_dir, spec)  # before the lock file is made in a folder that is not ours
     with directory_lock(
         grid.lock, f"grid directory {grid_dir}", "scaling run-grid"
     ):  # a second run-grid here ends in one line, exit 2
@@ -75,13 +81,16 @@ def run_locked(args, spec, runs, grid_dir):
     import time
 
     from scaling.commands.report import refresh_report, refresh_report_while_training
-    from scaling.executors import get_executor
+    from scaling.executors import check_options, run_with
     from scaling.progress import grid_progress
     from scaling.run_state import run_state
     from scaling.runs import claim_grid_dir, refresh_results, sample_count_note
     from study.layout import GridLayout
 
     grid = GridLayout(grid_dir)
+    asked = {"dry_run": args.dry_run, "detach": args.detach}  # passed when given: an executor refuses what it lacks
+    options = {option: True for option, given in asked.items() if given}
+    check_options(spec.executor.kind, options)  # before anything is written
     claim_grid_dir(grid_dir, spec)
     started = time.time()
 
@@ -96,11 +105,12 @@ def run_locked(args, spec, runs, grid_dir):
     if note:
         print(note)
     on_results = None if args.no_report else refresh_report_while_training
-    get_executor(spec.executor.kind)(
-        runs, grid_dir, progress=not args.no_progress, dry_run=args.dry_run, on_done=on_done, on_results=on_results
-    )
+    run_with(spec.executor.kind, runs, grid_dir, progress=not args.no_progress, on_done=on_done, on_results=on_results,
+             **options)
     if args.dry_run:
         print(f"wrote sbatch scripts to {grid.sbatch_dir}")
+        return
+    if args.detach:
         return
     refresh_results(grid_dir)
     if not args.no_report:

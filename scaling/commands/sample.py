@@ -1,4 +1,5 @@
 """`scaling sample`: sample a checkpoint into the ADM evaluator's .npz layout (and a PNG grid)."""
+from scaling.commands.argtypes import finite_float, non_negative_int, positive_int
 
 
 def add_parser(subparsers):
@@ -12,8 +13,9 @@ def add_parser(subparsers):
         "`torchrun --nproc_per_node=N -m scaling.cli sample ...` every GPU takes a share.",
     )
     add_sampling_options(p, num_default=64)
-    p.add_argument("--out", required=True, help="output .npz")
-    p.add_argument("--eta", type=float, default=0.0, help="DDIM eta (0 = deterministic)")
+    p.add_argument("--out", required=True, help="output .npz (an existing file is refused unless --force)")
+    p.add_argument("--force", action="store_true", help="replace an existing --out file")
+    p.add_argument("--eta", type=finite_float, default=0.0, help="DDIM eta (0 = deterministic)")
     p.add_argument(
         "--labels",
         nargs="+",
@@ -28,7 +30,7 @@ def add_parser(subparsers):
     )
     p.add_argument(
         "--guidance-channels",
-        type=int,
+        type=positive_int,
         help="guide only the first K noise channels (3 reproduces the official release)",
     )
     p.add_argument("--precision", default="fp32", help=" or ".join(PRECISIONS))
@@ -48,13 +50,16 @@ def add_sampling_options(p, *, num_default: int):
         help="checkpoint: run_dir/checkpoints/step_NNNNNNN.pt, an official .pt, a diffusers DiT folder or a "
             ".safetensors file",
     )
-    p.add_argument("--num", type=int, default=num_default, help="number of samples (the paper's FID-50K: 50000)")
-    p.add_argument("--steps", type=int, default=250, help="sampling steps out of the 1000 (the paper: 250 DDPM steps)")
+    p.add_argument("--num", type=positive_int, default=num_default,
+                   help="number of samples (the paper's FID-50K: 50000)")
+    p.add_argument("--steps", type=positive_int, default=250,
+                   help="sampling steps out of the 1000 (the paper: 250 DDPM steps)")
     p.add_argument("--sampler", default="ddpm", help="ddpm (ancestral) or ddim")
     p.add_argument(
-        "--cfg-scale", type=float, default=1.0, help="classifier-free guidance scale (1 = none; the paper's best: 1.5)"
+        "--cfg-scale", type=finite_float, default=1.0,
+        help="classifier-free guidance scale (1 = none; the paper's best: 1.5)"
     )
-    p.add_argument("--seed", type=int, default=0, help="seed: the same seed gives the same samples")
+    p.add_argument("--seed", type=non_negative_int, default=0, help="seed: the same seed gives the same samples")
     p.add_argument(
         "--model",
         help="expected model name for an official checkpoint, e.g. DiT-XL/2 (checked; needed for a .safetensors file "
@@ -66,12 +71,15 @@ def run(args):
     from pathlib import Path
 
     from dit.checkpoint import read_checkpoint
+    from dit.io import replaces
     from dit.sample import SampleConfig, generate_samples, resolve_labels, run_metadata, save_npz_grid
 
     if Path(args.out).is_dir():
         raise ValueError(
             f"--out {args.out} is a directory; give the path of a .npz file, e.g. {Path(args.out) / 'samples.npz'}"
         )
+    if replaces(args.out, ours=False, force=args.force):
+        print(f"replacing {args.out} (--force)")
     labels = None
     if args.labels:
         meta = run_metadata(read_checkpoint(args.ckpt, model_name=args.model))

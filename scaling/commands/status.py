@@ -10,7 +10,8 @@ def add_parser(subparsers):
         help="show the state of each run of a grid directory",
         description="Show each run's state (pending, training, done, failed: diverged, with its step and cause), its "
             "step, evaluation points "
-        "done, its latest FID and the training time left, all read from GRID_DIR. For a grid on "
+        "done, its latest FID and the training time left, all read from GRID_DIR; for a grid run through SLURM, "
+        "what SLURM says of each unfinished run's job (squeue, and the job's log once SLURM forgot it). For a grid on "
         "GPUs (or with --throughput), also the GPU-hours of training and evaluation left and the "
         "wall time on --gpus, estimated as `scaling plan` does (runs that have trained a while "
         "with their own seconds per step).",
@@ -45,22 +46,29 @@ def run(args):
     runs = plan(spec)
     states = [run_state(args.grid_dir, r) for r in runs]
     cost_left = cost_left_lines(spec, runs, states, args)  # before any output: a bad option fails alone
+    jobs = job_column(args.grid_dir, runs, states)
     if args.format != "table":
         from scaling.commands.output import format_rows, note
 
-        print(format_rows([state_row(s) for s in states], args.format))
+        rows = [state_row(s) | ({"slurm_job": job} if jobs else {})
+                for s, job in zip(states, jobs or states, strict=True)]
+        print(format_rows(rows, args.format))
         for line in [grid_progress(states, runs), *cost_left]:
             note(line)
         return
-    print(f"{'run':<28} {'state':<9} {'step':>15} {'evaluated':>9} {'latest fid':>10} {'eta':>8}")
-    for s in states:
+    job_head = f" {'slurm job':<24}" if jobs else ""
+    print(f"{'run':<28} {'state':<9} {'step':>15} {'evaluated':>9} {'latest fid':>10} {'eta':>8}{job_head}")
+    for s, job in zip(states, jobs or [""] * len(states), strict=True):
         fid = f"{s.latest['fid']:.2f}" if s.latest and s.latest.get("fid") is not None else "-"
         left = s.seconds_left()
         eta = f"{left / 60:.1f} min" if left is not None else "-"
-        print(f"{s.name:<28} {s.state:<9} {s.step:>7}/{s.steps:<7} {s.evaluated:>4}/{s.points:<4} {fid:>10} {eta:>8}")
+        print(f"{s.name:<28} {s.state:<9} {s.step:>7}/{s.steps:<7} {s.evaluated:>4}/{s.points:<4} {fid:>10} {eta:>8}"
+              + (f" {job:<24}" if jobs else ""))
     first = headline_setting(runs[0])
     for s in states:
-        if s.failure:
+        if s.state == "damaged":
+            print(f"{s.name} is damaged: {s.failure['cause']}")
+        elif s.failure:
             print(
                 f"{s.name} failed at step {s.failure.get('step')}: {s.failure.get('cause')}; fix it, then re-run the "
                 "grid"
@@ -72,6 +80,20 @@ def run(args):
     print(grid_progress(states, runs))
     for line in cost_left:
         print(line)
+
+
+def job_column(grid_dir, runs, states) -> list[str]:
+    """What SLURM says of each run's latest job (queued, running, cancelled, timeout, ...; '-' for a run done or
+    never submitted), from squeue and the job logs; [] for a grid that submitted no SLURM job."""
+    from scaling.slurm import SlurmError, grid_job_states, read_jobs
+
+    if not read_jobs(grid_dir):
+        return []
+    try:
+        jobs = grid_job_states(grid_dir, runs)
+    except SlurmError as exc:
+        return [f"unknown ({exc})" if s.state != "done" else "-" for s in states]
+    return [str(jobs[r.key]) if r.key in jobs and s.state != "done" else "-" for r, s in zip(runs, states, strict=True)]
 
 
 def state_row(s) -> dict:

@@ -89,7 +89,7 @@ def test_feature_batch_size_zero_is_refused(capsys, tmp_path, command):
     paths = ["--samples", tmp_path / "s.npz", "--ref", tmp_path / "r.npz"] if command == "eval" else \
         ["--data", "mnist32", "--out", tmp_path / "r.npz"]
     line = one_error_line(capsys, [command, *paths, "--features", "mnist", "--batch-size", "0", "--no-progress"])
-    assert "batch size must be at least 1 (got 0)" in line
+    assert "--batch-size: must be at least 1 (got 0)" in line
 
 
 def test_sampling_options_are_range_checked(capsys, tiny_run, tmp_path):
@@ -109,7 +109,7 @@ def test_binary_file_as_yaml_names_the_file(capsys, tmp_path):
 
 
 @pytest.mark.parametrize("make, expected, fix", [
-    (lambda p: p.write_text("step,loss\n1,0.5\n"), "not a whole torch file", "give a .pt file"),  # text renamed .pt
+    (lambda p: p.write_text("step,loss\n1,0.5\n"), "not a torch file", "give a .pt file"),  # text renamed .pt
     (lambda p: p.write_bytes(b""), "not a whole torch file", "give a .pt file"),
     # a folder may be a diffusers DiT folder (dit.foreign), so the line says what it lacks
     (lambda p: p.mkdir(), "is a folder but not a diffusers DiT", "a .pt or a .safetensors file"),
@@ -230,9 +230,12 @@ def grid_with_a_record(tmp_path):
 def test_damaged_eval_record_and_results_table_name_the_file_and_the_fix(capsys, tmp_path):
     grid, record = grid_with_a_record(tmp_path)
     record.write_text('{"step": 1000, "fid":')
-    for argv in (["results", grid, "--refresh"], ["status", grid]):
-        line = one_error_line(capsys, argv)
-        assert f"evaluation record {record} is damaged" in line and "scaling results GRID_DIR --refresh" in line
+    line = one_error_line(capsys, ["results", grid, "--refresh"])
+    assert f"evaluation record {record} is damaged" in line and "scaling results GRID_DIR --refresh" in line
+    assert main(["status", str(grid)]) == 0  # status marks the damaged run and shows the others
+    out = capsys.readouterr().out
+    assert "DiT-T/8                      damaged" in out and "DiT-T/4                      pending" in out
+    assert f"DiT-T/8 is damaged: evaluation record {record} is damaged" in out
     record.unlink()
     (grid / "results.parquet").write_bytes(PNG)
     line = one_error_line(capsys, ["results", grid])

@@ -9,7 +9,6 @@ import time
 import pandas as pd
 import pytest
 
-from scaling.executors import slurm, write_sbatch_scripts
 from scaling.grid import plan
 from scaling.gridfile import parse_grid
 from scaling.run_state import run_state
@@ -81,29 +80,6 @@ def test_a_directory_of_another_grid_is_refused(tmp_path):
     claim_grid_dir(tmp_path / "out", parse_grid(grid_file(tmp_path, name="first").read_text()))
     with pytest.raises(ValueError, match="holds the runs of grid 'first'"):
         claim_grid_dir(tmp_path / "out", parse_grid(grid_file(tmp_path, name="second").read_text()))
-
-
-SLURM = ", slurm: {partition: gpu, account: lab, nodes: 2, gpus_per_node: 4, time: 60}"
-
-
-def test_slurm_dry_run_writes_one_sbatch_script_per_run(tmp_path):
-    runs = plan(parse_grid(grid_file(tmp_path, kind="slurm", slurm=SLURM).read_text()))
-    scripts = write_sbatch_scripts(runs, tmp_path / "out")
-    assert [p.name for p in scripts] == ["DiT-custom-8-d1-w32-h2.sbatch", "DiT-custom-4-d1-w32-h2.sbatch"]
-    text = scripts[0].read_text()
-    for line in ("#SBATCH --partition=gpu", "#SBATCH --account=lab", "#SBATCH --nodes=2", "#SBATCH --gpus-per-node=4",
-                 "#SBATCH --ntasks-per-node=4", "#SBATCH --time=60"):
-        assert line in text
-    assert "scaling.cli run-one" in text and "DiT-custom/8-d1-w32-h2" in text
-
-
-def test_submitits_local_executor_runs_a_real_tiny_run(tmp_path):
-    spec = parse_grid(grid_file(tmp_path, name="sub", steps=4, every=4, kind="slurm", slurm=SLURM).read_text())
-    runs = plan(spec)[:1]
-    claim_grid_dir(tmp_path / "out", spec)
-    slurm(runs, tmp_path / "out", cluster="local")
-    assert run_state(tmp_path / "out", runs[0]).state == "done"
-    assert len(read_results(tmp_path / "out")) == 1
 
 
 def test_eta_fits_a_line_to_timed_runs_and_waits_for_two_sizes(tmp_path):
