@@ -89,6 +89,9 @@ def test_report_has_the_sweep_section_with_the_mutransfer_figure(tmp_path):
 
 
 def test_results_best_lr_prints_one_row_per_model_and_refuses_a_grid_without_the_axis(tmp_path, capsys):
+    from tests.scaling.test_sweep import GRID
+
+    (tmp_path / "grid.yaml").write_text(GRID)  # a grid directory, as `scaling run-grid` leaves it
     write_results(sweep_table(seeds=(0,)), tmp_path)
     assert main(["results", str(tmp_path), "--best", "lr", "--select-on", "val_loss", "--format", "csv"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
