@@ -15,25 +15,27 @@ from study.registry import Registry
 ATTENTION_IMPLS = Registry("attention", ("sdpa", "math"))
 
 
-def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, impl: str) -> torch.Tensor:
-    """Multi-head attention softmax(q k^T / sqrt(d)) v on (N, H, T, d) tensors.
+def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, impl: str, scale: float | None = None) -> torch.Tensor:
+    """Multi-head attention softmax(q k^T * scale) v on (N, H, T, d) tensors; scale None is 1 / sqrt(d)
+    (μP's is dit.parametrization.attention_scale).
 
     "sdpa" dispatches to PyTorch's fused kernels (flash / memory-efficient on GPU); "math" writes
     the two matmuls out, which is what the Gflops counter sees and what a debugger can step into.
     """
     if impl == "sdpa":
-        return F.scaled_dot_product_attention(q, k, v)
-    scores = (q * q.shape[-1] ** -0.5) @ k.transpose(-2, -1)  # (N, H, Tq, Tk)
+        return F.scaled_dot_product_attention(q, k, v, scale=scale)
+    scores = (q * (q.shape[-1] ** -0.5 if scale is None else scale)) @ k.transpose(-2, -1)  # (N, H, Tq, Tk)
     return scores.softmax(dim=-1) @ v  # (N, H, Tq, d)
 
 
 class Attention(nn.Module):
     """Multi-head self-attention with a fused qkv projection (names as timm's, which DiT used)."""
 
-    def __init__(self, dim: int, num_heads: int, impl: str = "sdpa"):
+    def __init__(self, dim: int, num_heads: int, impl: str = "sdpa", scale: float | None = None):
         super().__init__()
         self.num_heads = num_heads
         self.impl = impl
+        self.scale = scale
         self.qkv = nn.Linear(dim, dim * 3)
         self.proj = nn.Linear(dim, dim)
 
@@ -41,17 +43,18 @@ class Attention(nn.Module):
         N, T, D = x.shape
         qkv = self.qkv(x).reshape(N, T, 3, self.num_heads, D // self.num_heads)  # (N, T, 3, H, d)
         q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each (N, H, T, d)
-        out = attend(q, k, v, self.impl)  # (N, H, T, d)
+        out = attend(q, k, v, self.impl, self.scale)  # (N, H, T, d)
         return self.proj(out.transpose(1, 2).reshape(N, T, D))  # (N, T, D)
 
 
 class CrossAttention(nn.Module):
     """Multi-head attention from the image tokens (queries) to a conditioning sequence."""
 
-    def __init__(self, dim: int, num_heads: int, impl: str = "sdpa"):
+    def __init__(self, dim: int, num_heads: int, impl: str = "sdpa", scale: float | None = None):
         super().__init__()
         self.num_heads = num_heads
         self.impl = impl
+        self.scale = scale
         self.q = nn.Linear(dim, dim)
         self.kv = nn.Linear(dim, dim * 2)
         self.proj = nn.Linear(dim, dim)
@@ -62,7 +65,7 @@ class CrossAttention(nn.Module):
         q = self.q(x).reshape(N, T, H, D // H).transpose(1, 2)  # (N, H, T, d)
         kv = self.kv(context).reshape(N, S, 2, H, D // H)  # (N, S, 2, H, d)
         k, v = kv.permute(2, 0, 3, 1, 4).unbind(0)  # each (N, H, S, d)
-        out = attend(q, k, v, self.impl)  # (N, H, T, d)
+        out = attend(q, k, v, self.impl, self.scale)  # (N, H, T, d)
         return self.proj(out.transpose(1, 2).reshape(N, T, D))  # (N, T, D)
 
 
@@ -89,10 +92,11 @@ class InContextBlock(nn.Module):
 
     conditioning = "tokens"
 
-    def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 4.0, attention: str = "sdpa"):
+    def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 4.0, attention: str = "sdpa",
+                 attn_scale: float | None = None):
         super().__init__()
         self.norm1 = nn.LayerNorm(dim, eps=1e-6)
-        self.attn = Attention(dim, num_heads, attention)
+        self.attn = Attention(dim, num_heads, attention, attn_scale)
         self.norm2 = nn.LayerNorm(dim, eps=1e-6)
         self.mlp = Mlp(dim, int(dim * mlp_ratio))
 
@@ -106,12 +110,13 @@ class CrossAttentionBlock(nn.Module):
 
     conditioning = "sequence"
 
-    def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 4.0, attention: str = "sdpa"):
+    def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 4.0, attention: str = "sdpa",
+                 attn_scale: float | None = None):
         super().__init__()
         self.norm1 = nn.LayerNorm(dim, eps=1e-6)
-        self.attn = Attention(dim, num_heads, attention)
+        self.attn = Attention(dim, num_heads, attention, attn_scale)
         self.norm_cross = nn.LayerNorm(dim, eps=1e-6)
-        self.cross_attn = CrossAttention(dim, num_heads, attention)
+        self.cross_attn = CrossAttention(dim, num_heads, attention, attn_scale)
         self.norm2 = nn.LayerNorm(dim, eps=1e-6)
         self.mlp = Mlp(dim, int(dim * mlp_ratio))
 
@@ -127,10 +132,11 @@ class AdaLNBlock(nn.Module):
     conditioning = "vector"
     num_modulations = 4
 
-    def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 4.0, attention: str = "sdpa"):
+    def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 4.0, attention: str = "sdpa",
+                 attn_scale: float | None = None):
         super().__init__()
         self.norm1 = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
-        self.attn = Attention(dim, num_heads, attention)
+        self.attn = Attention(dim, num_heads, attention, attn_scale)
         self.norm2 = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
         self.mlp = Mlp(dim, int(dim * mlp_ratio))
         self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(dim, self.num_modulations * dim))
@@ -165,27 +171,34 @@ BLOCKS = Registry("block", {
 })
 
 
+def readout(x: torch.Tensor, mult: float) -> torch.Tensor:
+    """The final layer's input times μP's readout multiplier; untouched at 1 (SP), so SP stays bit-identical."""
+    return x if mult == 1.0 else x * mult
+
+
 class AdaptiveFinalLayer(nn.Module):
     """adaLN-modulated LayerNorm and a linear decoder to p*p*C_out values per token (official `FinalLayer`)."""
 
-    def __init__(self, dim: int, patch_size: int, out_channels: int):
+    def __init__(self, dim: int, patch_size: int, out_channels: int, readout_mult: float = 1.0):
         super().__init__()
+        self.readout_mult = readout_mult  # μP's 1 / m on the linear layer's input (1 in SP: no multiply)
         self.norm_final = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
         self.linear = nn.Linear(dim, patch_size * patch_size * out_channels)
         self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(dim, 2 * dim))
 
     def forward(self, x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
         shift, scale = self.adaLN_modulation(cond).chunk(2, dim=1)  # each (N, D)
-        return self.linear(modulate(self.norm_final(x), shift, scale))  # (N, T, p*p*C_out)
+        return self.linear(readout(modulate(self.norm_final(x), shift, scale), self.readout_mult))  # (N, T, p*p*C_out)
 
 
 class PlainFinalLayer(nn.Module):
     """LayerNorm and a linear decoder, for blocks whose conditioning is not adaptive normalisation."""
 
-    def __init__(self, dim: int, patch_size: int, out_channels: int):
+    def __init__(self, dim: int, patch_size: int, out_channels: int, readout_mult: float = 1.0):
         super().__init__()
+        self.readout_mult = readout_mult  # μP's 1 / m on the linear layer's input (1 in SP: no multiply)
         self.norm_final = nn.LayerNorm(dim, eps=1e-6)
         self.linear = nn.Linear(dim, patch_size * patch_size * out_channels)
 
     def forward(self, x: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
-        return self.linear(self.norm_final(x))  # (N, T, p*p*C_out)
+        return self.linear(readout(self.norm_final(x), self.readout_mult))  # (N, T, p*p*C_out)

@@ -13,6 +13,7 @@ from dit.ema import DEFAULT_SIGMA_RELS, SNAPSHOT_DTYPES, check_sigma_rel
 from dit.io import read_text
 from dit.latents import CODECS
 from dit.loggers import LOGGERS
+from dit.parametrization import PARAMETRIZATIONS
 from dit.schedules import LR_SCHEDULES
 from study.blocks import DEFAULT_BLOCK
 from study.registry import Registry
@@ -40,6 +41,7 @@ AT_LEAST_ONE_OR_UNSET = {  # option -> what leaving it out means
     "depth": "the named size's", "hidden_size": "the named size's", "num_heads": "the named size's",
     "resolution": "the data set's own", "keep_every": "no checkpoints kept beyond keep_last",
     "sample_every": "a sample grid at each checkpoint", "micro_batch_size": "each rank's batch in one pass",
+    "base_width": "the model's own width (μP)",
 }
 INTERVALS = {  # option -> (test, the interval it tests)
     "lr": (lambda v: 0 < v < 1, "(0, 1)"),
@@ -84,6 +86,8 @@ class TrainConfig:
     ema_snapshot_every: int = 10_000  # steps between snapshots of the profiles (and one at the last step)
     ema_snapshot_precision: str = "fp16"  # of the snapshots (the profiles themselves stay float32)
     seed: int = 0
+    parametrization: str = "sp"  # "sp" (the paper's) or "mup": μP, whose lr transfers across widths
+    base_width: int | None = None  # μP's base width: the width the lr was tuned at (None: the model's own)
     # bookkeeping
     log_every: int = 100
     ckpt_every: int = 50_000
@@ -116,7 +120,7 @@ class TrainConfig:
             raise ValueError(f"ema_sigma_rels {list(self.ema_sigma_rels)} repeat a length; list distinct ones")
         registries = {
             "block": BLOCKS, "attention": ATTENTION_IMPLS, "codec": CODECS, "precision": PRECISIONS,
-            "noise_schedule": NOISE_SCHEDULES, "lr_schedule": LR_SCHEDULES,
+            "noise_schedule": NOISE_SCHEDULES, "lr_schedule": LR_SCHEDULES, "parametrization": PARAMETRIZATIONS,
             "ema_snapshot_precision": SNAPSHOT_PRECISIONS,
         }
         for name, registry in registries.items():

@@ -22,6 +22,7 @@ from dit.foreign import (
 )
 from dit.io import atomic_path, current_umask, replaces
 from dit.models import DiT
+from dit.parametrization import fold_into_standard
 
 
 @contextlib.contextmanager
@@ -96,9 +97,11 @@ def export_safetensors(ckpt_path, out, *, model_name: str | None = None, force: 
 
 
 def diffusers_transformer(model: DiT):
-    """diffusers' DiTTransformer2DModel holding this (adaLN-Zero) model's weights."""
+    """diffusers' DiTTransformer2DModel holding this (adaLN-Zero) model's weights; a μP model's multipliers are
+    folded into its weights first (dit.parametrization.fold_into_standard: the same outputs)."""
     from diffusers import DiTTransformer2DModel
 
+    model = fold_into_standard(model)
     check_expressible(model.config)
     transformer = DiTTransformer2DModel(**diffusers_config(model.config))
     transformer.load_state_dict(to_diffusers_state(model.state_dict(), model.config), strict=True)

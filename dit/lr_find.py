@@ -12,7 +12,7 @@ from dit import distributed
 from dit.config import TrainConfig
 from dit.data import make_loader
 from dit.progress import progress_bar
-from dit.train import build_training, step_inputs, train_step
+from dit.train import build_training, set_lr, step_inputs, train_step
 
 SUGGESTION_MARGIN = 10.0  # suggest the rate at the smoothed loss's minimum divided by this
 
@@ -46,8 +46,7 @@ def lr_range_test(config: TrainConfig, *, min_lr: float = 1e-6, max_lr: float = 
     for step, lr in enumerate(
         progress_bar(exponential_rates(min_lr, max_lr, num_steps), desc="lr range test", enabled=progress)
     ):
-        for group in parts.opt.param_groups:
-            group["lr"] = lr
+        set_lr(parts.opt, lr)
         inputs = step_inputs(next(batches), parts, config, step, dist)
         loss = train_step(parts, parts.model, inputs, config)[0].item()
         rates.append(lr)

@@ -12,6 +12,7 @@ from torch.utils.checkpoint import checkpoint
 
 from dit.blocks import ATTENTION_IMPLS, BLOCKS, AdaptiveFinalLayer, PlainFinalLayer
 from dit.embeddings import LabelEmbedder, PatchEmbed, TimestepEmbedder, sincos_2d
+from dit.parametrization import TIMESTEP_STD, attention_scale, check_parametrization, mup_init_, width_mult
 from study.blocks import ADALN_ZERO, DEFAULT_BLOCK
 from study.registry import Registry
 
@@ -62,10 +63,15 @@ class DiTConfig:
     learn_sigma: bool = True
     class_dropout_prob: float = 0.1
     attention: str = "sdpa"
+    parametrization: str = "sp"  # or "mup" (dit.parametrization)
+    base_width: int | None = None  # μP's base width; None: the model's own width (sp: unused, kept None)
 
     def __post_init__(self):
         BLOCKS.check(self.block)
         ATTENTION_IMPLS.check(self.attention)
+        check_parametrization(self.parametrization, self.base_width, self.hidden_size)
+        if self.parametrization == "mup" and self.base_width is None:
+            object.__setattr__(self, "base_width", self.hidden_size)
         if self.input_size < 1:
             raise ValueError(f"input size must be at least 1 (got {self.input_size}); give the latent or pixel side, "
                              f"e.g. 32 (256 px through the SD VAE)")
@@ -100,6 +106,18 @@ class DiTConfig:
     @property
     def num_tokens(self) -> int:
         return (self.input_size // self.patch_size) ** 2
+
+    @property
+    def attention_scale(self) -> float | None:
+        """μP's attention logit scale, or None for the standard 1 / sqrt(head dim)."""
+        if self.parametrization == "sp":
+            return None
+        return attention_scale(self.hidden_size, self.num_heads, self.base_width)
+
+    @property
+    def readout_mult(self) -> float:
+        """The multiplier of the final linear layer's input: 1 / m under μP, 1 in SP."""
+        return 1.0 if self.parametrization == "sp" else 1.0 / width_mult(self.hidden_size, self.base_width)
 
 
 def dit_config(name: str, **overrides) -> DiTConfig:
@@ -144,15 +162,16 @@ class DiT(nn.Module):
         block_cls = BLOCKS[c.block]
         self.conditioning = block_cls.conditioning
         self.blocks = nn.ModuleList(
-            [block_cls(c.hidden_size, c.num_heads, c.mlp_ratio, c.attention) for _ in range(c.depth)]
+            [block_cls(c.hidden_size, c.num_heads, c.mlp_ratio, c.attention, c.attention_scale) for _ in range(c.depth)]
         )
         final_cls = AdaptiveFinalLayer if self.conditioning == "vector" else PlainFinalLayer
-        self.final_layer = final_cls(c.hidden_size, c.patch_size, c.out_channels)
+        self.final_layer = final_cls(c.hidden_size, c.patch_size, c.out_channels, c.readout_mult)
         self.initialize_weights()
 
     def initialize_weights(self):
         """The paper's initialisation (Sec. 3.2): xavier-uniform linears with zero biases, N(0, 0.02)
-        label table and timestep MLP, zeroed adaLN modulation and final linear layer."""
+        label table and timestep MLP, zeroed adaLN modulation and final linear layer; rescaled to μP's
+        (dit.parametrization) when the model is parametrized so."""
 
         def basic_init(module):
             if isinstance(module, nn.Linear):
@@ -166,8 +185,8 @@ class DiT(nn.Module):
         nn.init.xavier_uniform_(w.view(w.shape[0], -1))
         nn.init.zeros_(self.x_embedder.proj.bias)
         nn.init.normal_(self.y_embedder.embedding_table.weight, std=0.02)
-        nn.init.normal_(self.t_embedder.mlp[0].weight, std=0.02)
-        nn.init.normal_(self.t_embedder.mlp[2].weight, std=0.02)
+        nn.init.normal_(self.t_embedder.mlp[0].weight, std=TIMESTEP_STD)
+        nn.init.normal_(self.t_embedder.mlp[2].weight, std=TIMESTEP_STD)
         if self.config.block == ADALN_ZERO:
             for block in self.blocks:
                 nn.init.zeros_(block.adaLN_modulation[-1].weight)
@@ -177,6 +196,8 @@ class DiT(nn.Module):
             nn.init.zeros_(self.final_layer.adaLN_modulation[-1].bias)
         nn.init.zeros_(self.final_layer.linear.weight)
         nn.init.zeros_(self.final_layer.linear.bias)
+        if self.config.parametrization == "mup":
+            mup_init_(self, self.config.hidden_size, self.config.base_width)
 
     def set_checkpointing(self, blocks: int):
         """Recompute the activations of the first `blocks` blocks in backward instead of keeping them
@@ -244,6 +265,8 @@ def create_dit(
     learn_sigma: bool = True,
     class_dropout_prob: float = 0.1,
     attention: str = "sdpa",
+    parametrization: str = "sp",
+    base_width: int | None = None,
     **arch,
 ) -> DiT:
     """Build a DiT by its paper name, e.g. create_dit("DiT-XL/2") for 256 px ImageNet latents.
@@ -259,6 +282,8 @@ def create_dit(
         learn_sigma=learn_sigma,
         class_dropout_prob=class_dropout_prob,
         attention=attention,
+        parametrization=parametrization,
+        base_width=base_width,
         **arch,
     )
     return DiT(config)

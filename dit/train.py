@@ -40,6 +40,7 @@ from dit.io import atomic_write_text, read_json, remove_stale_temporaries
 from dit.lock import directory_lock
 from dit.loggers import Loggers, open_loggers
 from dit.models import DiT, create_dit
+from dit.parametrization import param_groups
 from dit.precision import autocast_for, set_tf32
 from dit.progress import progress_bar
 from dit.sample import save_sample_grid
@@ -95,12 +96,23 @@ def build_model(config: TrainConfig, dataset, codec) -> DiT:
         config.model, input_size=input_size, in_channels=in_channels, num_classes=dataset.num_classes,
         block=config.block, learn_sigma=config.learn_sigma, class_dropout_prob=config.class_dropout_prob,
         attention=config.attention, depth=config.depth, hidden_size=config.hidden_size, num_heads=config.num_heads,
+        parametrization=config.parametrization, base_width=model_base_width(config),
     )
 
 
+def model_base_width(config: TrainConfig) -> int | None:
+    """μP's base width of the model (None: its own width); SP has none."""
+    return config.base_width if config.parametrization == "mup" else None
+
+
 def make_optimizer(model: DiT, config: TrainConfig, device) -> torch.optim.Optimizer:
+    """AdamW over the trainable parameters: one group in SP, μP's per-width groups (dit.parametrization) in μP."""
     fused = config.fused_optimizer and device.type == "cuda"
-    params = [p for p in model.parameters() if p.requires_grad]
+    c = model.config
+    if c.parametrization == "mup":
+        params = param_groups(model, config.lr, config.weight_decay, c.hidden_size, c.base_width)
+    else:
+        params = [p for p in model.parameters() if p.requires_grad]
     return torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay, fused=fused or None)
 
 
@@ -451,8 +463,9 @@ def wrap_for_training(model: DiT, config: TrainConfig, dist: distributed.DistInf
 
 
 def set_lr(opt: torch.optim.Optimizer, lr: float):
+    """Every group's lr: the schedule's `lr` times the group's `lr_mult` (μP's per-width groups; SP has none)."""
     for group in opt.param_groups:
-        group["lr"] = lr
+        group["lr"] = lr * group.get("lr_mult", 1.0)
 
 
 def is_due(step: int, every: int, stop: int) -> bool:

@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 from reports import figures as F
+from reports import lr_sweep as LR
 from reports import rundirs
 from reports import table as T
 from reports.analysis import correlation, frontier_points, isoflop_fit, isoflop_rows
@@ -44,6 +45,8 @@ class Context:
     target: float | None
     run_dirs: dict  # directory name -> Path, runs of the table first in the paper's order
     run_names: dict  # directory name -> run name, for runs in the table
+    swept: pd.DataFrame | None = None  # every row of a grid that sweeps lr (df: those of the fixed recipe)
+    fixed_lr: float | None = None  # the recipe's lr in a grid that sweeps lr
     posthoc: pd.DataFrame | None = None  # the whole table, post-hoc EMA rows too (`df` has the classic EMA's)
 
 
@@ -596,12 +599,72 @@ def configs_section(ctx: Context) -> Section:
     return Section("Exact configs", "configs", blocks)
 
 
+def _sweep_blocks(ctx: Context, m: Metric, param: str) -> list:
+    """One parametrization's metric against Gflops at the fixed lr and at each model's best, and the comparison."""
+    mine = ctx.swept[ctx.swept["parametrization"] == param]
+    fixed, best = LR.at_fixed_lr(mine, ctx.fixed_lr), LR.at_best_lr(mine, VAL_LOSS.column)
+    name, blocks = f"{m.column.replace('_', '-')}-{param}", []
+    for rows, what in ((fixed, f"fixed-lr {ctx.fixed_lr:g}"), (best, "best-lr")):
+        _attempt(blocks, f"{param} {m.label} vs Gflops at {what}", lambda rows=rows, what=what: Plot(
+            f"{name}-vs-gflops-{what.split(' ')[0]}", F.plot_metric_vs_gflops(rows, m.column),
+            f"{param}: {m.label} against Gflops with every model at the {what.replace('-', ' ')} "
+            "(best chosen on the validation loss)."))
+    blocks.append(Text(f"{param}: " + LR.compare_laws(fixed, best, m.column, m.label, ctx.fixed_lr)))
+    return blocks
+
+
+def lr_sweep_section(ctx: Context) -> Section:
+    title = "Each model at its best learning rate"
+    if ctx.swept is None:
+        return Section(title, "lr-sweep", [Text("This grid does not sweep lr (`sweep: {lr: [...]}` in a grid spec "
+                                                "trains each model at several).", note=True)])
+    df = ctx.swept
+    blocks = [Text(f"The main figures above use the grid's fixed recipe (lr {ctx.fixed_lr:g}); here every lr of "
+                   "the sweep. lr* is the vertex of a parabola in log lr through the best lr of the sweep and up to "
+                   f"{LR.NEIGHBOURS} on each side, with a 95% delta-method interval.")]
+    _attempt(blocks, "Validation loss vs lr", lambda: Plot("val-loss-vs-lr", LR.plot_lr_sweep(df, VAL_LOSS.column),
+             "Validation loss against lr at the last step, one curve per model, one panel per parametrization "
+             "(the μTransfer figure): under μP the best lr should stay put as the width grows."))
+    try:
+        best = LR.best_lr_table(df, VAL_LOSS.column)
+    except T.NoData as exc:
+        return Section(title, "lr-sweep", blocks + [Text(f"No best lr yet: {exc}.", note=True)])
+    blocks.append(Table(format_table(best), "Each model's best lr, chosen on the validation loss."))
+    blocks += [Text(line) for line in LR.width_slopes(best).values()]
+    for m in [VAL_LOSS] + [ctx.metric] * (ctx.metric.column != VAL_LOSS.column):
+        if df[m.column].notna().any():
+            for param in df["parametrization"].dropna().unique():
+                blocks += _sweep_blocks(ctx, m, param)
+    return Section(title, "lr-sweep", blocks)
+
+
+def fixed_recipe(grid_dir: Path, df: pd.DataFrame) -> tuple[float, str]:
+    """The lr and parametrization of the grid spec's train section (else the sweep's middle lr and sp)."""
+    import yaml
+
+    spec = GridLayout(grid_dir).spec
+    train = (yaml.safe_load(spec.read_text()) or {}).get("train", {}) if spec.exists() else {}
+    lrs = sorted(df["lr"].dropna().unique())
+    lr = float(train.get("lr", lrs[len(lrs) // 2]))
+    return (lr if any(np.isclose(lrs, lr)) else float(lrs[len(lrs) // 2])), train.get("parametrization", "sp")
+
+
 def posthoc_ema_section(ctx: Context) -> Section:
     return ema_section(ctx.posthoc if ctx.posthoc is not None else ctx.df, ctx.metric, ctx.run_dirs)
 
 
+def recipe_rows(grid_dir: Path, df: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame | None, float | None]:
+    """(the rows of the grid's fixed recipe, every row, the fixed lr) of a grid that sweeps lr; (df, None, None)
+    otherwise. The fixed recipe is the spec's train.lr and train.parametrization."""
+    if not LR.is_lr_sweep(df):
+        return df, None, None
+    fixed_lr, param = fixed_recipe(grid_dir, df)
+    main = LR.at_fixed_lr(df, fixed_lr)
+    return (main[main["parametrization"] == param] if (main["parametrization"] == param).any() else main), df, fixed_lr
+
+
 SECTIONS = (summary_section, grid_section, scaling_section, training_section, paper_section, fits_section,
-            isoflop_section, posthoc_ema_section, samples_section, configs_section)
+            isoflop_section, lr_sweep_section, posthoc_ema_section, samples_section, configs_section)
 
 
 def seed_runs(df: pd.DataFrame) -> list[tuple[str, int]]:
@@ -636,8 +699,9 @@ def build_report(grid_dir, df: pd.DataFrame, *, metric: str = "fid", step=None, 
     names = {dir_name(run): run for run in T.runs(df)["run"]} | seed_run_names(df)
     found = rundirs.run_dirs(grid_dir)
     ordered = {d: found[d] for d in names if d in found} | found
-    ctx = Context(grid_dir=grid_dir, df=classic_ema_rows(df), metric=m, step=step, target=target, run_dirs=ordered,
-                  run_names=names, posthoc=df)
+    main, swept, fixed_lr = recipe_rows(grid_dir, classic_ema_rows(df))
+    ctx = Context(grid_dir=grid_dir, df=main, metric=m, step=step, target=target, run_dirs=ordered,
+                  run_names=names, posthoc=df, swept=swept, fixed_lr=fixed_lr)
     stamp = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
     return Report(title=f"DiT scaling report: {grid_dir.resolve().name}",
                   subtitle=f"{m.label} | {df['run'].nunique()} runs | generated {stamp}",

@@ -38,6 +38,7 @@ COMMANDS = (
     "export",
     "ema",
     "lr-find",
+    "coord-check",
     "bench",
     "run-one",
 )

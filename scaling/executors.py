@@ -169,7 +169,7 @@ class ProcessPool:
                              "then re-run to resume them")
 
     def log_path(self, run: RunSpec) -> Path:
-        return GridLayout(self.grid_dir).run_log(run.name, run.seed)
+        return GridLayout(self.grid_dir).run_log(run.stem, run.seed)
 
     def share_idle_cores(self, queue: list):
         """With no run left to start (`queue` empty), the cores of idle CPU workers go to the runs still going (each

@@ -13,9 +13,15 @@ adaLN-Zero, ImageNet 256 through the SD VAE, batch 256, 400K steps, FID-50K ever
     executor: {kind: local, gpus_per_run: 0, cpu_workers: 1}
     seeds: [0, 1, 2]        # optional: each run once per training seed, one run directory each
     budgets: [1e9, 3e9]     # optional, instead of train.steps: training compute budgets in Gflops
+    sweep: {lr: [5.0e-4, 1.0e-3, 2.0e-3], parametrization: [sp, mup]}  # optional: recipe values, each combination a run
 
 `seeds` repeat every run with `train.seed` set to each (the run keeps its name, its directory gets
 '-seed<N>'; without `seeds` a run trains with `train.seed` in a directory named after it alone).
+`sweep` lists values of training-recipe fields (SWEEPABLE: lr, batch_size, warmup_steps, weight_decay,
+parametrization); every run trains once per combination of them, with every seed and to every budget.
+Like the seed, a swept value keeps the run's name (the model) and goes into its directory, key and
+label ('DiT-B/4-lr0.001-mup-seed1') and into the results table's row key. A μP run without
+`train.base_width` takes the grid's narrowest model's width as its base width.
 `budgets` make an isoFLOP grid: each model trains until Gflops x batch x steps x 3 reaches each
 budget, steps = ceil(budget / (Gflops x batch x 3)), in one run to the largest budget's step, and is
 evaluated at each budget's step instead of every `eval.every` steps (so a budget costs no extra
@@ -27,7 +33,7 @@ A bad value fails with a `SpecError` naming its key, so the file reader can poin
 import dataclasses
 import math
 import re
-from itertools import pairwise
+from itertools import pairwise, product
 
 from dit.blocks import BLOCKS
 from dit.config import DEFAULT_VAE, TrainConfig
@@ -204,6 +210,8 @@ class TrainRecipe:
     ema_snapshot_every: int = 10_000  # steps between snapshots of the profiles (and one at the last step)
     ema_snapshot_precision: str = "fp16"  # of the snapshots (the profiles themselves stay float32)
     seed: int = 0
+    parametrization: str = "sp"  # "sp" (the paper's) or "mup": μP, whose lr transfers across widths
+    base_width: int | None = None  # μP's base width (None: in a grid, its narrowest model's width)
     # bookkeeping
     log_every: int = 100
     ckpt_every: int = 50_000
@@ -243,6 +251,48 @@ class TrainRecipe:
 
 
 DEFAULT_STEPS = TrainRecipe().steps  # a grid with budgets leaves train.steps at this default
+
+# The recipe fields a grid can sweep, in the order a run's directory names them, with their label there.
+SWEEPABLE = {"parametrization": "", "lr": "lr", "batch_size": "bs", "warmup_steps": "warmup", "weight_decay": "wd"}
+# The swept fields that are tuned (one value is kept per model); parametrization is compared, not tuned.
+TUNED = ("lr", "batch_size", "warmup_steps", "weight_decay")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class SweepSpec:
+    """Values of training-recipe fields to sweep; a field left out (None) keeps the recipe's one value."""
+
+    parametrization: tuple[str, ...] | None = None
+    lr: tuple[float, ...] | None = None
+    batch_size: tuple[int, ...] | None = None
+    warmup_steps: tuple[int, ...] | None = None
+    weight_decay: tuple[float, ...] | None = None
+
+    def __post_init__(self):
+        for key in self.axes():
+            values = getattr(self, key)
+            _require(bool(values), key, f"the list is empty; list at least one value, or leave {key} out")
+            _require(len(set(values)) == len(values), key,
+                     f"{list(values)} repeats a value; list each once")
+            for value in values:
+                try:
+                    TrainRecipe(**{key: value})
+                except SpecError as exc:
+                    raise SpecError(key, str(exc)) from None
+
+    def axes(self) -> tuple[str, ...]:
+        """The swept fields, in SWEEPABLE's order."""
+        return tuple(k for k in SWEEPABLE if getattr(self, k) is not None)
+
+    def combinations(self) -> list[tuple[tuple[str, object], ...]]:
+        """Every combination of the swept values as ((field, value), ...); [()] when nothing is swept."""
+        axes = self.axes()
+        return [tuple(zip(axes, values, strict=True)) for values in product(*(getattr(self, k) for k in axes))]
+
+
+def sweep_suffix(sweep: tuple[tuple[str, object], ...]) -> str:
+    """'-mup-lr0.001-bs64' for swept values: each field's label and value ('' when nothing is swept)."""
+    return "".join(f"-{SWEEPABLE[k]}{v:g}" if SWEEPABLE[k] else f"-{v}" for k, v in sweep)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -447,6 +497,7 @@ class GridSpec:
     executor: ExecutorSpec = dataclasses.field(default_factory=ExecutorSpec)
     seeds: tuple[int, ...] = ()  # training seeds, each run once per seed; () = train.seed alone
     budgets: tuple[float, ...] = ()  # training compute budgets (Gflops), instead of train.steps
+    sweep: SweepSpec = dataclasses.field(default_factory=SweepSpec)  # recipe values, each combination a run
 
     def __post_init__(self):
         _require(bool(self.name.strip()), "name", "give the grid a name")
@@ -485,23 +536,29 @@ class RunSpec:
     executor: ExecutorSpec
     seed: int | None = None  # the grid's seed of this run when it names `seeds` (also train.seed)
     budgets: tuple[tuple[float, int], ...] = ()  # (budget Gflops, the step that reaches it), isoFLOP grids
+    sweep: tuple[tuple[str, object], ...] = ()  # (field, value) of each swept recipe field (also in train)
+
+    @property
+    def stem(self) -> str:
+        """The run's name and its swept values, e.g. DiT-B/4-mup-lr0.001 (its name alone without a sweep)."""
+        return self.name + sweep_suffix(self.sweep)
 
     @property
     def dir_name(self) -> str:
-        """The run's directory under GRID_DIR/runs: its name with '/' replaced by '-', and '-seed<N>'
+        """The run's directory under GRID_DIR/runs: its stem with '/' replaced by '-', and '-seed<N>'
         when the grid names seeds (study.layout.run_dir_name)."""
-        return layout.run_dir_name(self.name, self.seed)
+        return layout.run_dir_name(self.stem, self.seed)
 
     @property
     def key(self) -> str:
-        """The run's unique name in its grid (what `scaling run-one` takes): its name, or its directory
+        """The run's unique name in its grid (what `scaling run-one` takes): its stem, or its directory
         name in a grid that names seeds."""
-        return self.name if self.seed is None else self.dir_name
+        return self.stem if self.seed is None else self.dir_name
 
     @property
     def label(self) -> str:
-        """The run in messages: its name, and its seed when the grid names seeds."""
-        return self.name if self.seed is None else f"{self.name} seed {self.seed}"
+        """The run in messages: its stem, and its seed when the grid names seeds."""
+        return self.stem if self.seed is None else f"{self.stem} seed {self.seed}"
 
     @property
     def size(self) -> str:
@@ -608,15 +665,15 @@ def _with_budgets(spec: GridSpec, runs: list[RunSpec]) -> list[RunSpec]:
     """Each run trained to its largest budget's step and evaluated at every budget's."""
     if not spec.budgets:
         return runs
-    per_step = {run.name: step_gflops(run) for run in runs}
-    smallest = min(runs, key=lambda run: per_step[run.name])
-    low = min(spec.budgets)
-    _require(low >= per_step[smallest.name], "budgets",
-             f"budget {low:.3g} Gflops is less than one training step of the smallest model {smallest.name} "
-             f"({per_step[smallest.name]:.3g} Gflops = Gflops x batch {smallest.train.batch_size} x 3); raise it")
+    per_step = [step_gflops(run) for run in runs]
+    smallest = min(range(len(runs)), key=per_step.__getitem__)
+    low, run = min(spec.budgets), runs[smallest]
+    _require(low >= per_step[smallest], "budgets",
+             f"budget {low:.3g} Gflops is less than one training step of the smallest model {run.label} "
+             f"({per_step[smallest]:.3g} Gflops = Gflops x batch {run.train.batch_size} x 3); raise it")
     planned = []
-    for run in runs:
-        steps = budget_steps(spec.budgets, per_step[run.name])
+    for run, per in zip(runs, per_step, strict=True):
+        steps = budget_steps(spec.budgets, per)
         same = [b for (_, prev), (b, s) in pairwise(steps) if s == prev]
         _require(not same, "budgets", f"budget {same[0] if same else 0:.3g} Gflops trains {run.name} for the same "
                  f"steps as a smaller budget; space the budgets further apart")
@@ -631,10 +688,31 @@ def _with_seeds(spec: GridSpec, runs: list[RunSpec]) -> list[RunSpec]:
             for run in runs for seed in spec.seeds] or runs
 
 
+def _with_sweep(spec: GridSpec, runs: list[RunSpec]) -> list[RunSpec]:
+    """Each run once per combination of the swept values, a model's combinations in a row."""
+    return [dataclasses.replace(run, sweep=combo, train=dataclasses.replace(run.train, **dict(combo)))
+            for run in runs for combo in spec.sweep.combinations()]
+
+
+def _with_base_width(runs: list[RunSpec]) -> list[RunSpec]:
+    """μP runs without a base width get the narrowest model's width; a base width wider than a model fails."""
+    widths = [run.dit_config().hidden_size for run in runs]
+    narrowest = min(widths)
+    planned = []
+    for run, width in zip(runs, widths, strict=True):
+        if run.train.parametrization == "mup":
+            base = run.train.base_width or narrowest
+            _require(base <= width, "train", f"train.base_width {base} is wider than {run.label} (width {width}); "
+                     f"give at most the narrowest model's width ({narrowest}), or leave it out for that")
+            run = dataclasses.replace(run, train=dataclasses.replace(run.train, base_width=base))
+        planned.append(run)
+    return planned
+
+
 def plan(spec: GridSpec) -> list[RunSpec]:
-    """The runs of a grid, one per model x patch size x block (x seed), in the grid's order."""
+    """The runs of a grid, one per model x patch size x block (x swept values x seed), in the grid's order."""
     runs = [_model_run(spec, entry) for entry in spec.models.entries()]
     names = [run.name for run in runs]
     twice = sorted({n for n in names if names.count(n) > 1})
     _require(not twice, "models", f"run {twice[0] if twice else ''} is listed twice; list each model x block once")
-    return _with_seeds(spec, _with_budgets(spec, runs))
+    return _with_seeds(spec, _with_budgets(spec, _with_base_width(_with_sweep(spec, runs))))

@@ -33,6 +33,7 @@ def parse_grid(text: str, source: str = "<grid>") -> GridSpec:
     if root is None:
         raise GridFileError(f"{source}: the grid file is empty; give a grid spec (see `scaling plan --help`)")
     _check_steps_or_budgets(root, reader)
+    _check_sweep_lists(root, reader)
     return reader.build(GridSpec, root, "")
 
 
@@ -43,6 +44,15 @@ def _check_steps_or_budgets(root: yaml.Node, reader: TypedReader):
     if budgets and budgets[1].value not in ([], "", "null", "~") and steps:
         reader.fail(steps[0], "train.steps", "give train.steps or budgets, not both: a grid with budgets trains "
                     "each model to the step that reaches each budget")
+
+
+def _check_sweep_lists(root: yaml.Node, reader: TypedReader):
+    """Every value under `sweep:` is a list (or null): a single value would sweep nothing."""
+    sweep = mapping_keys(root).get("sweep")
+    for key, (key_node, value) in (mapping_keys(sweep[1]) if sweep else {}).items():
+        if not isinstance(value, yaml.SequenceNode) and value.tag != "tag:yaml.org,2002:null":
+            reader.fail(key_node, f"sweep.{key}", f"expected a list of values to sweep, got {value.value!r}; "
+                        f"write [{value.value}, ...] with every value to train, or set train.{key} for one value")
 
 
 def load_grid(path) -> GridSpec:

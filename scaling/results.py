@@ -10,7 +10,7 @@ import pandas as pd
 from dit.io import atomic_path, read_json
 from scaling.grid import RunSpec
 from study.layout import GridLayout
-from study.schema import KEY, result_row
+from study.schema import KEY, SWEPT_COLUMNS, result_row
 
 
 def run_columns(run: RunSpec) -> dict:
@@ -30,11 +30,12 @@ def run_columns(run: RunSpec) -> dict:
         "size": config.size,
         "patch_size": config.patch_size,
         "block": config.block,
+        "width": config.hidden_size,
         "params": params,
         "gflops": gflops(config),
         "dataset": run.data.dataset,
         "resolution": run.data.resolution,
-        "batch_size": run.train.batch_size,
+        **{name: run.train[name] for name in SWEPT_COLUMNS},
     }
 
 
@@ -51,7 +52,7 @@ def results_records(grid_dir, runs: list[RunSpec]) -> list[dict]:
     records = []
     for run in runs:
         columns = run_columns(run)
-        paths = grid.run(run.name, run.seed).eval_records()
+        paths = grid.run(run.stem, run.seed).eval_records()
         records += [result_row(columns, read_eval_record(path)) for path in paths]
     return records
 

@@ -15,7 +15,7 @@ from study.layout import GridLayout, RunLayout
 
 def run_layout(grid_dir, run: RunSpec) -> RunLayout:
     """The paths of the run's directory in the grid directory."""
-    return GridLayout(grid_dir).run(run.name, run.seed)
+    return GridLayout(grid_dir).run(run.stem, run.seed)
 
 
 @dataclasses.dataclass(frozen=True)

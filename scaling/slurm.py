@@ -395,7 +395,7 @@ def write_sbatch_scripts(runs: list[RunSpec], grid_dir, *, report: bool = True) 
             signal_delay_s=signal_lead(run, resources), setup=["export OMP_NUM_THREADS=$SLURM_CPUS_PER_TASK"],
             additional_parameters={"requeue": True},
         )
-        path = grid.sbatch_script(run.name, run.seed)
+        path = grid.sbatch_script(run.stem, run.seed)
         path.write_text(text)
         paths.append(path)
     return paths

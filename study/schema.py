@@ -22,11 +22,16 @@ POINT_SCHEMA = {
     "size": ("string", "model size: T, M, S, B, L, XL or custom"),
     "patch_size": ("Int64", "patch side p"),
     "block": ("string", "conditioning block: in-context, cross-attn, adaln, adaln-zero"),
+    "width": ("Int64", "hidden size D of the transformer (the width μP scales by)"),
     "params": ("Int64", "parameter count"),
     "gflops": ("float64", "forward Gflops of one sample (fvcore, one multiply-add = one flop)"),
     "dataset": ("string", "training data set, e.g. mnist32 or imagenet256"),
     "resolution": ("Int64", "image side in pixels"),
     "batch_size": ("Int64", "global training batch size"),
+    "lr": ("float64", "AdamW learning rate of the recipe (under μP: of its input and readout groups)"),
+    "parametrization": ("string", "sp (the paper's standard parametrization) or mup (μP, dit.parametrization)"),
+    "warmup_steps": ("Int64", "steps of linear learning-rate warmup"),
+    "weight_decay": ("float64", "AdamW's decoupled weight decay"),
     "step": ("Int64", "training step of the evaluated checkpoint"),
     "images_seen": ("Int64", "step x batch_size"),
     "train_compute_gflops": ("float64", "gflops x batch_size x step x 3 (the paper's training compute)"),
@@ -45,9 +50,11 @@ POINT_SCHEMA = {
     "features": ("string", "feature extractor: inception or mnist"),
 }
 WALL_SECONDS = ("float64", "wall-clock seconds of training up to this step")
-KEY = ("run", "seed", "step", "ema_sigma_rel", "sampler", "sampling_steps", "cfg_scale", "features")
-RUN_COLUMNS = ("run", "seed", "model", "size", "patch_size", "block", "params", "gflops", "dataset", "resolution",
-               "batch_size")
+# The training-recipe columns a grid can sweep (scaling.grid.SWEEPABLE): part of a row's key, as the seed.
+SWEPT_COLUMNS = ("parametrization", "lr", "batch_size", "warmup_steps", "weight_decay")
+KEY = ("run", "seed", *SWEPT_COLUMNS, "step", "ema_sigma_rel", "sampler", "sampling_steps", "cfg_scale", "features")
+RUN_COLUMNS = ("run", "seed", "model", "size", "patch_size", "block", "width", "params", "gflops", "dataset",
+               "resolution", *SWEPT_COLUMNS)
 
 
 def schema() -> dict[str, tuple[str, str]]:

@@ -10,10 +10,11 @@ show the fixed recipe beside the best.
 import pandas as pd
 
 from study.metrics import METRICS
-from study.schema import check_columns
+from study.schema import SWEPT_COLUMNS, check_columns
 
-# What identifies "a model at a step" across the values of the swept axes (the run's name may carry them).
-MODEL_AT_STEP = ("model", "block", "params", "dataset", "resolution", "batch_size", "step")
+# What identifies "a model at a step" across the values of the swept axes (the run's name may carry them): the
+# model, and the swept recipe values (parametrization, lr, batch size, ...) not among the axes.
+MODEL_AT_STEP = ("model", "block", "width", "params", "dataset", "resolution", *SWEPT_COLUMNS, "step")
 
 
 def best_rows(frame: pd.DataFrame, axes, select_on: str = "val_loss") -> pd.DataFrame:

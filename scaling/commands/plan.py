@@ -118,6 +118,34 @@ def plan_rows(runs) -> list[dict]:
     return rows
 
 
+def tuning_share(runs, costs: list[float]) -> float:
+    """The share of `costs` (one per run) spent on tuning: every swept value of a tuned field (scaling.grid.TUNED)
+    beyond one run per model x seed x parametrization, that run costing its group's mean."""
+    from scaling.grid import TUNED
+
+    groups = {}
+    for run, cost in zip(runs, costs, strict=True):
+        kept = tuple((k, v) for k, v in run.sweep if k not in TUNED)
+        groups.setdefault((run.name, run.seed, kept), []).append(cost)
+    total = sum(costs)
+    return (total - sum(sum(g) / len(g) for g in groups.values())) / total if total else 0.0
+
+
+def sweep_lines(spec, runs, rows, cost=None) -> list[str]:
+    """What a sweep multiplies the grid by, and the share of its training compute (and GPU-hours) that is tuning."""
+    from scaling.grid import TUNED
+
+    axes = spec.sweep.axes()
+    if not axes:
+        return []
+    sizes = ", ".join(f"{k} x {len(getattr(spec.sweep, k))}" for k in axes)
+    share = tuning_share(runs, [row["train_compute_gflops"] for row in rows])
+    hours = f"; of the GPU-hours {100 * tuning_share(runs, [r.gpu_hours for r in cost.runs]):.0f}%" if cost else ""
+    return [f"sweep: {sizes}: {len(runs)} runs",
+            f"tuning (every swept {', '.join(TUNED)} value but one per model): {100 * share:.0f}% of the training "
+            f"compute{hours}"]
+
+
 def note_missing_data(dataset: str):
     """A note on stderr when the grid's data folder is not here (a plan may be made away from the data)."""
     import sys
@@ -209,3 +237,5 @@ def run(args):
         print("\n".join(basis_lines(runs[0], rates)))
         print(format_rows(cost_rows, "table", COST_FORMATTERS))
         print("\n".join(total_lines(cost, price)))
+    for line in sweep_lines(spec, runs, rows, cost if costed else None):
+        print(line)

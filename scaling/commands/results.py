@@ -16,8 +16,9 @@ def add_parser(subparsers):
                    help="seeds: one row per run x step x setting over its seeds, with n_seeds and each metric's "
                    "mean, min, max and 95%% t interval of the mean (ci_low, ci_high; empty with one seed)")
     p.add_argument("--best", metavar="AXIS[,AXIS]",
-                   help="each model at each step at its best value of these columns (e.g. ema_sigma_rel, a grid's "
-                   "post-hoc EMA lengths), chosen on --select-on; rows without a value (the classic EMA) are left out")
+                   help="each model at each step at its best value of these columns (e.g. lr or another swept recipe "
+                   "field, or ema_sigma_rel, a grid's post-hoc EMA lengths), chosen on --select-on; rows without a "
+                   "value (the classic EMA) are left out")
     p.add_argument("--select-on", default="val_loss", metavar="METRIC",
                    help="the metric --best chooses on, averaged over seeds and settings (default: val_loss)")
     p.set_defaults(func=run)
@@ -52,11 +53,23 @@ def table_text(df, columns) -> str:
 
 
 def shown_columns(df) -> list[str]:
-    """The table's columns: TABLE_COLUMNS, with ema_sigma_rel and val_loss where the table has values of them, and
-    `failed` where a run failed."""
+    """The table's columns: TABLE_COLUMNS, with the swept recipe columns that take several values, ema_sigma_rel
+    and val_loss where the table has values of them, and `failed` where a run failed."""
+    from study.schema import SWEPT_COLUMNS
+
+    swept = [c for c in SWEPT_COLUMNS if c in df.columns and df[c].nunique() > 1]
     extra = [c for c in ("ema_sigma_rel", "val_loss") if c in df.columns and df[c].notna().any()]
     failed = ["failed"] if "failed" in df.columns and df["failed"].any() else []
-    return TABLE_COLUMNS[:4] + extra[:1] + TABLE_COLUMNS[4:] + extra[1:] + failed
+    return TABLE_COLUMNS[:1] + swept + TABLE_COLUMNS[1:4] + extra[:1] + TABLE_COLUMNS[4:] + extra[1:] + failed
+
+
+def check_swept(df, axes: list[str]):
+    """ValueError in one line for an axis the grid does not sweep (one value: nothing to choose)."""
+    for axis in axes:
+        values = df[axis].dropna().unique() if axis in df.columns else []
+        if len(values) == 1:
+            raise ValueError(f"the grid does not sweep {axis} (one value: {values[0]}); sweep it in the grid spec "
+                             f"(sweep: {{{axis}: [...]}}) or leave --best out")
 
 
 def run(args):
@@ -73,7 +86,9 @@ def run(args):
     if args.best:
         from study.selection import best_rows
 
-        df = best_rows(df, [a.strip() for a in args.best.split(",")], args.select_on)
+        axes = [a.strip() for a in args.best.split(",") if a.strip()]
+        check_swept(df, axes)
+        df = best_rows(df, axes, args.select_on)
     columns = shown_columns(df)
     if args.aggregate == "seeds":
         df = aggregate_seeds(df)

@@ -23,7 +23,7 @@ def run(args):
     runs = plan(read_grid(args.grid_dir))
     chosen = [r for r in runs if args.run in (r.key, r.dir_name)] or [r for r in runs if args.run == r.name]
     if len(chosen) != 1:
-        problem = "names several runs (one per seed)" if chosen else "is no run"
+        problem = "names several runs (one per seed or swept value)" if chosen else "is no run"
         raise ValueError(f"{args.run!r} {problem} in {args.grid_dir}; give one of: {', '.join(r.key for r in runs)}")
     on_results = None if args.no_report else refresh_report_while_training
     execute_run(chosen[0], args.grid_dir, progress=not args.no_progress, on_results=on_results)

@@ -143,7 +143,7 @@ def test_named_sizes_refuse_architecture_overrides():
 def test_presets_registry_names_the_valid_presets(tmp_path):
     assert set(preset_names()) >= {"paper", "blocks", "demo", "demo-long"}
     with pytest.raises(
-        ValueError, match="unknown preset 'papr'; choose one of blocks, demo, demo-isoflop, demo-long, paper"
+        ValueError, match="unknown preset 'papr'; choose one of blocks, demo, demo-isoflop, demo-long, demo-mup, paper"
     ):
         load_preset("papr")
     path = tmp_path / "g.yaml"

@@ -11,8 +11,9 @@ from study.schema import schema
 from tests.cli_help import option_help
 
 # the results table's columns in the order results.parquet and results.csv hold them
-TABLE_ORDER = ["run", "seed", "model", "size", "patch_size", "block", "params", "gflops", "dataset", "resolution",
-               "batch_size", "step", "images_seen", "train_compute_gflops", "budget", "ema_sigma_rel", "sampler",
+TABLE_ORDER = ["run", "seed", "model", "size", "patch_size", "block", "width", "params", "gflops", "dataset",
+               "resolution", "batch_size", "lr", "parametrization", "warmup_steps", "weight_decay", "step",
+               "images_seen", "train_compute_gflops", "budget", "ema_sigma_rel", "sampler",
                "sampling_steps", "cfg_scale", "sampling_compute_gflops", "num_samples", "sampling_seed", "features",
                "fid", "sfid",
                "inception_score", "precision", "recall", "class_accuracy", "val_loss", "val_mse", "kid", "fd_dinov2",
