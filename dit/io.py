@@ -75,7 +75,7 @@ def check_file_path(path, option: str):
         raise ValueError(f"{option} {path}: {parent} is a file where a folder belongs; give a path in a folder")
 
 
-def replaces(path, *, ours: bool, force: bool) -> bool:
+def replaces(path, *, ours: bool, force: bool, option: str = "--out") -> bool:
     """Whether a writer's output `path` exists (and will be replaced). What the writer did not write itself
     (`ours`) is refused in one ValueError line unless `force`: a writer never silently replaces a user's file."""
     path = Path(path)
@@ -83,7 +83,7 @@ def replaces(path, *, ours: bool, force: bool) -> bool:
         return False
     if not (ours or force):
         kind = "folder" if path.is_dir() else "file"
-        raise ValueError(f"--out {path} is an existing {kind} that this command did not write; give a fresh path, "
+        raise ValueError(f"{option} {path} is an existing {kind} that this command did not write; give a fresh path, "
                          f"or --force to replace it")
     return True
 

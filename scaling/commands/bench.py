@@ -33,7 +33,8 @@ def add_parser(subparsers):
                    "(halving; e.g. the paper's batch 256 for DiT-XL/2 on one GPU)")
     p.add_argument("--paths", nargs="+", default=["reference", "fast"], help="paths to time: reference, fast")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
-    p.add_argument("--json", help="also write the figures to this JSON file")
+    p.add_argument("--json", help="also write the figures to this JSON file (an existing file needs --force)")
+    p.add_argument("--force", action="store_true", help="replace an existing --json file")
     p.add_argument("--save", metavar="FILE.json",
                    help="merge the figures into this throughput table (with device, settings and versions) for "
                    "`scaling plan --throughput`; a row measured again replaces the old one")
@@ -64,9 +65,11 @@ def save_throughput(path, args, rows: list[dict]):
 def run(args):
     import json
 
-    from dit.io import atomic_write_text
+    from dit.io import atomic_write_text, replaces
     from scaling.bench import bench_sampling, bench_training, find_micro_batch
 
+    if args.json:
+        replaces(args.json, ours=False, force=args.force, option="--json")
     geometry = dict(
         input_size=args.input_size, in_channels=args.in_channels, num_classes=args.num_classes, device=args.device
     )
@@ -89,6 +92,15 @@ def run(args):
         if args.find_micro_batch:
             row["largest_micro_batch"] = find_micro_batch(args.model, path=path, batch_size=args.batch_size, **geometry)
         rows.append(row)
+    print_rows(args, rows)
+    if args.json:
+        atomic_write_text(args.json, json.dumps(rows, indent=2) + "\n")
+    if args.save:
+        save_throughput(args.save, args, rows)
+
+
+def print_rows(args, rows: list[dict]):
+    """The measured figures as a table, the micro-batch search's answer, and fast / reference ratios."""
     print(f"{args.model}, batch {args.batch_size}, {args.input_size}x{args.input_size}x{args.in_channels}")
     print(f"{'path':<10} {'train img/s':>12} {'peak GiB':>9} {'sample img/s':>13}")
     for row in rows:
@@ -106,7 +118,3 @@ def run(args):
         if args.sample_images:
             print(f", sampling x{rows[1]['sample_images_per_sec'] / rows[0]['sample_images_per_sec']:.2f}", end="")
         print()
-    if args.json:
-        atomic_write_text(args.json, json.dumps(rows, indent=2) + "\n")
-    if args.save:
-        save_throughput(args.save, args, rows)

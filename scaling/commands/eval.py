@@ -26,8 +26,10 @@ def add_parser(subparsers):
     p.add_argument(
         "--json",
         metavar="PATH",
-        help="also write the metrics as JSON to PATH ('-': print one JSON line instead of the table)",
+        help="also write the metrics as JSON to PATH ('-': print one JSON line instead of the table); an existing "
+        "file is refused unless --force",
     )
+    p.add_argument("--force", action="store_true", help="replace an existing --json file")
     add_format_argument(p)
     p.add_argument(
         "--strict",
@@ -75,13 +77,14 @@ def add_feature_options(p, *, from_reference: bool = False):
 
 
 def run(args):
-    from dit.io import check_file_path
+    from dit.io import check_file_path, replaces
     from eval.evaluate import evaluate_samples
     from eval.metric_groups import parse_metrics
 
     metrics = parse_metrics(args.metrics)
     if args.json not in (None, "-"):
         check_file_path(args.json, "--json")
+        replaces(args.json, ours=False, force=args.force, option="--json")
     with one_line_warnings("eval"), distributed() as is_main:
         result = evaluate_samples(args.samples, args.ref, args.features, metrics=metrics, device=args.device,
                                   batch_size=args.batch_size, inception_weights=args.inception_weights,

@@ -284,6 +284,10 @@ CASES = [
     case(*EVAL, "--batch-size", "0"),
     case(*EVAL, "--metrics", "fid,bogus"),
     case(*EVAL, "--json", "{tmp}/j", make=folder("j")),
+    case(*EVAL, "--json", "{tmp}/j.json", make=text("j.json", "mine"), expect="--force",
+         id="eval --json over a user's file"),
+    case(*BENCH, "--json", "{tmp}/b.json", make=text("b.json", "mine"), expect="--force",
+         id="bench --json over a user's file"),
     case(*EVAL, "--json", "{tmp}/f/m.json", make=text("f", "mine")),
     # ---- ref-stats, encode ----
     *(case(*REF_STATS, o, v) for o, v in (("--resolution", "0"), ("--resolution", "-1"), ("--num-images", "0"),
