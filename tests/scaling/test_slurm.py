@@ -7,11 +7,12 @@ import pytest
 from dit.train import TrainingInterrupted
 from scaling import slurm as slurm_module
 from scaling.grid import plan
-from scaling.gridfile import GridFileError, parse_grid
+from scaling.gridfile import parse_grid
 from scaling.run_state import run_state
 from scaling.runs import claim_grid_dir
 from scaling.slurm import SlurmJob, sbatch_error, signal_lead, slurm, write_sbatch_scripts
 from study.schema import read_results
+from study.typed import TypedFileError
 from tests.scaling.test_runs import GRID, grid_file
 
 GPU = ", slurm: {partition: gpu, account: lab, nodes: 2, gpus_per_node: 4, time: 60}"
@@ -46,13 +47,13 @@ def test_a_cpu_only_cluster_asks_for_cpus_and_no_gpu_and_overrides_apply_per_mod
 def test_resources_check_their_values_and_overrides_name_sizes_or_models(tmp_path):
     runs = slurm_runs(tmp_path, ", slurm: {gpus_per_node: 1, overrides: [{models: [custom], gpus_per_node: 8}]}")
     assert [r.executor.slurm.resources(r.model).gpus_per_node for r in runs] == [8, 8]
-    with pytest.raises(GridFileError, match="gpus_per_node -1 must be 0"):
+    with pytest.raises(TypedFileError, match="gpus_per_node -1 must be 0"):
         slurm_runs(tmp_path, ", slurm: {gpus_per_node: -1}")
-    with pytest.raises(GridFileError, match="'DiT-Q/3' is neither a size"):
+    with pytest.raises(TypedFileError, match="'DiT-Q/3' is neither a size"):
         slurm_runs(tmp_path, ", slurm: {overrides: [{models: [DiT-Q/3], time: 5}]}")
-    with pytest.raises(GridFileError, match="models DiT-custom/4: .*cpus_per_task 0 must be at least 1"):
+    with pytest.raises(TypedFileError, match="models DiT-custom/4: .*cpus_per_task 0 must be at least 1"):
         slurm_runs(tmp_path, ", slurm: {overrides: [{models: [DiT-custom/4], cpus_per_task: 0}]}")
-    with pytest.raises(GridFileError, match="signal_lead 120 s must be positive and shorter than time"):
+    with pytest.raises(TypedFileError, match="signal_lead 120 s must be positive and shorter than time"):
         slurm_runs(tmp_path, ", slurm: {time: 2, signal_lead: 120}")
 
 
