@@ -37,8 +37,7 @@ from itertools import pairwise, product
 
 from dit.blocks import BLOCKS
 from dit.config import DEFAULT_VAE, TrainConfig
-from dit.diffusion import NUM_TRAIN_TIMESTEPS
-from dit.ema import DEFAULT_SIGMA_RELS, check_sigma_rel
+from dit.ema import check_sigma_rel
 from dit.latents import CODECS, SD_VAE_CONFIG
 from dit.models import CUSTOM_SIZE, MODEL_SIZES, PAPER_PATCH_SIZES, DiTConfig, dit_config, parse_model_name
 from dit.posthoc_ema import MIN_SNAPSHOTS
@@ -181,58 +180,9 @@ class DataSpec:
 RUN_OPTIONS = ("model", "block", "depth", "hidden_size", "num_heads", "data", "resolution", "codec", "vae")
 
 
-@dataclasses.dataclass(frozen=True, kw_only=True)
-class TrainRecipe:
-    """The training recipe of every run of a grid: TrainConfig's options (same names, types and defaults, the
-    paper's recipe) less RUN_OPTIONS, which a grid sets per run. A mapping of TrainConfig keyword arguments:
-    `TrainConfig(**recipe, model=...)` works."""
-
-    # model (its size and block come from the grid's `models` section)
-    attention: str = "sdpa"
-    init: str | None = None  # start from these weights at step 0 (any checkpoint, diffusers folder or .safetensors)
-    # diffusion
-    noise_schedule: str = "linear"
-    diffusion_steps: int = NUM_TRAIN_TIMESTEPS
-    learn_sigma: bool = True
-    class_dropout_prob: float = 0.1
-    # optimisation
-    steps: int = 400_000
-    batch_size: int = 256  # global, split across ranks
-    micro_batch_size: int | None = None  # gradient accumulation: each rank's rows in chunks of this many (same result)
-    lr: float = 1e-4
-    lr_schedule: str = "constant"
-    warmup_steps: int = 0
-    weight_decay: float = 0.0
-    max_grad_norm: float | None = None  # the paper does not clip
-    ema_decay: float = 0.9999  # the classic EMA: the model sampled and evaluated
-    # power-function EMA profiles tracked beside it (EDM2), snapshotted for `scaling ema`; () for none
-    ema_sigma_rels: tuple[float, ...] = DEFAULT_SIGMA_RELS
-    ema_snapshot_every: int = 10_000  # steps between snapshots of the profiles (and one at the last step)
-    ema_snapshot_precision: str = "fp16"  # of the snapshots (the profiles themselves stay float32)
-    seed: int = 0
-    parametrization: str = "sp"  # "sp" (the paper's) or "mup": μP, whose lr transfers across widths
-    base_width: int | None = None  # μP's base width (None: in a grid, its narrowest model's width)
-    # bookkeeping
-    log_every: int = 100
-    ckpt_every: int = 50_000
-    keep_last: int = 2  # most recent checkpoints kept ...
-    keep_every: int | None = None  # ... plus every checkpoint at a multiple of this (evaluation points)
-    sample_every: int | None = None  # EMA sample grid every N steps (None: at checkpoints)
-    sample_images: int = 16
-    sample_steps: int = 50
-    sample_cfg_scale: float = 4.0
-    # speed (each switchable; defaults are the fast path, all no-ops on CPU except bf16)
-    device: str = "auto"
-    precision: str = "fp32"
-    tf32: bool = True
-    compile: bool = False
-    fused_optimizer: bool = True
-    fused_ema: bool = True
-    grad_checkpointing: bool = False  # recompute every block's activations in backward ...
-    checkpoint_blocks: int | None = None  # ... or only the first K blocks' (given, it wins)
-    num_workers: int = 4
-    # experiment tracking beside train-log.jsonl: "tensorboard", "wandb" (extras: pip install "dit-scaling[wandb]")
-    loggers: tuple[str, ...] = ()
+class _RecipeMapping:
+    """TrainRecipe's behaviour: a mapping of TrainConfig keyword arguments (`TrainConfig(**recipe, model=...)`),
+    checked by TrainConfig's own rules when the grid is read."""
 
     def keys(self):
         """The option names, for `**recipe`."""
@@ -248,6 +198,19 @@ class TrainRecipe:
         except ValueError as exc:
             named = [k for k in self.keys() if re.search(rf"\b{k}\b", str(exc))]
             raise SpecError(named[0] if named else "", str(exc)) from None
+
+
+# The training recipe of every run of a grid: TrainConfig's options (same names, types and defaults, the paper's
+# recipe; see dit/config.py) less RUN_OPTIONS, which a grid sets per run. A μP run's base_width left None takes
+# the grid's narrowest model's width.
+TrainRecipe = dataclasses.make_dataclass(
+    "TrainRecipe",
+    [(f.name, f.type, dataclasses.field(default=f.default)) for f in dataclasses.fields(TrainConfig)
+     if f.name not in RUN_OPTIONS],
+    bases=(_RecipeMapping,), frozen=True, kw_only=True,
+)
+TrainRecipe.__module__ = __name__  # executors pickle specs by reference to scaling.grid.TrainRecipe
+TrainRecipe.__doc__ = _RecipeMapping.__doc__
 
 
 DEFAULT_STEPS = TrainRecipe().steps  # a grid with budgets leaves train.steps at this default

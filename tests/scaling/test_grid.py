@@ -12,6 +12,7 @@ from dit.config import TrainConfig
 from scaling.cli import main
 from scaling.grid import EXECUTOR_KINDS, RUN_OPTIONS, ModelEntry, TrainRecipe, plan
 from scaling.gridfile import dump_grid, load_grid, load_grid_or_preset, load_preset, parse_grid, preset_names
+from tests.scaling.spec_errors import line_of, spec_error
 
 GRID = textwrap.dedent("""\
     name: tiny
@@ -73,18 +74,6 @@ def test_dump_parse_round_trip_and_pickle():
     assert pickle.loads(pickle.dumps(run)) == run
 
 
-def _error(text: str) -> str:
-    with pytest.raises(ValueError) as info:
-        parse_grid(text, source="grid.yaml")
-    message = str(info.value)
-    assert "\n" not in message
-    return message
-
-
-def _line_of(text: str, fragment: str) -> int:
-    return next(i for i, line in enumerate(text.splitlines(), 1) if fragment in line)
-
-
 @pytest.mark.parametrize("old,new,key", [
     ("  steps: 250", "  stpes: 250", "'train.stpes'"),  # unknown key
     ("  lr: 1e-3", "  lr: fast", "train.lr"),  # wrong type
@@ -101,15 +90,15 @@ def _line_of(text: str, fragment: str) -> int:
 def test_bad_values_name_key_and_line(old, new, key):
     text = GRID.replace(old, new)
     assert text != GRID
-    message = _error(text)
-    assert message.startswith(f"grid.yaml line {_line_of(text, new or 'DiT-custom/4')}: ")
+    message = spec_error(text)
+    assert message.startswith(f"grid.yaml line {line_of(text, new or 'DiT-custom/4')}: ")
     assert key in message
 
 
 def test_model_that_does_not_fit_the_data_fails_clearly():
     text = GRID.replace("resolution: 16", "resolution: 12").replace("patch_sizes: [2, 4]", "patch_sizes: [2, 8]")
-    message = _error(text)
-    assert message.startswith(f"grid.yaml line {_line_of(text, 'models:')}: models: DiT-T/8 does not fit the data")
+    message = spec_error(text)
+    assert message.startswith(f"grid.yaml line {line_of(text, 'models:')}: models: DiT-T/8 does not fit the data")
     assert "12x12x1" in message and "patch size 8 does not divide input size 12" in message
 
 
@@ -119,12 +108,12 @@ def test_model_that_does_not_fit_the_data_fails_clearly():
     ("- a\n- b\n", 1, "must be a mapping"),
     ("name: x\nmodels: {sizes: [S]}\n", 1, "missing the key 'data'"),
     ("name: x\nname: y\n", 2, "'name' appears twice"),
-    (GRID + "executor: {kind: slurm}\n", _line_of(GRID, "eval:") + 1, "needs an executor.slurm section"),
-    (GRID + "executor: {kind: k8s}\n", _line_of(GRID, "eval:") + 1, "executor.kind"),
-    (GRID.replace("codec: identity", "codec: sd-vae"), _line_of(GRID, "data:"), "SD VAE encodes 3-channel images"),
+    (GRID + "executor: {kind: slurm}\n", line_of(GRID, "eval:") + 1, "needs an executor.slurm section"),
+    (GRID + "executor: {kind: k8s}\n", line_of(GRID, "eval:") + 1, "executor.kind"),
+    (GRID.replace("codec: identity", "codec: sd-vae"), line_of(GRID, "data:"), "SD VAE encodes 3-channel images"),
 ])
 def test_malformed_files_fail_with_one_located_line(text, line, words):
-    message = _error(text)
+    message = spec_error(text)
     assert words in message
     if line is not None:
         assert message.startswith(f"grid.yaml line {line}:")
@@ -132,7 +121,7 @@ def test_malformed_files_fail_with_one_located_line(text, line, words):
 
 def test_duplicate_runs_are_refused():
     text = GRID.replace("    - DiT-S/8", "    - DiT-T/2")
-    assert "DiT-T/2 is listed twice" in _error(text)
+    assert "DiT-T/2 is listed twice" in spec_error(text)
 
 
 def test_named_sizes_refuse_architecture_overrides():
@@ -217,7 +206,7 @@ def test_plan_command_table_and_errors(tmp_path, capsys):
     assert main(["plan", str(bad)]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith(
-        f"scaling plan: error: {bad} line {_line_of(GRID, '  steps: 250')}: unknown key 'train.stpes'"
+        f"scaling plan: error: {bad} line {line_of(GRID, '  steps: 250')}: unknown key 'train.stpes'"
     )
     assert "\n" not in err
     assert main(["plan", "--preset", "nope"]) == 2 and "choose one of" in capsys.readouterr().err
@@ -277,8 +266,8 @@ def test_seeds_make_one_run_directory_each_with_the_same_name():
     (GRID + "seeds: [-1]\n", "seeds:", "must be integers of at least 0"),
 ])
 def test_bad_seeds_and_budgets_fail_with_one_located_line(text, fragment, words):
-    message = _error(text)
-    assert message.startswith(f"grid.yaml line {_line_of(text, fragment)}: ")
+    message = spec_error(text)
+    assert message.startswith(f"grid.yaml line {line_of(text, fragment)}: ")
     assert words in message
 
 
@@ -300,6 +289,12 @@ def test_the_recipe_is_train_configs_options_less_the_run_options_with_their_typ
     for name in recipe:
         assert recipe_hints[name] == config_hints[name], name
         assert getattr(TrainRecipe(), name) == getattr(TrainConfig(), name), name
+
+
+def test_the_recipe_refuses_run_options_and_pickles_as_scaling_grids():
+    assert TrainRecipe.__module__ == "scaling.grid"  # executors pickle specs by reference
+    with pytest.raises(TypeError):
+        TrainRecipe(model="DiT-S/2")  # a run option is the grid's models section's, not the recipe's
 
 
 def test_executor_kinds_name_the_registered_executors():

@@ -7,6 +7,7 @@ from scaling.cli import main
 from scaling.grid import SWEEPABLE, plan
 from scaling.gridfile import dump_grid, parse_grid
 from study.schema import KEY, RUN_COLUMNS, SWEPT_COLUMNS
+from tests.scaling.spec_errors import line_of, spec_error
 
 GRID = textwrap.dedent("""\
     name: sweep
@@ -21,18 +22,6 @@ GRID = textwrap.dedent("""\
       lr: [5e-4, 2e-3]
       parametrization: [sp, mup]
     """)
-
-
-def _error(text: str) -> str:
-    with pytest.raises(ValueError) as info:
-        parse_grid(text, source="grid.yaml")
-    message = str(info.value)
-    assert "\n" not in message
-    return message
-
-
-def _line_of(text: str, fragment: str) -> int:
-    return next(i for i, line in enumerate(text.splitlines(), 1) if fragment in line)
 
 
 def test_sweep_expands_every_combination_in_keys_dirs_and_recipes():
@@ -84,15 +73,15 @@ def test_batch_size_sweep_gives_each_value_its_own_budget_steps():
 ])
 def test_bad_sweeps_fail_in_one_line_naming_the_key(old, new, words):
     text = GRID.replace(old, new)
-    message = _error(text)
-    line = _line_of(text, "  " + new.split(":")[0] + ":")
+    message = spec_error(text)
+    line = line_of(text, "  " + new.split(":")[0] + ":")
     assert message.startswith(f"grid.yaml line {line}: ")
     assert words in message
 
 
 def test_base_width_wider_than_a_model_fails_naming_it():
     text = GRID.replace("steps: 20}", "steps: 20, base_width: 64}")
-    message = _error(text)
+    message = spec_error(text)
     assert "train.base_width 64 is wider than DiT-custom/4-d2-w32-h2-mup-lr0.0005" in message
 
 
