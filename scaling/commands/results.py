@@ -54,13 +54,13 @@ def table_text(df, columns) -> str:
 
 def shown_columns(df) -> list[str]:
     """The table's columns: TABLE_COLUMNS, with the swept recipe columns that take several values, ema_sigma_rel
-    and val_loss where the table has values of them, and `failed` where a run failed."""
+    where the table has values of it, and `failed` where a run failed."""
     from study.schema import SWEPT_COLUMNS
 
     swept = [c for c in SWEPT_COLUMNS if c in df.columns and df[c].nunique() > 1]
-    extra = [c for c in ("ema_sigma_rel", "val_loss") if c in df.columns and df[c].notna().any()]
+    ema = ["ema_sigma_rel"] if "ema_sigma_rel" in df.columns and df["ema_sigma_rel"].notna().any() else []
     failed = ["failed"] if "failed" in df.columns and df["failed"].any() else []
-    return TABLE_COLUMNS[:1] + swept + TABLE_COLUMNS[1:4] + extra[:1] + TABLE_COLUMNS[4:] + extra[1:] + failed
+    return TABLE_COLUMNS[:1] + swept + TABLE_COLUMNS[1:4] + ema + TABLE_COLUMNS[4:] + failed
 
 
 def check_swept(df, axes: list[str]):

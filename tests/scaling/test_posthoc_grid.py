@@ -132,3 +132,11 @@ def test_the_sampled_lengths_are_priced_as_the_last_points_settings_once_each():
     base = run_cost(run, cpu_rates(run)).eval_gpu_hours * 3600
     sampled = dataclasses.replace(run, eval=dataclasses.replace(run.eval, ema_sample_sigma_rels=(0.1, 0.2)))
     assert run_cost(sampled, cpu_rates(sampled)).eval_gpu_hours * 3600 == pytest.approx(base + 2 * last)
+
+
+def test_results_best_prints_each_column_once(ema_grid, capsys):
+    from scaling.cli import main
+
+    assert main(["results", str(ema_grid[0]), "--best", "ema_sigma_rel", "--select-on", "val_loss"]) in (0, None)
+    header = capsys.readouterr().out.splitlines()[0].split()
+    assert "ema_sigma_rel" in header and header.count("val_loss") == 1
