@@ -21,7 +21,7 @@ class PatchEmbed(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.proj(x)  # (N, D, H/p, W/p)
-        return x.flatten(2).transpose(1, 2)  # (N, T, D), T = HW/p^2, row-major
+        return x.flatten(2).transpose(1, 2).contiguous()  # (N, T, D), T = HW/p^2, row-major
 
 
 def sincos_1d(embed_dim: int, positions: np.ndarray) -> np.ndarray:
