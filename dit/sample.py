@@ -26,7 +26,7 @@ from dit.io import atomic_path
 from dit.precision import autocast_for
 from dit.progress import progress_bar
 from dit.samplers import PerSampleNoise, get_sampler, guided_model_fn, sample_ddpm
-from study.layout import RunLayout, steps_in
+from study.layout import RunLayout, preview_columns, steps_in
 from study.registry import Registry
 
 # torch.compile modes for the sampler's model calls; "reduce-overhead" replays CUDA graphs (fixed shapes, GPU only).
@@ -258,8 +258,7 @@ def save_sample_grid(ema, config: TrainConfig, codec, run_dir, step: int, device
     images = to_uint8(codec.decode(x) if codec is not None else x)
     run = RunLayout(run_dir)
     run.samples_dir.mkdir(parents=True, exist_ok=True)
-    columns = min(config.sample_images, c.num_classes) if c.num_classes <= 16 else None
-    grid = image_grid(images, columns=columns)
+    grid = image_grid(images, columns=preview_columns(c.num_classes, config.sample_images))
     with atomic_path(run.preview(step)) as tmp:  # a kill mid-write must not leave half a PNG
         grid.save(tmp, format="PNG")
     frames = []

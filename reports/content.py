@@ -572,16 +572,21 @@ def isoflop_section(ctx: Context) -> Section:
 
 def samples_section(ctx: Context) -> Section:
     images = {name: rundirs.sample_images(path) for name, path in ctx.run_dirs.items()}
+    classes = {ctx.run_names.get(name, name): rundirs.preview_classes(ctx.run_dirs[name]) for name in images}
     images = {ctx.run_names.get(name, name): found for name, found in images.items() if found}
-    last = [(name, *found[-1]) for name, found in images.items()]
+    last = [(name, *found[-1], classes[name]) for name, found in images.items()]
+    labelled = " Column c holds class c (the number under it); the rows repeat the classes with other noise." \
+        if any(classes.values()) else ""
     blocks = []
     _attempt(blocks, "Sample grids", lambda: Plot("samples-last-step", F.plot_sample_grids(last),
-             "Each run's EMA samples at its last sampled step (fixed noise and labels).", vector=False))
+             f"Each run's EMA samples at its last sampled step (fixed noise and labels).{labelled}", vector=False))
     if images:
         gflops = {r.run: r.gflops for r in T.runs(ctx.df).itertuples()}
         chosen = max(images, key=lambda n: (len(images[n]) > 1, np.nan_to_num(gflops.get(n, 0.0) or 0.0), n))
-        blocks.append(Plot("samples-over-training", F.plot_sample_strip(chosen, images[chosen]),
-                           f"Samples of {chosen} over training, the same noise and labels at each step.", vector=False))
+        strip = F.plot_sample_strip(chosen, images[chosen], classes=classes[chosen])
+        blocks.append(Plot("samples-over-training", strip,
+                           f"Samples of {chosen} over training, the same noise and labels at each step.{labelled}",
+                           vector=False))
     return Section("Samples", "samples", blocks)
 
 

@@ -357,11 +357,12 @@ def plot_image(path, title: str) -> Figure:
     return fig
 
 
-def _image_grid(tiles: list[tuple[str, np.ndarray]], title: str | None = None, width: float = 12.0,
+def _image_grid(tiles: list[tuple[str, np.ndarray, int | None]], title: str | None = None, width: float = 12.0,
                 square: bool = True) -> Figure:
     """Images with a title each, in rows of at most `width` inches, each tile sized to its image's
     shape (sample grids are often wide: 8 x 2 samples); `square` arranges square-ish images in about
-    as many rows as columns, otherwise rows are filled first (a strip)."""
+    as many rows as columns, otherwise rows are filled first (a strip). A tile's third entry, when not None,
+    is its number of class columns (column c holds class c): each column is labelled with its class."""
     h, w = tiles[0][1].shape[:2]
     aspect = w / h
     tile = min(2.4 * max(1.0, aspect ** 0.5), width)  # inches of width per image
@@ -369,23 +370,35 @@ def _image_grid(tiles: list[tuple[str, np.ndarray]], title: str | None = None, w
     columns = min(fit, len(tiles), int(np.ceil(np.sqrt(len(tiles)))) if square and aspect <= 1.5 else fit)
     nrows = -(-len(tiles) // columns)
     fig, axes = _figure(ncols=columns, nrows=nrows,
-                        size=(tile * columns, nrows * (tile / aspect + 0.45) + (0.4 if title else 0.1)))
+                        size=(tile * columns, nrows * (tile / aspect + 0.6) + (0.4 if title else 0.1)))
     for ax in axes:
         ax.set_axis_off()
-    for ax, (label, image) in zip(axes, tiles, strict=False):  # the grid may hold spare axes
+    for ax, (label, image, classes) in zip(axes, tiles, strict=False):  # the grid may hold spare axes
         ax.imshow(image, interpolation="nearest")
         ax.set_title(label, fontsize=9)
+        if classes:
+            _label_class_columns(ax, image.shape[1], classes)
     if title:
         fig.suptitle(title)
     return fig
 
 
-def plot_sample_grids(images: list[tuple[str, int, object]]) -> Figure:
+def _label_class_columns(ax, image_width: int, classes: int):
+    """Class c under column c of a preview grid (equal columns; the few pixels of padding are ignored)."""
+    ax.set_axis_on()
+    ax.set_xticks((np.arange(classes) + 0.5) * image_width / classes, [str(c) for c in range(classes)], fontsize=7)
+    ax.tick_params(axis="x", length=0, pad=2)
+    ax.set_yticks([])
+    for spine in ax.spines.values():
+        spine.set_visible(False)
+
+
+def plot_sample_grids(images: list[tuple[str, int, object, int | None]]) -> Figure:
     """Each run's sample grid at its last step (as the paper's Fig. 7 shows all 12 models):
-    `images` is [(run, step, png path)]."""
+    `images` is [(run, step, png path, class columns or None)]."""
     if not images:
         raise T.NoData("no run has written samples/step_*.png yet")
-    return _image_grid([(f"{run}\nstep {step:,}", _read_image(path)) for run, step, path in images])
+    return _image_grid([(f"{run}\nstep {step:,}", _read_image(path), classes) for run, step, path, classes in images])
 
 
 def strip_steps(steps: list[int], count: int = 8) -> list[int]:
@@ -396,13 +409,14 @@ def strip_steps(steps: list[int], count: int = 8) -> list[int]:
     return [steps[i] for i in sorted(set(picks))]
 
 
-def plot_sample_strip(run: str, images: list[tuple[int, object]], count: int = 8) -> Figure:
-    """One run's samples over training (the same noise and labels at each step), in step order."""
+def plot_sample_strip(run: str, images: list[tuple[int, object]], count: int = 8, classes: int | None = None) -> Figure:
+    """One run's samples over training (the same noise and labels at each step), in step order; `classes` as
+    plot_sample_grids'."""
     if not images:
         raise T.NoData(f"{run} has written no samples yet")
     by_step = dict(images)
     steps = strip_steps(sorted(by_step), count)
-    return _image_grid([(f"step {step:,}", _read_image(by_step[step])) for step in steps],
+    return _image_grid([(f"step {step:,}", _read_image(by_step[step]), classes) for step in steps],
                        title=f"{run}: samples over training", width=14.0, square=False)
 
 

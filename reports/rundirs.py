@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from study.layout import GridLayout, RunLayout
+from study.layout import GridLayout, RunLayout, preview_columns
 
 
 def run_dirs(grid_dir) -> dict[str, Path]:
@@ -39,6 +39,17 @@ def read_train_log(run_dir) -> pd.DataFrame:
 def sample_images(run_dir) -> list[tuple[int, Path]]:
     """(step, path) of every sample preview of the run, ordered by step."""
     return RunLayout(run_dir).previews()
+
+
+def preview_classes(run_dir) -> int | None:
+    """How many class columns the run's sample previews have (column c holds class c), from its config; None when
+    they have none (too many classes) or the config does not say."""
+    path = RunLayout(run_dir).config
+    try:
+        config = json.loads(path.read_text())
+        return preview_columns(int(config["model"]["num_classes"]), int(config["train"]["sample_images"]))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def lr_find_image(run_dir) -> Path | None:

@@ -36,6 +36,13 @@ from pathlib import Path
 STEP_PATTERN = re.compile(r"^step_(\d{7,})$")
 VALIDATION_RECORD = "validation.json"
 VALIDATION_STEM = "validation"
+MAX_CLASS_COLUMNS = 16  # a preview with at most this many classes puts one class per column
+
+
+def preview_columns(num_classes: int, images: int) -> int | None:
+    """Columns of a run's sample preview (its i-th image has class i % num_classes): one per class, so column c
+    holds class c, when there are at most MAX_CLASS_COLUMNS classes; None (a square-ish grid) otherwise."""
+    return min(images, num_classes) if num_classes <= MAX_CLASS_COLUMNS else None
 
 
 def ema_suffix(sigma_rel: float) -> str:

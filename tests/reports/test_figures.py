@@ -119,11 +119,37 @@ def test_training_curves_one_line_per_run_in_each_panel(grid):
 
 
 def test_sample_grid_and_strip_show_one_image_each(grid):
-    images = [(name, *rundirs.sample_images(path)[-1]) for name, path in rundirs.run_dirs(grid.path).items()]
+    images = [(name, *rundirs.sample_images(path)[-1], None) for name, path in rundirs.run_dirs(grid.path).items()]
     fig = F.plot_sample_grids(images)
     assert sum(len(ax.get_images()) for ax in fig.axes) == len(MAIN_RUNS + ABLATIONS)
     strip = F.plot_sample_strip("DiT-B/2", rundirs.sample_images(grid.path / "runs" / "DiT-B-2"))
     assert [ax.get_title() for ax in strip.axes] == ["step 500", "step 1,000", "step 2,000"]
+
+
+def test_sample_grid_labels_each_class_column(grid):
+    name, path = next(iter(rundirs.run_dirs(grid.path).items()))
+    step, png = rundirs.sample_images(path)[-1]
+    fig = F.plot_sample_grids([(name, step, png, 10)])
+    ax = next(ax for ax in fig.axes if ax.get_images())
+    width = ax.get_images()[0].get_array().shape[1]
+    assert [t.get_text() for t in ax.get_xticklabels()] == [str(c) for c in range(10)]
+    np.testing.assert_allclose(ax.get_xticks(), [(c + 0.5) * width / 10 for c in range(10)])
+    unlabelled = F.plot_sample_grids([(name, step, png, None)])
+    assert not any(ax.axison for ax in unlabelled.axes)
+
+
+def test_preview_classes_read_from_the_run_config(tmp_path):
+    import json
+
+    def write(num_classes, sample_images):
+        (tmp_path / "config.json").write_text(json.dumps(
+            {"model": {"num_classes": num_classes}, "train": {"sample_images": sample_images}}))
+        return rundirs.preview_classes(tmp_path)
+
+    assert rundirs.preview_classes(tmp_path) is None  # no config
+    assert write(10, 16) == 10
+    assert write(10, 4) == 4  # fewer images than classes: one column each
+    assert write(1000, 16) is None  # ImageNet's previews mix classes on a square grid
 
 
 def test_strip_steps_spread_from_first_to_last():
