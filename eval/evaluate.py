@@ -23,7 +23,7 @@ from eval.metrics import (
     kernel_inception_distance,
     precision_recall,
 )
-from eval.reference import Reference, ReferenceStats, read_reference, stats_from_features
+from eval.reference import Reference, ReferenceStats, features_to_use, read_reference, stats_from_features
 
 LABELS_KEY = "arr_1"
 DINOV2 = "dinov2"
@@ -47,7 +47,7 @@ def evaluate_samples(samples_npz, ref_npz, features: str | None = "inception", *
     check_batch_size(batch_size)
     metrics = parse_metrics(metrics)
     samples, ref = NpzImages(samples_npz, what="samples"), read_reference(ref_npz)
-    features = _features_of(features, ref.stats)
+    features = features_to_use(features, ref.stats)
     check_value_range(samples)
     if ref.images is not None and ref.images.shape != samples.shape:
         raise ValueError(f"samples are {_size(samples.shape)} but the reference images are {_size(ref.images.shape)}; "
@@ -161,15 +161,6 @@ def _check_metrics_fit(metrics, extractor):
 def _size(shape) -> str:
     h, w, c = shape
     return f"{h}x{w}x{c}"
-
-
-def _features_of(features: str | None, stats: ReferenceStats | None) -> str:
-    """The features asked for, else the reference's own; ValueError, before any network loads, when the two differ."""
-    recorded = stats.features if stats is not None else None
-    if features is not None and recorded is not None and features != recorded:
-        raise ValueError(f"the reference statistics were made with --features {recorded}, not {features}; "
-                         f"evaluate with --features {recorded} (or leave --features out) or remake the reference")
-    return features or recorded or "inception"
 
 
 def _check_reference_stats(stats: ReferenceStats | None, extractor):

@@ -68,6 +68,16 @@ def read_reference(path) -> Reference:
     return Reference(path, stats, images)
 
 
+def features_to_use(features: str | None, stats: ReferenceStats | None) -> str:
+    """The features asked for, else the reference's own, else inception; ValueError, before any network loads,
+    when the asked and the recorded differ."""
+    recorded = stats.features if stats is not None else None
+    if features is not None and recorded is not None and features != recorded:
+        raise ValueError(f"the reference statistics were made with --features {recorded}, not {features}; "
+                         f"evaluate with --features {recorded} (or leave --features out) or remake the reference")
+    return features or recorded or "inception"
+
+
 def read_stats(path: Path, name: str, keys) -> ReferenceStats:
     """The statistics of a reference `.npz`, checked (numbers, shapes, finite) as they are read."""
     try:

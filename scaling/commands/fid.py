@@ -19,7 +19,7 @@ def add_parser(subparsers):
     p.add_argument("--sample-batch-size", type=int, default=64, help="images per sampling batch (and resumable shard)")
     p.add_argument("--out-dir", help="where samples and metrics go (default: the checkpoint's folder)")
     p.add_argument("--force", action="store_true", help="evaluate again even when the metrics file exists")
-    add_feature_options(p)
+    add_feature_options(p, from_reference=True)
     add_metric_options(p)
     add_format_argument(p)
     p.set_defaults(func=run)
@@ -34,7 +34,7 @@ def run(args):
     from eval.features import dinov2, inception
     from eval.images import NpzImages
     from eval.metric_groups import metric_columns, parse_metrics
-    from eval.reference import read_reference
+    from eval.reference import features_to_use, read_reference
     from scaling.commands.output import note
 
     metrics = parse_metrics(args.metrics)
@@ -46,13 +46,14 @@ def run(args):
                           seed=args.seed, batch_size=args.sample_batch_size)
     name = f"{ckpt.stem}-{config.sampler}-{config.steps}-cfg{config.cfg_scale:g}-n{config.num}-seed{config.seed}"
     stem = Path(args.out_dir or ckpt.parent) / name
-    samples, metrics_path = stem.with_name(stem.name + ".npz"), stem.with_name(f"{stem.name}-{args.features}.json")
+    # a bad reference or missing weights fail now, not after hours of sampling
+    features = features_to_use(args.features, read_reference(args.ref).stats)
+    samples, metrics_path = stem.with_name(stem.name + ".npz"), stem.with_name(f"{stem.name}-{features}.json")
     done = json.loads(metrics_path.read_text()) if metrics_path.exists() and not args.force else {}
     if done and all(c in done for c in metric_columns(metrics)):
         (print if args.format == "table" else note)(f"{metrics_path} exists (--force evaluates again)")
         return report(done, None, args.format)
-    read_reference(args.ref)  # a bad reference or missing weights fail now, not after hours of sampling
-    if args.features == "inception":
+    if features == "inception":
         inception.resolve_weights(args.inception_weights)
     if "fd-dinov2" in metrics:
         dinov2.resolve_weights(args.dinov2_weights)
@@ -61,7 +62,7 @@ def run(args):
             overrides = {"name": args.model} if args.model else {}
             generate_samples(ckpt, samples, config, device=args.device or "auto", progress=not args.no_progress,
                              model_overrides=overrides)
-        result = evaluate_samples(samples, args.ref, args.features, metrics=metrics, device=args.device,
+        result = evaluate_samples(samples, args.ref, features, metrics=metrics, device=args.device,
                                   batch_size=args.batch_size, inception_weights=args.inception_weights,
                                   dinov2_weights=args.dinov2_weights, precision=args.precision,
                                   progress=not args.no_progress)

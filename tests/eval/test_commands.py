@@ -202,7 +202,7 @@ def tiny_checkpoint(path):
 
 def test_fid_samples_then_evaluates_next_to_the_checkpoint(capsys, tmp_path, mnist_ref):
     ckpt = tiny_checkpoint(tmp_path / "step_0000000.pt")
-    argv = ["fid", "--ckpt", ckpt, "--ref", mnist_ref, "--features", "mnist", "--num", 12, "--steps", 2,
+    argv = ["fid", "--ckpt", ckpt, "--ref", mnist_ref, "--num", 12, "--steps", 2,  # features: the reference's (mnist)
             "--sample-batch-size", 6, "--device", "cpu", "--no-progress"]
     code, out, err = run_cli(capsys, *argv)
     assert code == 0, err
@@ -218,3 +218,11 @@ def test_fid_samples_then_evaluates_next_to_the_checkpoint(capsys, tmp_path, mni
     )  # untrained: far from digits
     code, out, _ = run_cli(capsys, *argv)
     assert code == 0 and "exists" in out  # re-running reuses the finished evaluation
+
+
+def test_fid_refuses_features_the_reference_was_not_made_with_before_sampling(capsys, tmp_path, mnist_ref):
+    ckpt = tiny_checkpoint(tmp_path / "step_0000000.pt")
+    code, _, err = run_cli(capsys, "fid", "--ckpt", ckpt, "--ref", mnist_ref, "--features", "inception", "--num", 4,
+                           "--steps", 2, "--device", "cpu", "--no-progress")
+    assert code == 2 and "made with --features mnist" in err and len(err.strip().splitlines()) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["step_0000000.pt"]  # nothing sampled
