@@ -9,7 +9,10 @@ sampling compute, block ablation, training curves, sample grids), the DiT paper'
 beside the grid's, saturating power-law fits (metric = a * C^(-b) + c) with confidence intervals,
 and each run's exact config. Writes {html} (one file, images inlined, opens
 offline), {pdf} and {figures}/*.png|svg, each atomically. Trains and evaluates nothing."""
-REPORT_INTERVAL = 60.0  # seconds: while runs go on, the report is re-rendered at most this often
+# Seconds: while runs go on, the report (its HTML and figures; the PDF waits for the last run) is re-rendered at most
+# this often. A render of the demo's report costs ~15 s of one core, which a CPU grid takes from its runs: every
+# 60 s cost the demo ~8 renders and ~1 minute of its 10; every 300 s keeps renders under 5% of any grid's time.
+REPORT_INTERVAL = 300.0
 
 
 def add_parser(subparsers):
@@ -55,29 +58,32 @@ def run(args):
         print(f"{kind}: {path}")
 
 
-def refresh_report(grid_dir, *, interval: float = 0.0):
-    """Render GRID_DIR's report as `scaling report` does, unless it was rendered less than `interval`
-    seconds ago. A failure is one warning line: a broken report must not stop a study that is training."""
+def refresh_report(grid_dir, *, interval: float = 0.0, formats=None):
+    """Render GRID_DIR's report as `scaling report` does (in `formats`, default all), unless it was rendered less
+    than `interval` seconds ago. A failure is one warning line: a broken report must not stop a study that is
+    training."""
     import time
 
-    from reports.render import render_report
+    from reports.render import FORMATS, render_report
     from study.layout import GridLayout
 
     html = GridLayout(grid_dir).report.html
     if html.exists() and time.time() - html.stat().st_mtime < interval:
         return
     try:
-        render_report(grid_dir)
+        render_report(grid_dir, formats=formats or FORMATS)
     except Exception as exc:
         print(f"warning: the report was not refreshed: {type(exc).__name__}: {exc}")
 
 
 def refresh_report_while_training(grid_dir):
-    """The `on_results` of a grid's runs: the report after an evaluation point, at most every REPORT_INTERVAL s,
-    and always once the grid's last run is done (a grid whose jobs run detached has no final refresh)."""
+    """The `on_results` of a grid's runs: the report's HTML after an evaluation point, at most every REPORT_INTERVAL
+    s, and the whole report once the grid's last run is done (a grid whose jobs run detached has no final refresh)."""
     from scaling.grid import plan
     from scaling.run_state import run_state
     from scaling.runs import read_grid
 
-    finished = all(run_state(grid_dir, run).state == "done" for run in plan(read_grid(grid_dir)))
-    refresh_report(grid_dir, interval=0.0 if finished else REPORT_INTERVAL)
+    if all(run_state(grid_dir, run).state == "done" for run in plan(read_grid(grid_dir))):
+        refresh_report(grid_dir)
+    else:
+        refresh_report(grid_dir, interval=REPORT_INTERVAL, formats=("html",))

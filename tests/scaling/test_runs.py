@@ -115,7 +115,7 @@ def test_the_report_is_refreshed_at_most_every_interval_and_a_failed_render_is_o
     from scaling.commands.report import refresh_report
 
     calls = []
-    monkeypatch.setattr("reports.render.render_report", lambda grid_dir: calls.append(grid_dir))
+    monkeypatch.setattr("reports.render.render_report", lambda grid_dir, formats: calls.append(grid_dir))
     html = tmp_path / "report" / "report.html"
     html.parent.mkdir()
     html.write_text("rendered just now")
@@ -125,7 +125,7 @@ def test_the_report_is_refreshed_at_most_every_interval_and_a_failed_render_is_o
     refresh_report(tmp_path, interval=60.0)
     assert calls == [tmp_path]
 
-    def crash(grid_dir):
+    def crash(grid_dir, formats):
         raise RuntimeError("no fonts")
 
     monkeypatch.setattr("reports.render.render_report", crash)

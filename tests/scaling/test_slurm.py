@@ -1,6 +1,8 @@
 """The SLURM executor without a cluster: resources and their overrides, the sbatch scripts, sbatch's refusals as one
 line, how a job stops, options an executor does not take. tests/slurm runs grids against a real SLURM."""
+import os
 import signal
+import time
 
 import pytest
 
@@ -158,12 +160,15 @@ def test_the_report_is_rendered_when_the_last_run_of_a_detached_grid_finishes(tm
     html.parent.mkdir(parents=True)
     html.write_text("rendered just now")
     rendered = []
-    monkeypatch.setattr("reports.render.render_report", rendered.append)
+    monkeypatch.setattr("reports.render.render_report", lambda grid_dir, formats: rendered.append((grid_dir, formats)))
     refresh_report_while_training(tmp_path / "out")
     assert rendered == []  # runs still to finish: at most every REPORT_INTERVAL
+    os.utime(html, (time.time() - 301, time.time() - 301))
+    refresh_report_while_training(tmp_path / "out")
+    assert rendered == [(tmp_path / "out", ("html",))]  # while runs go on: the HTML, the PDF waits
     monkeypatch.setattr("scaling.run_state.run_state", lambda grid_dir, run: SimpleNamespace(state="done"))
     refresh_report_while_training(tmp_path / "out")
-    assert rendered == [tmp_path / "out"]
+    assert rendered[-1] == (tmp_path / "out", ("html", "pdf"))
 
 
 def test_a_job_slurm_forgot_ended_as_its_last_slurmstepd_line_says(tmp_path):
