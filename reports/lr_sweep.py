@@ -62,11 +62,18 @@ def best_lr_table(df: pd.DataFrame, metric: str = "val_loss") -> pd.DataFrame:
 
 
 def width_slopes(best: pd.DataFrame) -> dict[str, str]:
-    """Per parametrization, a sentence on the slope of ln lr* against ln width (0: the lr transfers)."""
+    """Per parametrization, a sentence on the slope of ln lr* against ln width (0: the lr transfers), and a warning
+    when some best lrs lie at an end of the sweep: those bound lr* rather than locate it."""
     said = {}
-    for param, rows in best.groupby("parametrization", sort=False):
-        rows = rows.groupby("width", as_index=False)["lr*"].apply(lambda v: float(np.exp(np.log(v).mean())))
+    for param, models in best.groupby("parametrization", sort=False):
+        rows = models.groupby("width", as_index=False)["lr*"].apply(lambda v: float(np.exp(np.log(v).mean())))
         if len(rows) < 2:
+            continue
+        at_end = models.loc[models["bracketed"] != "yes", "lr*"]
+        if len(at_end) == len(models):
+            ends = ", ".join(f"{lr:g}" for lr in sorted(set(at_end)))
+            said[param] = (f"{param}: every model's best lr lies at an end of the sweep ({ends}), so lr* and its drift "
+                           "with width are not identified; widen the sweep past that end.")
             continue
         if len(rows) >= 2 + MIN_EXTRA_POINTS:
             fit = fit_loglog(rows["width"], rows["lr*"])
@@ -77,6 +84,9 @@ def width_slopes(best: pd.DataFrame) -> dict[str, str]:
             interval = f" (n = {len(rows)} widths: too few for an interval)"
         said[param] = (f"{param}: ln lr* against ln width has slope {slope:.2f}{interval}; the best lr changes by "
                        f"x{2 ** slope:.2f} per doubling of width.")
+        if len(at_end):
+            said[param] += (f" {len(at_end)} of {len(models)} best lrs lie at an end of the sweep and only bound lr*: "
+                            "widen the sweep before reading this slope.")
     return said
 
 

@@ -67,6 +67,17 @@ def test_the_parabola_in_log_lr_finds_lr_star_between_grid_points_and_its_drift_
     assert slopes["mup"] == pytest.approx(0.0, abs=0.02) and slopes["sp"] == pytest.approx(-1.0, abs=0.05)
 
 
+def test_best_lrs_at_an_end_of_the_sweep_are_said_to_bound_lr_star_not_to_locate_it():
+    df = sweep_table(lrs=(5e-4, 1e-3, 2e-3, 4e-3))  # SP's lr* at widths 128, 256 (5e-4, 2.5e-4): at or past the end
+    said = LR.width_slopes(LR.best_lr_table(df))
+    assert said["sp"].endswith("2 of 4 best lrs lie at an end of the sweep and only bound lr*: widen the sweep "
+                               "before reading this slope.")
+    assert "slope" in said["mup"] and "end of the sweep" not in said["mup"]  # μP's 2e-3: inside the sweep
+    low = LR.width_slopes(LR.best_lr_table(sweep_table(lrs=(2.5e-5, 5e-5, 1e-4))))  # every best lr at 1e-4
+    assert low["mup"] == ("mup: every model's best lr lies at an end of the sweep (0.0001), so lr* and its drift "
+                          "with width are not identified; widen the sweep past that end.")
+
+
 def test_at_the_fixed_lr_wide_sp_models_lose_and_at_their_best_they_win():
     df = sweep_table()
     sp = df[df["parametrization"] == "sp"]
