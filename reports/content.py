@@ -24,7 +24,7 @@ from reports.style import run_style
 from study.layout import GridLayout, RunLayout, dir_name, run_dir_name
 from study.metrics import METRICS, Metric, get_metric
 from study.schema import measured_columns, schema
-from study.selection import classic_ema_rows
+from study.selection import best_rows, classic_ema_rows
 
 PAPER_FID_STEP = 400_000
 RUN_FILES = RunLayout(".")  # the names of a run directory's files, for captions
@@ -531,15 +531,17 @@ def _optimum_law_text(law, what: str, budgets) -> str:
             f"(95% prediction interval {p_lo:.3g} to {p_hi:.3g}). ")
 
 
-def _isoflop_blocks(ctx: Context, m: Metric) -> list:
+def _isoflop_blocks(df: pd.DataFrame, m: Metric, at: str = "", tag: str = "") -> list:
+    """The isoFLOP profiles, optima table and laws of `m` over `df`'s rows; `at` names which rows they are (" at each
+    model's best lr") in the titles, `tag` ends their figures' names."""
     try:
-        rows = isoflop_rows(ctx.df, m.column)
+        rows = isoflop_rows(df, m.column)
     except T.NoData as exc:
-        return [Text(f"{m.label} isoFLOP profiles: not drawn, {exc}.", note=True)]
-    name = m.column.replace("_", "-")
+        return [Text(f"{m.label} isoFLOP profiles{at}: not drawn, {exc}.", note=True)]
+    name = m.column.replace("_", "-") + tag
     result = isoflop_fit(rows, m.column)
-    blocks = [Plot(f"isoflop-{name}", F.plot_isoflop(ctx.df, m.column),
-                   f"{m.label} of every model (every seed) at each training-compute budget against its Gflops and "
+    blocks = [Plot(f"isoflop-{name}", F.plot_isoflop(df, m.column),
+                   f"{m.label}{at} of every model (every seed) at each training-compute budget against its Gflops and "
                    "parameters, a parabola in log-log space per budget and its optimum with a 95% delta-method "
                    "interval.")]
     blocks += [Text(f"Budget {b:.3g} Gflops: not fitted, {why}.", note=True) for b, why in result.not_fitted.items()]
@@ -547,27 +549,36 @@ def _isoflop_blocks(ctx: Context, m: Metric) -> list:
         return blocks
     budgets = sorted(result.profiles)
     blocks.append(Table(format_table(_optima_table(result, "Gflops", m.label)),
-                        f"Compute-optimal model per budget ({m.label}), intervals by the delta method."))
+                        f"Compute-optimal model per budget ({m.label}{at}), intervals by the delta method."))
     said = (_optimum_law_text(result.optimal_x, "The optimal model's Gflops", budgets)
             + _optimum_law_text(result.optimal_y, f"The optimal {m.label}", budgets))
-    blocks.append(Text(said.strip() if said else f"No power law of the optima: {result.why_no_law}.",
+    blocks.append(Text(said.strip() if said else f"No power law of the optima{at}: {result.why_no_law}.",
                        note=not said))
-    _attempt(blocks, f"{m.label} optima", lambda: Plot(
-        f"isoflop-optima-{name}", F.plot_isoflop_optima(ctx.df, m.column),
-        "The compute-optimal Gflops and metric against the budget, power laws fitted in log-log space, "
+    _attempt(blocks, f"{m.label} optima{at}", lambda: Plot(
+        f"isoflop-optima-{name}", F.plot_isoflop_optima(df, m.column),
+        f"The compute-optimal Gflops and {m.label}{at} against the budget, power laws fitted in log-log space, "
         "extrapolated to 10x the largest budget with their 95% prediction band."))
     return blocks
 
 
 def isoflop_section(ctx: Context) -> Section:
+    """The isoFLOP analysis at the grid's fixed recipe and, when the grid sweeps lr, again with each model at its best
+    lr at each budget (chosen on the validation loss, per parametrization)."""
+    title = "Compute-optimal models (isoFLOP)"
     if "budget" not in ctx.df.columns or ctx.df["budget"].isna().all():
-        return Section("Compute-optimal models (isoFLOP)", "isoflop",
-                       [Text("No isoFLOP budgets in this grid (a grid spec's `budgets:` trains each model to them).",
-                             note=True)])
-    blocks = []
-    for m in [VAL_LOSS] + [ctx.metric] * (ctx.metric.column != VAL_LOSS.column):
-        blocks += _isoflop_blocks(ctx, m)
-    return Section("Compute-optimal models (isoFLOP)", "isoflop", blocks)
+        return Section(title, "isoflop", [Text(
+            "No isoFLOP budgets in this grid (a grid spec's `budgets:` trains each model to them).", note=True)])
+    metrics = [VAL_LOSS] + [ctx.metric] * (ctx.metric.column != VAL_LOSS.column)
+    blocks = [b for m in metrics for b in _isoflop_blocks(ctx.df, m)]
+    if ctx.swept is not None:
+        for param, rows in ctx.swept.groupby("parametrization", sort=False):
+            best = best_rows(rows, ["lr"], VAL_LOSS.column)
+            at = f" at each model's best lr ({param})"
+            blocks.append(Text(f"The same{at}: at each budget every model takes the lr of the sweep with the lowest "
+                               f"validation loss there, so the optimum is not an artefact of the fixed lr "
+                               f"{ctx.fixed_lr:g}."))
+            blocks += [b for m in metrics for b in _isoflop_blocks(best, m, at, f"-best-lr-{param}")]
+    return Section(title, "isoflop", blocks)
 
 
 def samples_section(ctx: Context) -> Section:

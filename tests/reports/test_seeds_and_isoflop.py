@@ -22,20 +22,21 @@ def test_a_run_over_seeds_is_its_mean_with_a_min_to_max_band(tmp_path):
     assert "mean across seeds, band: min to max (up to 3 seeds)" in " ".join(t.get_text() for t in ax.texts)
 
 
-def isoflop_table(budgets=(1e13, 1e14, 1e15, 1e16)):
-    """Every model trained to each budget; ln validation loss a parabola in ln Gflops around budget^0.5 * 1e-7."""
+def isoflop_table(budgets=(1e13, 1e14, 1e15, 1e16), exponent=0.5, scale=1.0, **extra):
+    """Every model trained to each budget; ln validation loss a parabola in ln Gflops around budget^exponent * 1e-7
+    (times `scale`); `extra` columns in every row."""
     records = []
     for budget in budgets:
-        best = 1e-7 * budget ** 0.5
+        best = 1e-7 * budget ** exponent
         for name, gflops in PAPER_GFLOPS.items():
             step = int(budget / (gflops * 256 * 3))
-            loss = 0.05 * np.exp(0.2 * np.log(gflops / best) ** 2)  # ln loss: a parabola in ln Gflops
+            loss = scale * 0.05 * np.exp(0.2 * np.log(gflops / best) ** 2)  # ln loss: a parabola in ln Gflops
             size, patch = name.split("/")
             records.append(dict(run=f"DiT-{name}", model=f"DiT-{name}", size=size, patch_size=int(patch),
                                 block="adaln-zero", params=10 ** 7, gflops=gflops, dataset="mnist32", resolution=32,
                                 batch_size=256, step=step, train_compute_gflops=gflops * 256 * step * 3, budget=budget,
                                 sampler="ddpm", sampling_steps=250, cfg_scale=1.0, features="mnist", fid=100 * loss,
-                                val_loss=loss, val_mse=0.9 * loss))
+                                val_loss=loss, val_mse=0.9 * loss, **extra))
     return to_table(records)
 
 
@@ -55,6 +56,25 @@ def test_isoflop_section_finds_each_optimum_and_the_law_of_optima(tmp_path):
     assert "The optimal model's Gflops grows as budget^0.500" in said and "at 10x the largest budget (1e+18" in said
     figures = [b.name for s in report.sections for b in s.blocks if isinstance(b, Plot)]
     assert {"val-loss-vs-steps", "val-loss-vs-gflops", "val-loss-vs-train-compute"} <= set(figures)
+
+
+def test_isoflop_section_of_an_lr_sweep_is_drawn_again_at_each_models_best_lr(tmp_path):
+    import pandas as pd
+
+    budgets = (1e14, 1e15, 1e16, 1e17)
+    fixed = isoflop_table(budgets, lr=1e-3, parametrization="sp")  # the spec's lr: optimum Gflops ~ budget^0.5
+    tuned = isoflop_table(budgets, exponent=0.52, scale=0.01, lr=4e-3, parametrization="sp")  # lower everywhere
+    (tmp_path / "grid.yaml").write_text("name: g\ntrain: {lr: 1.0e-3}\n")
+    report = build_report(tmp_path, pd.concat([fixed, tuned], ignore_index=True), metric="val_loss")
+    section = next(s for s in report.sections if s.anchor == "isoflop")
+    names = [b.name for b in section.blocks if isinstance(b, Plot)]
+    assert names == ["isoflop-val-loss", "isoflop-optima-val-loss", "isoflop-val-loss-best-lr-sp",
+                     "isoflop-optima-val-loss-best-lr-sp"]
+    texts = [b.text for b in section.blocks if isinstance(b, Text)]
+    at_best = texts.index(next(t for t in texts if t.startswith("The same at each model's best lr (sp)")))
+    assert "fixed lr 0.001" in texts[at_best]
+    assert "Gflops grows as budget^0.500" in " ".join(texts[:at_best])
+    assert "Gflops grows as budget^0.520" in " ".join(texts[at_best:])
 
 
 def test_summary_states_a_trend_only_when_the_exponents_interval_excludes_zero(tmp_path):
