@@ -90,23 +90,36 @@ def width_slopes(best: pd.DataFrame) -> dict[str, str]:
     return said
 
 
+OFF_SCALE = 3.0  # the lr-sweep figure's y axis ends at this multiple of the best value: a diverging lr stays readable
+
+
 def plot_lr_sweep(df: pd.DataFrame, metric: str = "val_loss", label: str = "validation loss") -> Figure:
-    """The metric against lr, one curve per model (width), one panel per parametrization, lr* marked."""
+    """The metric against lr, one curve per model in order of width, one panel per parametrization, lr* marked. The y
+    axis (shared) ends at OFF_SCALE x the best value: points above it (a wide SP model at a too-high lr) are drawn
+    as triangles on the top edge, so they do not flatten every other curve."""
     points, best = lr_points(df, metric), best_lr_table(df, metric)
     params = list(dict.fromkeys(points["parametrization"]))
+    low = float(points["value"].min())
+    top = min(float(points["value"].max()) * 1.05, OFF_SCALE * low)
     fig = Figure(figsize=(5 * len(params), 3.8), layout="constrained")
     axes = fig.subplots(1, len(params), squeeze=False, sharey=True)[0]
     for ax, param in zip(axes, params, strict=True):
-        for k, (run, rows) in enumerate(points[points["parametrization"] == param].groupby("run", sort=False)):
+        models = points[points["parametrization"] == param].groupby("run", sort=False)
+        for k, (run, rows) in enumerate(sorted(models, key=lambda item: item[1]["width"].iloc[0])):
             rows = rows.sort_values("lr")
-            ax.plot(rows["lr"], rows["value"], marker="o", ms=3, color=f"C{k % 10}",
+            colour = f"C{k % 10}"
+            ax.plot(rows["lr"], rows["value"].clip(upper=top), marker="o", ms=3, color=colour,
                     label=f"{run} (width {rows['width'].iloc[0]})")
+            above = rows[rows["value"] > top]
+            ax.plot(above["lr"], np.full(len(above), top), ls="none", marker="^", ms=7, color=colour)
             star = best[(best["run"] == run) & (best["parametrization"] == param)]["lr*"].iloc[0]
-            ax.axvline(star, color=f"C{k % 10}", ls=":", lw=1)
+            ax.axvline(star, color=colour, ls=":", lw=1)
         ax.set_xscale("log")
         ax.set_yscale("log")
+        ax.set_ylim(low * 0.95, top * 1.08)
         ax.set_xlabel("learning rate")
-        ax.set_title(f"{param}: {label} at the last step; dotted: lr*", fontsize=9)
+        off = " (triangles: off scale)" if (points.loc[points["parametrization"] == param, "value"] > top).any() else ""
+        ax.set_title(f"{param}: {label} at the last step; dotted: lr*{off}", fontsize=9)
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=6)
     axes[0].set_ylabel(label)

@@ -78,6 +78,23 @@ def test_best_lrs_at_an_end_of_the_sweep_are_said_to_bound_lr_star_not_to_locate
                           "with width are not identified; widen the sweep past that end.")
 
 
+def test_the_lr_figure_orders_curves_by_width_and_puts_a_diverged_point_on_its_top_edge():
+    df = sweep_table(seeds=(0,))
+    diverged = (df["parametrization"] == "sp") & (df["width"] == 256) & (df["lr"] == 8e-3)
+    df.loc[diverged, "val_loss"] = 12.7
+    fig = LR.plot_lr_sweep(df)
+    sp = next(ax for ax in fig.axes if ax.get_title().startswith("sp"))
+    assert [t.get_text() for t in sp.get_legend().get_texts()] == [
+        f"DiT-custom/4-d2-w{w}-h2 (width {w})" for w in WIDTHS]
+    low = df["val_loss"].min()
+    assert sp.get_ylim() == pytest.approx((0.95 * low, 1.08 * LR.OFF_SCALE * low))
+    triangles = [line for line in sp.get_lines() if line.get_marker() == "^" and len(line.get_xdata())]
+    assert len(triangles) == 1 and list(triangles[0].get_xdata()) == [8e-3]
+    assert triangles[0].get_ydata()[0] == pytest.approx(LR.OFF_SCALE * low)
+    assert sp.get_title().endswith("(triangles: off scale)")
+    assert "off scale" not in next(ax for ax in fig.axes if ax.get_title().startswith("mup")).get_title()
+
+
 def test_at_the_fixed_lr_wide_sp_models_lose_and_at_their_best_they_win():
     df = sweep_table()
     sp = df[df["parametrization"] == "sp"]
