@@ -13,6 +13,9 @@ import torch
 import torch.distributed as dist
 
 THREADS_FILE_ENV = "DIT_THREADS_FILE"  # names a file whose number is the intra-op threads this process may use now
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt(3) parameters
+HEAP_BLOCKS_UP_TO = 32 << 20  # glibc's largest mmap threshold: blocks up to 32 MiB come from the heap
+KEEP_FREE_BYTES = 1 << 30  # freed heap memory kept by the process before any goes back to the system
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,14 +67,32 @@ def slurm_rank_env(environ) -> dict:
     }
 
 
+def keep_freed_memory() -> bool:
+    """Let freed CPU tensors' memory stay with this process (glibc: blocks up to 32 MiB from the heap, up to 1 GiB of
+    free heap kept), so each training step reuses the pages of the last one instead of faulting in and zeroing new
+    ones: a DiT-M/2 CPU step at 16 px took 5,000-50,000 page faults and 5% more time (8% for DiT-T/2) beside another
+    run. Allocation only: the numbers do not change. False where the C library has no mallopt (not glibc)."""
+    import ctypes
+    import ctypes.util
+
+    try:
+        mallopt = ctypes.CDLL(ctypes.util.find_library("c")).mallopt
+    except (OSError, AttributeError, TypeError):
+        return False
+    return bool(mallopt(M_MMAP_THRESHOLD, HEAP_BLOCKS_UP_TO)) and bool(mallopt(M_TRIM_THRESHOLD, KEEP_FREE_BYTES))
+
+
 def setup(device: str = "auto") -> DistInfo:
-    """Join the process group torchrun (or srun) describes in the environment, or run as a single process."""
+    """Join the process group torchrun (or srun) describes in the environment, or run as a single process. On a CPU
+    the process keeps its freed memory (keep_freed_memory)."""
     os.environ.update(slurm_rank_env(os.environ))
+    dev = pick_device(device)
+    if dev.type == "cpu":
+        keep_freed_memory()
     if "RANK" not in os.environ or int(os.environ.get("WORLD_SIZE", "1")) == 1:
-        return DistInfo(device=pick_device(device))
+        return DistInfo(device=dev)
     rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    dev = pick_device(device)
     if dev.type == "cuda":
         dev = torch.device("cuda", local_rank)
         torch.cuda.set_device(dev)

@@ -8,6 +8,7 @@ import time
 
 import torch
 
+from dit import distributed
 from dit.config import TrainConfig
 from dit.diffusion import create_diffusion
 from dit.distributed import pick_device
@@ -58,6 +59,8 @@ def training_setup(model_name: str, *, path: str, batch_size: int, input_size: i
     EMA profiles of `ema_sigma_rels`) of a random-weight model on a fixed synthetic batch, with the path's
     settings."""
     dev = pick_device(device)
+    if dev.type == "cpu":
+        distributed.keep_freed_memory()  # as training on a CPU does (dit.distributed.setup)
     options = path_options(path, dev)
     set_tf32(dev, True)  # both paths, as the official release trains
     config = TrainConfig(
@@ -143,6 +146,8 @@ def bench_sampling(model_name: str, *, path: str, num_images: int, sampling_step
     compile_mode "reduce-overhead" replays CUDA graphs of the compiled forward (fast path on a GPU only).
     """
     dev = pick_device(device)
+    if dev.type == "cpu":
+        distributed.keep_freed_memory()  # as training on a CPU does (dit.distributed.setup)
     options = path_options(path, dev)
     set_tf32(dev, True)  # both paths, as the official release trains
     model = _model(model_name, options, input_size, in_channels, num_classes, dev).eval()
