@@ -191,7 +191,8 @@ class ProcessPool:
         slot, log_path = self.free.pop(0), self.log_path(run)
         log_path.parent.mkdir(parents=True, exist_ok=True)
         log = open(log_path, "a")  # noqa: SIM115 - outlives this call: closed when the worker is reaped
-        command = run_command(self.grid_dir, run, self.gpus_per_run, report=self.report)
+        command = run_command(self.grid_dir, run, self.gpus_per_run, report=self.report,
+                              final_report=False)  # run-grid renders the whole report once its workers are done
         hint = GridLayout(self.grid_dir).run_threads(run.name, run.seed)
         hint.unlink(missing_ok=True)  # a run starts with its slot's share of the cores
         threads = {} if self.gpus_per_run else {THREADS_FILE_ENV: str(hint)}

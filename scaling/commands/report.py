@@ -76,14 +76,16 @@ def refresh_report(grid_dir, *, interval: float = 0.0, formats=None):
         print(f"warning: the report was not refreshed: {type(exc).__name__}: {exc}")
 
 
-def refresh_report_while_training(grid_dir):
+def refresh_report_while_training(grid_dir, *, final: bool = True):
     """The `on_results` of a grid's runs: the report's HTML after an evaluation point, at most every REPORT_INTERVAL
-    s, and the whole report once the grid's last run is done (a grid whose jobs run detached has no final refresh)."""
+    s, and the whole report once the grid's last run is done (a grid whose jobs run detached has no final refresh),
+    unless `final` is False (the caller renders it: run-grid after its workers)."""
     from scaling.grid import plan
     from scaling.run_state import run_state
     from scaling.runs import read_grid
 
     if all(run_state(grid_dir, run).state == "done" for run in plan(read_grid(grid_dir))):
-        refresh_report(grid_dir)
+        if final:
+            refresh_report(grid_dir)
     else:
         refresh_report(grid_dir, interval=REPORT_INTERVAL, formats=("html",))

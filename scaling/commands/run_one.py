@@ -11,11 +11,16 @@ def add_parser(subparsers):
     p.add_argument("grid_dir", help="grid directory written by `scaling run-grid`")
     p.add_argument("run", help="run name, e.g. DiT-B/4, or its directory name in a grid with seeds, e.g. DiT-B-4-seed1")
     p.add_argument("--no-report", action="store_true", help="do not render the grid's report after an evaluation point")
+    p.add_argument("--no-final-report", action="store_true",
+                   help="refresh the report while other runs go on, but leave the whole report at the grid's end to "
+                   "the caller (run-grid's workers: run-grid renders it once they are done)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
 
 
 def run(args):
+    import functools
+
     from scaling.commands.report import refresh_report_while_training
     from scaling.grid import plan
     from scaling.runs import execute_run, read_grid
@@ -25,5 +30,6 @@ def run(args):
     if len(chosen) != 1:
         problem = "names several runs (one per seed or swept value)" if chosen else "is no run"
         raise ValueError(f"{args.run!r} {problem} in {args.grid_dir}; give one of: {', '.join(r.key for r in runs)}")
-    on_results = None if args.no_report else refresh_report_while_training
+    on_results = None if args.no_report else functools.partial(refresh_report_while_training,
+                                                                 final=not args.no_final_report)
     execute_run(chosen[0], args.grid_dir, progress=not args.no_progress, on_results=on_results)

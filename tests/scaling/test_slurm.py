@@ -167,8 +167,20 @@ def test_the_report_is_rendered_when_the_last_run_of_a_detached_grid_finishes(tm
     refresh_report_while_training(tmp_path / "out")
     assert rendered == [(tmp_path / "out", ("html",))]  # while runs go on: the HTML, the PDF waits
     monkeypatch.setattr("scaling.run_state.run_state", lambda grid_dir, run: SimpleNamespace(state="done"))
+    refresh_report_while_training(tmp_path / "out", final=False)  # run-grid's workers: run-grid renders it next
+    assert len(rendered) == 1
     refresh_report_while_training(tmp_path / "out")
     assert rendered[-1] == (tmp_path / "out", ("html", "pdf"))
+
+
+def test_run_grids_workers_leave_the_final_report_to_run_grid_and_slurm_jobs_render_it(tmp_path):
+    from scaling.launch import run_command
+
+    spec = parse_grid(grid_file(tmp_path, kind="slurm", slurm=GPU).read_text())
+    run = plan(spec)[0]
+    assert run_command(tmp_path, run, 1)[-1] == run.key  # a SLURM job: the whole report when it is the last
+    assert run_command(tmp_path, run, 1, final_report=False)[-1] == "--no-final-report"
+    assert run_command(tmp_path, run, 1, report=False)[-1] == "--no-report"
 
 
 def test_a_job_slurm_forgot_ended_as_its_last_slurmstepd_line_says(tmp_path):
