@@ -43,13 +43,20 @@ def describe_rows(df) -> list[dict]:
 
 
 def table_text(df, columns) -> str:
-    """The rows as aligned text: the columns that have values, each in one number format."""
+    """The rows as aligned text: the columns that have values, each in one number format, a missing value blank
+    (a post-hoc EMA row has no sampling setting)."""
+    import pandas as pd
+
     from scaling.commands.output import gflops_text
 
     shown = [c for c in columns if c in df.columns and df[c].notna().any()]
     formats = {**TABLE_FORMATS, "gflops": gflops_text}
-    return df[shown].to_string(index=False, formatters={c: f for c, f in formats.items() if c in shown},
-                               float_format="{:.4g}".format)
+
+    def text_of(c):
+        return formats.get(c) or ("{:.4g}".format if pd.api.types.is_float_dtype(df[c]) else str)
+
+    view = pd.DataFrame({c: [("" if pd.isna(v) else text_of(c)(v)) for v in df[c]] for c in shown})
+    return view.to_string(index=False)
 
 
 def shown_columns(df) -> list[str]:

@@ -140,3 +140,16 @@ def test_results_best_prints_each_column_once(ema_grid, capsys):
     assert main(["results", str(ema_grid[0]), "--best", "ema_sigma_rel", "--select-on", "val_loss"]) in (0, None)
     header = capsys.readouterr().out.splitlines()[0].split()
     assert "ema_sigma_rel" in header and header.count("val_loss") == 1
+
+
+def test_results_table_leaves_a_post_hoc_rows_sampling_cells_blank(ema_grid, capsys):
+    from scaling.cli import main
+
+    assert main(["results", str(ema_grid[0])]) in (0, None)
+    lines = capsys.readouterr().out.splitlines()
+    header = lines[0].split()
+    posthoc = [line.split() for line in lines[1:] if len(line.split()) < len(header)]
+    assert posthoc, "the table has post-hoc EMA rows, whose sampling columns are empty"
+    assert not any(cell in ("NaN", "<NA>", "nan") for line in lines[1:] for cell in line.split())
+    full = [line.split() for line in lines[1:] if len(line.split()) == len(header)]
+    assert full and all(len(row) == len(header) for row in full)  # a sampled row fills every column
