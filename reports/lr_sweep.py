@@ -93,6 +93,11 @@ def width_slopes(best: pd.DataFrame) -> dict[str, str]:
 OFF_SCALE = 3.0  # the lr-sweep figure's y axis ends at this multiple of the best value: a diverging lr stays readable
 
 
+def _width_key(width) -> float:
+    """Curves in order of width; a model whose width the table does not know goes last."""
+    return float("inf") if pd.isna(width) else float(width)
+
+
 def plot_lr_sweep(df: pd.DataFrame, metric: str = "val_loss", label: str = "validation loss") -> Figure:
     """The metric against lr, one curve per model in order of width, one panel per parametrization, lr* marked. The y
     axis (shared) ends at OFF_SCALE x the best value: points above it (a wide SP model at a too-high lr) are drawn
@@ -105,7 +110,7 @@ def plot_lr_sweep(df: pd.DataFrame, metric: str = "val_loss", label: str = "vali
     axes = fig.subplots(1, len(params), squeeze=False, sharey=True)[0]
     for ax, param in zip(axes, params, strict=True):
         models = points[points["parametrization"] == param].groupby("run", sort=False)
-        for k, (run, rows) in enumerate(sorted(models, key=lambda item: item[1]["width"].iloc[0])):
+        for k, (run, rows) in enumerate(sorted(models, key=lambda item: _width_key(item[1]["width"].iloc[0]))):
             rows = rows.sort_values("lr")
             colour = f"C{k % 10}"
             ax.plot(rows["lr"], rows["value"].clip(upper=top), marker="o", ms=3, color=colour,
