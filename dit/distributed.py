@@ -82,13 +82,20 @@ def keep_freed_memory() -> bool:
     return bool(mallopt(M_MMAP_THRESHOLD, HEAP_BLOCKS_UP_TO)) and bool(mallopt(M_TRIM_THRESHOLD, KEEP_FREE_BYTES))
 
 
-def setup(device: str = "auto") -> DistInfo:
-    """Join the process group torchrun (or srun) describes in the environment, or run as a single process. On a CPU
-    the process keeps its freed memory (keep_freed_memory)."""
-    os.environ.update(slurm_rank_env(os.environ))
-    dev = pick_device(device)
-    if dev.type == "cpu":
+def compute_device(name: str = "auto") -> torch.device:
+    """The device this process computes on (pick_device); on a CPU the process keeps its freed memory from now on
+    (keep_freed_memory), as training, sampling and their benchmarks all want."""
+    device = pick_device(name)
+    if device.type == "cpu":
         keep_freed_memory()
+    return device
+
+
+def setup(device: str = "auto") -> DistInfo:
+    """Join the process group torchrun (or srun) describes in the environment, or run as a single process, on
+    compute_device(device)."""
+    os.environ.update(slurm_rank_env(os.environ))
+    dev = compute_device(device)
     if "RANK" not in os.environ or int(os.environ.get("WORLD_SIZE", "1")) == 1:
         return DistInfo(device=dev)
     rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])

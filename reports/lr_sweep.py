@@ -109,7 +109,8 @@ def plot_lr_sweep(df: pd.DataFrame, metric: str = "val_loss", label: str = "vali
     fig = Figure(figsize=(5 * len(params), 3.8), layout="constrained")
     axes = fig.subplots(1, len(params), squeeze=False, sharey=True)[0]
     for ax, param in zip(axes, params, strict=True):
-        models = points[points["parametrization"] == param].groupby("run", sort=False)
+        panel = points[points["parametrization"] == param]
+        models = panel.groupby("run", sort=False)
         for k, (run, rows) in enumerate(sorted(models, key=lambda item: _width_key(item[1]["width"].iloc[0]))):
             rows = rows.sort_values("lr")
             colour = f"C{k % 10}"
@@ -123,7 +124,7 @@ def plot_lr_sweep(df: pd.DataFrame, metric: str = "val_loss", label: str = "vali
         ax.set_yscale("log")
         ax.set_ylim(low * 0.95, top * 1.08)
         ax.set_xlabel("learning rate")
-        off = " (triangles: off scale)" if (points.loc[points["parametrization"] == param, "value"] > top).any() else ""
+        off = " (triangles: off scale)" if (panel["value"] > top).any() else ""
         ax.set_title(f"{param}: {label} at the last step; dotted: lr*{off}", fontsize=9)
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=6)

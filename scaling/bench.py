@@ -8,10 +8,9 @@ import time
 
 import torch
 
-from dit import distributed
 from dit.config import TrainConfig
 from dit.diffusion import create_diffusion
-from dit.distributed import pick_device
+from dit.distributed import compute_device, pick_device
 from dit.ema import PowerEMA
 from dit.models import create_dit
 from dit.precision import autocast_for, set_tf32
@@ -58,9 +57,7 @@ def training_setup(model_name: str, *, path: str, batch_size: int, input_size: i
     """(step, device): step() runs one full training step (forward, backward, AdamW, EMA and the power-function
     EMA profiles of `ema_sigma_rels`) of a random-weight model on a fixed synthetic batch, with the path's
     settings."""
-    dev = pick_device(device)
-    if dev.type == "cpu":
-        distributed.keep_freed_memory()  # as training on a CPU does (dit.distributed.setup)
+    dev = compute_device(device)  # on a CPU: keeps freed memory, as training does
     options = path_options(path, dev)
     set_tf32(dev, True)  # both paths, as the official release trains
     config = TrainConfig(
@@ -145,9 +142,7 @@ def bench_sampling(model_name: str, *, path: str, num_images: int, sampling_step
 
     compile_mode "reduce-overhead" replays CUDA graphs of the compiled forward (fast path on a GPU only).
     """
-    dev = pick_device(device)
-    if dev.type == "cpu":
-        distributed.keep_freed_memory()  # as training on a CPU does (dit.distributed.setup)
+    dev = compute_device(device)  # on a CPU: keeps freed memory, as training does
     options = path_options(path, dev)
     set_tf32(dev, True)  # both paths, as the official release trains
     model = _model(model_name, options, input_size, in_channels, num_classes, dev).eval()

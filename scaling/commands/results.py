@@ -52,10 +52,11 @@ def table_text(df, columns) -> str:
     shown = [c for c in columns if c in df.columns and df[c].notna().any()]
     formats = {**TABLE_FORMATS, "gflops": gflops_text}
 
-    def text_of(c):
-        return formats.get(c) or ("{:.4g}".format if pd.api.types.is_float_dtype(df[c]) else str)
+    def cells(c):
+        text = formats.get(c) or ("{:.4g}".format if pd.api.types.is_float_dtype(df[c]) else str)
+        return ["" if pd.isna(v) else text(v) for v in df[c]]
 
-    view = pd.DataFrame({c: [("" if pd.isna(v) else text_of(c)(v)) for v in df[c]] for c in shown})
+    view = pd.DataFrame({c: cells(c) for c in shown})
     return view.to_string(index=False)
 
 
