@@ -23,7 +23,9 @@ def test_a_thread_hint_file_sets_torchs_threads_and_a_bad_one_changes_nothing(tm
 
 
 STEP_FAULTS = """
-import resource, sys, torch
+import ctypes, resource, sys
+ctypes.CDLL(None).prctl(41, 1, 0, 0, 0)  # PR_SET_THP_DISABLE: 4 KiB pages, so faults count pages whatever THP does
+import torch
 from dit import distributed
 from scaling.bench import training_setup
 
